@@ -1,0 +1,127 @@
+"""The N-point teacher grid, TDD's K-step schedules and target timestep selection (SPEC §1c, §3, §5).
+
+All functions work with *grid indices* k ∈ {0..N} (u_k = k/N; k = 0 is the clean end, k = N the
+noisiest point) so that the same code serves the EDM σ grid and the VP timestep grid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tdd_video.errors import ConfigError, check_range
+
+Tensor = torch.Tensor
+
+
+def validate_tdd_params(num_grid: int, k_min: int, k_max: int, eta_max: float = 0.0) -> None:
+    """Reject inconsistent TDD settings with a message naming the key and allowed range."""
+    check_range("k_min", k_min, 1, None)
+    if k_max < k_min:
+        raise ConfigError("k_max", f"got {k_max}, must be >= k_min ({k_min})")
+    if num_grid < k_max:
+        raise ConfigError("num_grid", f"got {num_grid}, must be >= k_max ({k_max}): "
+                                      f"a K-step schedule needs K distinct grid points")
+    check_range("eta_max", eta_max, 0.0, 1.0, hi_open=True)
+
+
+def grid_u(num_grid: int) -> Tensor:
+    """u values of the grid, ascending: u_k = k/N, k = 0..N (k = 0 the clean end). float64 [N+1]."""
+    check_range("num_grid", num_grid, 1, None)
+    return torch.arange(num_grid + 1, dtype=torch.float64) / num_grid
+
+
+def schedule_indices(num_grid: int, k: int) -> Tensor:
+    """S_K as grid indices, noisiest first: N − floor(j·N/K), j = 0..K−1 (SPEC §3.1). int64 [K].
+
+    N = 250 on the VP grid gives timesteps [999, 751, 499, 251] for K = 4."""
+    validate_tdd_params(num_grid, k, k)
+    j = torch.arange(k, dtype=torch.int64)
+    return num_grid - torch.div(j * num_grid, k, rounding_mode="floor")
+
+
+def nonuniform_schedule_indices(num_grid: int, k: int, k_min: int = 4, k_max: int = 8) -> Tensor:
+    """TDD non-equidistant K-step schedule, noisiest first (SPEC §5). int64 [K].
+
+    Short hops early (the S_{k_max} spacing), long hops late (the S_{k_min} spacing): take as many
+    leading points of S_{k_max} as needed, then continue on S_{k_min}, so every point lies on the
+    training schedule set {S_K}. The number of fine points h is the largest for which the coarse
+    tail below the h-th fine point still supplies K − h points. Falls back to S_K when K ∉ (k_min, k_max)."""
+    validate_tdd_params(num_grid, k_min, k_max)
+    check_range("steps", k, 1, None)
+    if not (k_min < k < k_max):
+        return schedule_indices(num_grid, k)
+    fine, coarse = schedule_indices(num_grid, k_max), schedule_indices(num_grid, k_min)
+    best = None
+    for h in range(1, k):
+        tail = coarse[coarse < fine[h - 1]]
+        if len(tail) >= k - h:
+            best = torch.cat([fine[:h], tail[: k - h]])
+    if best is None:  # pragma: no cover - impossible for k_min < k < k_max
+        return schedule_indices(num_grid, k)
+    return best
+
+
+def tau_table(num_grid: int, k_min: int, k_max: int) -> Tensor:
+    """table[K − k_min, k] = the largest point of S_K ∪ {0} that is ≤ k. int64 [k_max−k_min+1, N+1]."""
+    validate_tdd_params(num_grid, k_min, k_max)
+    ks = torch.arange(num_grid + 1)
+    rows = []
+    for kk in range(k_min, k_max + 1):
+        pts = torch.cat([schedule_indices(num_grid, kk), torch.zeros(1, dtype=torch.int64)])
+        cand = torch.where(pts[None, :] <= ks[:, None], pts[None, :], torch.full_like(pts[None, :], -1))
+        rows.append(cand.max(dim=1).values)
+    return torch.stack(rows)
+
+
+@dataclass
+class TargetSample:
+    """One batch of TDD source/target times on the u axis (all [B])."""
+
+    t: Tensor        # source time u_t (float64)
+    t_next: Tensor   # adjacent less-noisy teacher grid point u_{t_n}
+    s: Tensor        # target time u_s = (1 − η)·τ, quantised by the schedule (s ≤ t_n < t)
+    k: Tensor        # sampled number of steps K (int64)
+    tau: Tensor      # u of the next S_K point at or below t_n
+    eta: Tensor      # sampled η ∈ [0, η_max]
+    index: Tensor    # source grid index n ∈ {1..N} (int64)
+
+
+def select_targets(batch: int, num_grid: int = 250, k_min: int = 4, k_max: int = 8,
+                   eta_max: float = 0.3, *, generator: torch.Generator | None = None,
+                   source_weights: Tensor | None = None, quantize=None) -> TargetSample:
+    """TDD target timestep selection, vectorised over the batch (SPEC §3.2–3.3; paper Eq. 6).
+
+    n ~ U{1..N} (or ∝ source_weights [N]); t = u_n, t_n = u_{n−1}; K ~ U{k_min..k_max};
+    τ = max{p ∈ S_K ∪ {0} : p ≤ n−1}; η ~ U[0, η_max]; s = quantize((1 − η)·u_τ).
+    `quantize` maps u onto the family's time lattice (VP: round down to an integer timestep)."""
+    validate_tdd_params(num_grid, k_min, k_max, eta_max)
+    if source_weights is None:
+        n = torch.randint(1, num_grid + 1, (batch,), generator=generator)
+    else:
+        w = torch.as_tensor(source_weights, dtype=torch.float64)
+        if w.shape != (num_grid,) or bool((w < 0).any()) or float(w.sum()) <= 0:
+            raise ConfigError("source_weights", f"need {num_grid} non-negative weights with a positive sum")
+        n = torch.multinomial(w, batch, replacement=True, generator=generator) + 1
+    k = torch.randint(k_min, k_max + 1, (batch,), generator=generator)
+    eta = torch.rand(batch, generator=generator, dtype=torch.float64) * eta_max
+    tau_idx = tau_table(num_grid, k_min, k_max)[k - k_min, n - 1]
+    tau = tau_idx.to(torch.float64) / num_grid
+    s = (1.0 - eta) * tau
+    if quantize is not None:
+        s = torch.minimum(quantize(s).to(torch.float64), tau)
+    return TargetSample(t=n.to(torch.float64) / num_grid, t_next=(n - 1).to(torch.float64) / num_grid,
+                        s=s, k=k, tau=tau, eta=eta, index=n)
+
+
+def source_density(num_grid: int, kind: str = "uniform") -> Tensor | None:
+    """Named source-time densities over grid indices 1..N: 'uniform' (None), 'high-noise'
+    (weight ∝ k) or 'low-noise' (weight ∝ N+1−k)."""
+    k = torch.arange(1, num_grid + 1, dtype=torch.float64)
+    if kind == "uniform":
+        return None
+    if kind == "high-noise":
+        return k
+    if kind == "low-noise":
+        return num_grid + 1 - k
+    raise ConfigError("source_density", f"got {kind!r}, allowed values are 'uniform', 'high-noise', 'low-noise'")

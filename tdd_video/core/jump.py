@@ -1,0 +1,56 @@
+"""The DDIM jump used as TDD's student parameterisation and sampler step (SPEC §2, §5).
+
+Written once for any forward process x_u = alpha(u)·x0 + sigma(u)·eps:
+  eps_hat = (x_t − alpha_t·x0_hat)/sigma_t,   x_s = alpha_s·x0_hat + sigma_s·eps_hat.
+EDM (alpha ≡ 1): x_s = x0_hat + (σ_s/σ_t)(x_t − x0_hat).  VP: DDIM (Song et al. 2021, Eq. 12, η = 0).
+"""
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def _bcast(v, like: Tensor) -> Tensor:
+    """Per-sample [B] (or scalar) coefficients broadcast to x's shape [B, ...], in x's dtype."""
+    v = torch.as_tensor(v, device=like.device)
+    if v.ndim == 0:
+        return v.to(like.dtype)
+    return v.to(like.dtype).reshape(v.shape[0], *([1] * (like.ndim - 1)))
+
+
+def ddim_jump(x_t: Tensor, x0_hat: Tensor, alpha_t, sigma_t, alpha_s, sigma_s) -> Tensor:
+    """DDIM step t → s given the denoised estimate. Shapes: x_t, x0_hat [B, ...]; coefficients [B] or scalar.
+
+    Exact at the ends: s = t returns x_t, sigma_s = 0 returns x0_hat; a clean source
+    (sigma_t = 0) returns alpha_s·x0_hat."""
+    a_t, s_t, a_s, s_s = (_bcast(v, x_t) for v in (alpha_t, sigma_t, alpha_s, sigma_s))
+    safe = torch.where(s_t > 0, s_t, torch.ones_like(s_t))
+    eps_hat = torch.where(s_t > 0, (x_t - a_t * x0_hat) / safe, torch.zeros_like(x_t))
+    same = (a_s == a_t) & (s_s == s_t)
+    return torch.where(same, x_t, a_s * x0_hat + s_s * eps_hat)
+
+
+def jump(schedule, x_t: Tensor, x0_hat: Tensor, u_t, u_s) -> Tensor:
+    """f(x_t, t → s) on the shared u axis: `ddim_jump` with the schedule's (alpha, sigma)."""
+    a_t, s_t = schedule.alpha_sigma(torch.as_tensor(u_t, dtype=torch.float64))
+    a_s, s_s = schedule.alpha_sigma(torch.as_tensor(u_s, dtype=torch.float64))
+    return ddim_jump(x_t, x0_hat, a_t, s_t, a_s, s_s)
+
+
+def add_noise(schedule, x0: Tensor, noise: Tensor, u) -> Tensor:
+    """Forward process x_u = alpha(u)·x0 + sigma(u)·noise (u [B] or scalar)."""
+    a, s = schedule.alpha_sigma(torch.as_tensor(u, dtype=torch.float64))
+    return _bcast(a, x0) * x0 + _bcast(s, x0) * noise
+
+
+def renoise(schedule, x_s: Tensor, u_s, u_to, noise: Tensor) -> Tensor:
+    """γ-sampling re-noise from s up to a noisier u_to ≥ u_s with fresh noise z (SPEC §5).
+
+    General form: x = (a_to/a_s)·x_s + sqrt(σ_to² − (a_to/a_s)²·σ_s²)·z.
+    EDM: x_s + sqrt(σ_to² − σ_s²)·z;  VP: sqrt(abar_to/abar_s)·x_s + sqrt(1 − abar_to/abar_s)·z."""
+    a_s, s_s = schedule.alpha_sigma(torch.as_tensor(u_s, dtype=torch.float64))
+    a_to, s_to = schedule.alpha_sigma(torch.as_tensor(u_to, dtype=torch.float64))
+    ratio = a_to / a_s
+    std = (s_to ** 2 - (ratio * s_s) ** 2).clamp_min(0).sqrt()
+    return _bcast(ratio, x_s) * x_s + _bcast(std, x_s) * noise
