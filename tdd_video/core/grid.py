@@ -45,8 +45,9 @@ def nonuniform_schedule_indices(num_grid: int, k: int, k_min: int = 4, k_max: in
 
     Short hops early (the S_{k_max} spacing), long hops late (the S_{k_min} spacing): take as many
     leading points of S_{k_max} as needed, then continue on S_{k_min}, so every point lies on the
-    training schedule set {S_K}. The number of fine points h is the largest for which the coarse
-    tail below the h-th fine point still supplies K − h points. Falls back to S_K when K ∉ (k_min, k_max)."""
+    training schedule set {S_K}. The number of fine points h is the smallest for which the coarse
+    tail below the h-th fine point supplies K − h points (e.g. N = 250, K = 5: [250, 219, 188, 125, 63]).
+    Falls back to S_K when K ∉ (k_min, k_max)."""
     validate_tdd_params(num_grid, k_min, k_max)
     check_range("steps", k, 1, None)
     if not (k_min < k < k_max):
@@ -57,6 +58,7 @@ def nonuniform_schedule_indices(num_grid: int, k: int, k_min: int = 4, k_max: in
         tail = coarse[coarse < fine[h - 1]]
         if len(tail) >= k - h:
             best = torch.cat([fine[:h], tail[: k - h]])
+            break
     if best is None:  # pragma: no cover - impossible for k_min < k < k_max
         return schedule_indices(num_grid, k)
     return best

@@ -1,0 +1,95 @@
+"""Schedules, grid and TDD schedule sets against SPEC §1c test vectors and hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from tdd_video.core import (EDMSchedule, VPSchedule, grid_u, make_schedule, nonuniform_schedule_indices,
+                            scaled_linear_alphas_cumprod, schedule_indices)
+from tdd_video.errors import ConfigError
+
+
+def vp_timesteps(k, n=250):
+    return VPSchedule().timestep(schedule_indices(n, k) / n).tolist()
+
+
+def test_vp_schedule_vectors_match_spec():
+    assert vp_timesteps(4) == [999, 751, 499, 251]
+    assert vp_timesteps(8) == [999, 875, 751, 627, 499, 375, 251, 127]
+    # K = 5..7 come from the same rule: N - floor(j*N/K)
+    for k in range(4, 9):
+        ts = vp_timesteps(k)
+        assert ts[0] == 999 and len(ts) == k and ts == sorted(ts, reverse=True)
+
+
+def test_edm_schedule_vectors_match_spec():
+    e = EDMSchedule()
+    s4 = e.sigma(schedule_indices(250, 4).double() / 250)
+    torch.testing.assert_close(s4, torch.tensor([700, 136.87, 15.59, 0.6999], dtype=torch.float64), rtol=1e-3, atol=0)
+    s8 = e.sigma(schedule_indices(250, 8).double() / 250)
+    # SPEC lists 0.07086 for the last point; the ramp gives 0.07092 (float64) - within 0.1 %.
+    ref = torch.tensor([700, 324.57, 136.87, 51.10, 15.59, 3.918, 0.6999, 0.07086], dtype=torch.float64)
+    torch.testing.assert_close(s8, ref, rtol=1e-3, atol=0)
+
+
+def test_edm_sigma_by_hand_and_clean_end():
+    e = EDMSchedule()
+    lo, hi = 0.002 ** (1 / 7), 700 ** (1 / 7)
+    assert float(e.sigma(torch.tensor(0.5, dtype=torch.float64))) == pytest.approx(((lo + hi) / 2) ** 7, rel=1e-12)
+    assert float(e.sigma(torch.tensor(1.0, dtype=torch.float64))) == pytest.approx(700.0, rel=1e-12)
+    assert float(e.sigma(torch.tensor(0.0, dtype=torch.float64))) == 0.0
+    u = torch.linspace(0.01, 1, 17, dtype=torch.float64)
+    torch.testing.assert_close(e.u_of_sigma(e.sigma(u)), u)
+
+
+def test_edm_preconditioning_by_hand():
+    c_skip, c_out, c_in, c_noise = EDMSchedule().precondition(torch.tensor([1.0, 700.0]))
+    torch.testing.assert_close(c_skip, torch.tensor([0.5, 1 / (700 ** 2 + 1)]))
+    torch.testing.assert_close(c_out, torch.tensor([-1 / math.sqrt(2), -700 / math.sqrt(700 ** 2 + 1)]))
+    torch.testing.assert_close(c_in, torch.tensor([1 / math.sqrt(2), 1 / math.sqrt(700 ** 2 + 1)]))
+    torch.testing.assert_close(c_noise, torch.tensor([0.0, 0.25 * math.log(700)]))
+    assert c_skip.dtype == torch.float32 and c_skip[1] > 0  # not flushed to zero as in fp16
+
+
+def test_vp_alphas_match_diffusers_scaled_linear():
+    from diffusers import DDPMScheduler
+    ref = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
+    torch.testing.assert_close(scaled_linear_alphas_cumprod().float(), ref.float())
+    vp = VPSchedule()
+    a, s = vp.alpha_sigma(torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(a[:2] ** 2, ref[[999, 499]].double(), rtol=1e-6, atol=1e-7)
+    assert a[2] == 1 and s[2] == 0  # clean end
+    torch.testing.assert_close(a ** 2 + s ** 2, torch.ones(3, dtype=torch.float64))
+
+
+def test_vp_quantize_rounds_down():
+    vp = VPSchedule()
+    u = torch.tensor([0.7 * 0.252, 0.0005, 0.004], dtype=torch.float64)
+    assert vp.timestep(vp.quantize(u)).tolist() == [175, -1, 3]
+    assert bool((vp.quantize(u) <= u + 1e-12).all())
+
+
+def test_grid_and_nonuniform_schedules():
+    g = grid_u(250)
+    assert g.shape == (251,) and g[0] == 0 and g[-1] == 1
+    training_set = {int(i) for k in range(4, 9) for i in schedule_indices(250, k)}
+    for k in range(1, 13):
+        idx = nonuniform_schedule_indices(250, k) if k <= 250 else None
+        assert len(idx) == k and idx[0] == 250
+        assert bool((idx[1:] < idx[:-1]).all())
+        if 4 <= k <= 8:
+            assert set(idx.tolist()) <= training_set
+            hops = (idx - torch.cat([idx[1:], torch.zeros(1, dtype=idx.dtype)])).tolist()  # incl. final jump to 0
+            # short hops early, long hops late (±1 grid unit of floor rounding)
+            assert all(b >= a - 1 for a, b in zip(hops, hops[1:])), f"K={k}: {hops}"
+        if 4 < k < 8:
+            assert hops[0] < hops[-1]
+
+
+def test_schedule_errors_name_the_key():
+    with pytest.raises(ConfigError, match="k_max"):
+        schedule_indices(4, 8)  # N smaller than K
+    with pytest.raises(ConfigError, match="schedule.kind"):
+        make_schedule("flow")
+    with pytest.raises(ConfigError, match="sigma_max"):
+        EDMSchedule(sigma_min=1.0, sigma_max=0.5)

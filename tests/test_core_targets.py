@@ -1,0 +1,62 @@
+"""TDD target timestep selection (SPEC §3) — properties over many samples and hand-checked cases."""
+import pytest
+import torch
+
+from tdd_video.core import EDMSchedule, VPSchedule, schedule_indices, select_targets, source_density, tau_table
+from tdd_video.errors import ConfigError
+
+
+@pytest.mark.parametrize("schedule", [EDMSchedule(), VPSchedule()], ids=["edm", "vp"])
+def test_order_and_membership_for_every_sample(schedule):
+    g = torch.Generator().manual_seed(0)
+    ts = select_targets(20000, 250, 4, 8, 0.3, generator=g, quantize=schedule.quantize)
+    assert bool((ts.s <= ts.t_next).all()) and bool((ts.t_next < ts.t).all())
+    assert bool((ts.s <= ts.tau + 1e-12).all()) and bool((ts.s >= (1 - 0.3) * ts.tau - 1e-3 - 1e-12).all())
+    assert set(ts.k.unique().tolist()) == {4, 5, 6, 7, 8}
+    assert float(ts.eta.min()) >= 0 and float(ts.eta.max()) <= 0.3
+    torch.testing.assert_close(ts.t - ts.t_next, torch.full_like(ts.t, 1 / 250))
+    # every tau lies on the S_K that was drawn (or is the clean end), and is the largest such point <= t_n
+    for k in range(4, 9):
+        pts = torch.cat([schedule_indices(250, k), torch.zeros(1, dtype=torch.int64)]).double() / 250
+        sel = ts.k == k
+        tau = ts.tau[sel]
+        assert bool(torch.isclose(tau[:, None], pts[None, :]).any(dim=1).all())
+        below = torch.where(pts[None, :] <= ts.t_next[sel, None] + 1e-12, pts[None, :], torch.tensor(-1.0, dtype=torch.float64))
+        torch.testing.assert_close(tau, below.max(dim=1).values)
+
+
+def test_hand_checked_cases():
+    table = tau_table(250, 4, 8)
+    # K = 4: S_4 = {250, 188, 125, 63} (+0). t_n index 187 -> tau 125; 188 -> 188; 62 -> 0
+    assert table[0, 187] == 125 and table[0, 188] == 188 and table[0, 62] == 0 and table[0, 250] == 250
+    # K = 8: S_8 = {250, 219, 188, 157, 125, 94, 63, 32}
+    assert table[4, 218] == 188 and table[4, 31] == 0 and table[4, 32] == 32
+
+
+def test_seeded_and_vectorised():
+    a = select_targets(64, generator=torch.Generator().manual_seed(3))
+    b = select_targets(64, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.s, b.s) and torch.equal(a.k, b.k)
+    assert a.s.shape == (64,)
+
+
+def test_source_density_weights_shift_sources():
+    w = source_density(250, "high-noise")
+    ts = select_targets(5000, generator=torch.Generator().manual_seed(0), source_weights=w)
+    assert float(ts.t.mean()) > 0.6  # E[u] = (2N+1)/(3N) ≈ 0.67 under weight ∝ k
+    with pytest.raises(ConfigError, match="source_density"):
+        source_density(250, "bogus")
+    with pytest.raises(ConfigError, match="source_weights"):
+        select_targets(4, source_weights=torch.ones(10))
+
+
+@pytest.mark.parametrize("kw,key", [
+    (dict(k_min=6, k_max=4), "k_max"),
+    (dict(eta_max=1.0), "eta_max"),
+    (dict(eta_max=-0.1), "eta_max"),
+    (dict(num_grid=6, k_max=8), "num_grid"),
+    (dict(k_min=0), "k_min"),
+])
+def test_bad_settings_are_named(kw, key):
+    with pytest.raises(ConfigError, match=key):
+        select_targets(4, **kw)
