@@ -1,0 +1,321 @@
+"""Training recipes: YAML -> typed, validated dataclasses, with dotted command-line overrides.
+
+A recipe has the sections `run`, `model`, `trainable`, `method`, `train`, `validation`, `export`
+and `data`. Everything is checked by `load_config` BEFORE any model is loaded: unknown keys are
+rejected by name (with the allowed keys listed), values outside their range raise ConfigError
+naming the dotted key and the range. `method` is dispatched on `method.name` to the config class
+the method registered (tdd_video.methods), so a new method adds keys without touching the engine.
+`data` is helper B's VideoDataConfig (tdd_video.data).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tdd_video.errors import ConfigError, check_range
+
+SECTIONS = ("run", "model", "trainable", "method", "train", "validation", "export", "data")
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/tdd_svd_tiny"
+    seed: int = 0
+    resume: typing.Optional[str] = None  # None | "auto" (latest checkpoint in output_dir) | a checkpoint dir
+
+    def validate(self, p: str) -> None:
+        check_range(f"{p}.seed", self.seed, 0, None)
+
+
+@dataclass
+class ModelConfig:
+    family: str = "svd"                     # svd | sdxl
+    path: typing.Optional[str] = None       # diffusers folder or hub id; None = build the tiny model
+    dtype: str = "fp32"                     # weights of the frozen base: fp32 | bf16 | fp16
+    tiny_seed: int = 0                      # seed of the tiny model built when path is None
+
+    def validate(self, p: str) -> None:
+        _choice(f"{p}.family", self.family, ("svd", "sdxl"))
+        _choice(f"{p}.dtype", self.dtype, ("fp32", "bf16", "fp16"))
+
+
+@dataclass
+class TrainableConfig:
+    kind: str = "lora"                      # lora | spatial | temporal | full
+    lora_rank: int = 64
+    lora_alpha: typing.Optional[float] = None   # None = rank (scale 1)
+    lora_preset: str = "attn"               # tdd_video.lora preset of target modules
+    gradient_checkpointing: bool = False
+
+    def validate(self, p: str) -> None:
+        _choice(f"{p}.kind", self.kind, ("lora", "spatial", "temporal", "full"))
+        check_range(f"{p}.lora_rank", self.lora_rank, 1, 4096)
+        if self.lora_alpha is not None:
+            check_range(f"{p}.lora_alpha", self.lora_alpha, 0.0, None, lo_open=True)
+
+
+@dataclass
+class TrainConfig:
+    backend: str = "auto"                   # auto | plain | deepspeed | accelerate
+    deepspeed_config: typing.Optional[str] = None
+    mixed_precision: str = "no"             # no | bf16 | fp16
+    max_steps: int = 1000
+    batch_size: int = 1                     # per rank, per micro step
+    grad_accum: int = 1
+    lr: float = 1e-5
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0                  # 0 = off
+    torch_adam: bool = True                 # DeepSpeed: torch AdamW instead of compiled fused ops
+    log_every: int = 10
+    checkpoint_every: int = 500             # 0 = only at the end
+    keep_last: int = 3
+    num_workers: int = 0
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self, p: str) -> None:
+        _choice(f"{p}.backend", self.backend, ("auto", "plain", "deepspeed", "accelerate"))
+        _choice(f"{p}.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        check_range(f"{p}.max_steps", self.max_steps, 1, None)
+        check_range(f"{p}.batch_size", self.batch_size, 1, None)
+        check_range(f"{p}.grad_accum", self.grad_accum, 1, None)
+        check_range(f"{p}.lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_range(f"{p}.warmup_steps", self.warmup_steps, 0, None)
+        check_range(f"{p}.weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range(f"{p}.adam_beta1", self.adam_beta1, 0.0, 1.0, hi_open=True)
+        check_range(f"{p}.adam_beta2", self.adam_beta2, 0.0, 1.0, hi_open=True)
+        check_range(f"{p}.adam_eps", self.adam_eps, 0.0, 1.0, lo_open=True)
+        check_range(f"{p}.grad_clip", self.grad_clip, 0.0, None)
+        check_range(f"{p}.log_every", self.log_every, 1, None)
+        check_range(f"{p}.checkpoint_every", self.checkpoint_every, 0, None)
+        check_range(f"{p}.keep_last", self.keep_last, 1, None)
+        check_range(f"{p}.num_workers", self.num_workers, 0, 64)
+        if self.backend == "deepspeed" and not self.deepspeed_config:
+            raise ConfigError(f"{p}.deepspeed_config", "backend 'deepspeed' needs a DeepSpeed JSON "
+                                                       "(e.g. configs/deepspeed/zero2.json)")
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 0                          # steps between renders; 0 = off
+    steps: list = field(default_factory=lambda: [4, 8])
+    num_images: int = 2                     # conditioning images taken from the first data batch(es)
+    seeds: list = field(default_factory=lambda: [0])
+    eta: float = 0.3
+    guidance: float = 1.0
+    format: str = "gif"                     # gif | mp4
+    fps: int = 7
+
+    def validate(self, p: str) -> None:
+        check_range(f"{p}.every", self.every, 0, None)
+        if not self.steps or any(not isinstance(s, int) or s < 1 for s in self.steps):
+            raise ConfigError(f"{p}.steps", f"got {self.steps!r}, need a non-empty list of ints >= 1")
+        if not self.seeds or any(not isinstance(s, int) for s in self.seeds):
+            raise ConfigError(f"{p}.seeds", f"got {self.seeds!r}, need a non-empty list of ints")
+        check_range(f"{p}.num_images", self.num_images, 1, 64)
+        check_range(f"{p}.eta", self.eta, 0.0, 1.0, hi_open=True)
+        check_range(f"{p}.guidance", self.guidance, 0.0, None)
+        _choice(f"{p}.format", self.format, ("gif", "mp4"))
+        check_range(f"{p}.fps", self.fps, 1, 240)
+
+
+@dataclass
+class ExportConfig:
+    lora: bool = True                       # final LoRA in diffusers format (alpha preserved)
+    fused_unet: bool = False                # also a plain diffusers UNet folder with the LoRA fused
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    method: typing.Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    data: typing.Any = None
+
+    def to_dict(self) -> dict:
+        out = {}
+        for name in SECTIONS:
+            v = getattr(self, name)
+            if v is None:
+                out[name] = None
+            elif dataclasses.is_dataclass(v):
+                out[name] = dataclasses.asdict(v)
+            elif hasattr(v, "to_dict"):
+                out[name] = v.to_dict()
+            else:
+                out[name] = v
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"got {value!r}, allowed values are {', '.join(map(repr, allowed))}")
+
+
+def _check_type(key: str, value, hint):
+    """Coerce/check one value against a type hint (int, float, bool, str, list, Optional[...])."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(key, value, inner[0]) if len(inner) == 1 else value
+    if hint is typing.Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"got {value!r}, expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"got {value!r}, expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"got {value!r}, expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"got {value!r}, expected a string")
+        return value
+    if hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"got {value!r}, expected a list")
+        return list(value)
+    return value
+
+
+def build_section(cls, values: dict | None, prefix: str):
+    """Instantiate dataclass `cls` from a dict: unknown keys rejected, types checked, validate() run."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(prefix, f"expected a mapping of keys, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}", f"unknown key; allowed keys in '{prefix}' are: {', '.join(names)}")
+    kwargs = {k: _check_type(f"{prefix}.{k}", v, hints[k]) for k, v in values.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def _build_data(values):
+    try:
+        from tdd_video.data import VideoDataConfig
+    except ImportError:  # the data package is not importable: keep the raw mapping
+        return values
+    if values is None:
+        values = {}
+    try:
+        cfg = VideoDataConfig.from_dict(values)
+        cfg.validate()
+    except ConfigError as e:
+        key = e.key if e.key.startswith("data.") else f"data.{e.key}"
+        raise ConfigError(key, str(e).split(": ", 1)[-1]) from None
+    return cfg
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """['train.lr=1e-5', 'method.k_max=6'] -> nested dict; values parsed as YAML scalars/lists."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "overrides look like section.key=value (e.g. train.lr=1e-5)")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) < 2 or parts[0] not in SECTIONS:
+            raise ConfigError(key, f"override keys start with a section: {', '.join(SECTIONS)}")
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Recursive dict merge (extra wins)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Build and validate a Config from a nested mapping (YAML content + overrides)."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("<root>", "a recipe is a mapping of sections")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown section; allowed sections are: {', '.join(SECTIONS)}")
+    from tdd_video.methods import method_config_class
+    method_raw = dict(raw.get("method") or {})
+    method_name = method_raw.pop("name", "tdd")
+    mcls = method_config_class(method_name)
+    cfg = Config(
+        run=build_section(RunConfig, raw.get("run"), "run"),
+        model=build_section(ModelConfig, raw.get("model"), "model"),
+        trainable=build_section(TrainableConfig, raw.get("trainable"), "trainable"),
+        method=build_section(mcls, method_raw, "method"),
+        train=build_section(TrainConfig, raw.get("train"), "train"),
+        validation=build_section(ValidationConfig, raw.get("validation"), "validation"),
+        export=build_section(ExportConfig, raw.get("export"), "export"),
+        data=_build_data(raw.get("data")),
+    )
+    _cross_checks(cfg)
+    return cfg
+
+
+def _cross_checks(cfg: Config) -> None:
+    if cfg.train.mixed_precision == "fp16" and cfg.train.backend in ("plain", "auto"):
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("train.mixed_precision", "fp16 needs a CUDA GPU (it does not work on CPU); "
+                                                       "use bf16 or no")
+    if cfg.model.family == "sdxl" and cfg.trainable.kind in ("spatial", "temporal"):
+        raise ConfigError("trainable.kind", "spatial/temporal partial fine-tuning needs a video UNet (family svd)")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe (None = all defaults), apply dotted overrides, build and validate."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("--config", f"file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError("--config", f"{p} is not valid YAML: {e}") from None
+    raw = merge(raw, parse_overrides(overrides or []))
+    return config_from_dict(raw)

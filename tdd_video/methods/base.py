@@ -1,0 +1,95 @@
+"""What a distillation method is, and the network roles the engine hands to it.
+
+A method turns (clean latents x0, conditioning c) into a scalar loss for the student, using three
+network *roles*: the teacher ψ, the target θ⁻ and the student θ. The engine (tdd_video.engine.
+trainables) decides how the roles are realised — one shared base with a LoRA adapter switched on
+and off (SPEC §9), or a frozen teacher copy for partial/full fine-tuning — so a method never knows.
+Methods register a config dataclass and a class here; the engine builds them by `method.name`.
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ContextManager, Protocol
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+class NetworkRoles(Protocol):
+    """The three roles a method may call. Each is a context manager yielding the module to pass
+    as `unet=` to `family.denoise`; entering it switches adapters/weights, leaving restores."""
+
+    def student(self) -> ContextManager[nn.Module]: ...
+    def teacher(self) -> ContextManager[nn.Module]: ...
+    def target(self, ema: bool) -> ContextManager[nn.Module]: ...
+
+
+class StaticRoles:
+    """Roles backed by plain modules (tests, benches, frozen-teacher layouts without switching)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, ema: nn.Module | None = None):
+        self._student, self._teacher, self._ema = student, teacher, ema
+
+    def student(self):
+        return contextlib.nullcontext(self._student)
+
+    def teacher(self):
+        return contextlib.nullcontext(self._teacher)
+
+    def target(self, ema: bool):
+        return contextlib.nullcontext(self._ema if (ema and self._ema is not None) else self._student)
+
+
+@dataclass
+class StepOutput:
+    """Result of one method step: `loss` (fp32 scalar with grad) and detached per-sample stats
+    ([B] tensors, e.g. 'k', 'tau', 'eta', 'loss', 'sigma') for logging."""
+
+    loss: Tensor
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+class DistillMethod(ABC):
+    """Base class of distillation methods (TDD, AnimateLCM, ...). Generic over families."""
+
+    name: str = "base"
+
+    def __init__(self, cfg, family):
+        self.cfg = cfg
+        self.family = family
+
+    @property
+    def target_ema(self) -> float:
+        """EMA decay of the target network θ⁻ (0 = the online student under no_grad)."""
+        return float(getattr(self.cfg, "target_ema", 0.0))
+
+    @abstractmethod
+    def training_step(self, x0: Tensor, cond, nets: NetworkRoles,
+                      generator: torch.Generator | None = None) -> StepOutput:
+        """One loss evaluation. x0: clean latents [B, F, C, h, w] (video) or [B, C, h, w];
+        cond: the family's Conditioning for the batch; all randomness from `generator`."""
+
+
+_REGISTRY: dict[str, tuple[type, type]] = {}
+
+
+def register_method(name: str, config_cls: type, method_cls: type) -> None:
+    """Make a method buildable from a recipe with `method.name: <name>`."""
+    _REGISTRY[name] = (config_cls, method_cls)
+
+
+def method_config_class(name: str) -> type:
+    from tdd_video.errors import ConfigError
+    if name not in _REGISTRY:
+        raise ConfigError("method.name", f"got {name!r}, allowed values are {', '.join(map(repr, sorted(_REGISTRY)))}")
+    return _REGISTRY[name][0]
+
+
+def build_method(name: str, cfg, family) -> DistillMethod:
+    """Instantiate the registered method `name` with its validated config and a family."""
+    method_config_class(name)
+    return _REGISTRY[name][1](cfg, family)

@@ -1,0 +1,110 @@
+"""TDD method step (SPEC §3–4) on stand-in EDM-video and VP-image families, and on the real tiny
+SVD / SDXL families when tdd_video.families.tiny is available."""
+import copy
+
+import pytest
+import torch
+
+from tdd_video.errors import ConfigError
+from tdd_video.methods import TDD, TDDConfig, StaticRoles
+from standin_family import ToyFamily, ToyNet
+
+
+class CountingNet(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls, self.rows = net, 0, 0
+
+    def forward(self, x, t, emb):
+        self.calls += 1
+        self.rows += emb.shape[0]
+        return self.net(x, t, emb)
+
+
+def _batch(kind, b=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (b, 3, 4, 8, 8) if kind == "edm" else (b, 4, 8, 8)
+    return torch.randn(shape, generator=g), torch.randn(b, 8, generator=g)
+
+
+@pytest.mark.parametrize("kind", ["edm", "vp"])
+def test_step_grads_only_on_student_and_teacher_untouched(kind):
+    fam = ToyFamily(kind)
+    teacher = fam.unet.requires_grad_(False)
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    x0, emb = _batch(kind)
+    cond = fam.encode_conditioning({"emb": emb})
+    method = TDD(TDDConfig(guidance_min_range=[1.0, 1.5], guidance_max_range=[2.0, 3.0]), fam)
+    out = method.training_step(x0, cond, StaticRoles(student, teacher), torch.Generator().manual_seed(1))
+    assert torch.isfinite(out.loss) and out.loss.dtype == torch.float32 and out.loss.item() > 0
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in student.parameters())
+    assert any(p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    st = out.stats
+    for key in ("k", "tau", "eta", "loss", "sigma", "s", "t"):
+        assert st[key].shape == (6,), key
+    assert ((st["s"] <= st["t"] - 1 / 250 + 1e-12) & (st["k"] >= 4) & (st["k"] <= 8)).all()
+    assert ((st["eta"] >= 0) & (st["eta"] <= 0.3)).all()
+
+
+def test_teacher_cfg_is_one_batched_forward_and_target_skip():
+    fam = ToyFamily("edm")
+    teacher, student = CountingNet(fam.unet), CountingNet(copy.deepcopy(fam.unet))
+    x0, emb = _batch("edm", b=5)
+    cond = fam.encode_conditioning({"emb": emb})
+    m = TDD(TDDConfig(eta_max=0.0, guidance_min_range=[1.0, 1.0], guidance_max_range=[2.0, 2.0]), fam)
+    out = m.training_step(x0, cond, StaticRoles(student, teacher), torch.Generator().manual_seed(0))
+    assert teacher.calls == 1 and teacher.rows == 10          # [∅; c] in one 2B forward
+    n_skip = int(out.stats["target_skipped"].sum())
+    # student: 1 forward of B rows; target (online student) only on rows with s < t_n
+    assert student.rows == 5 + (5 - n_skip)
+    # w == 1 everywhere: no uncond branch at all
+    teacher.calls = teacher.rows = 0
+    m1 = TDD(TDDConfig(guidance_min_range=[1.0, 1.0], guidance_max_range=[1.0, 1.0]), fam)
+    m1.training_step(x0, cond, StaticRoles(student, teacher), torch.Generator().manual_seed(0))
+    assert teacher.rows == 5
+    # heun with 2 sub-steps: 2 evaluations per sub-step unless the end is the clean point
+    teacher.calls = 0
+    m2 = TDD(TDDConfig(teacher_solver="heun", teacher_substeps=2, source_density="high-noise"), fam)
+    m2.training_step(x0, cond, StaticRoles(student, teacher), torch.Generator().manual_seed(3))
+    assert teacher.calls in (3, 4)
+
+
+def test_target_is_teacher_step_when_s_equals_tn():
+    """With η = 0 and a source on an S_K point's neighbour, s = t_n: target = x_{t_n} exactly,
+    so the loss equals the distance of the student jump to the teacher's solver output."""
+    fam = ToyFamily("vp")
+    net = fam.unet
+    x0, emb = _batch("vp", b=4)
+    cond = fam.encode_conditioning({"emb": emb})
+    cfg = TDDConfig(num_grid=8, k_min=8, k_max=8, eta_max=0.0, p_uncond=0.0,
+                    guidance_min_range=[1.0, 1.0], guidance_max_range=[1.0, 1.0])
+    out = TDD(cfg, fam).training_step(x0, cond, StaticRoles(net, net), torch.Generator().manual_seed(0))
+    # K = N: every grid point is on S_K, so τ = t_n and s = t_n for every sample; student = teacher
+    # and w = 1, so x_pred == x_target and the loss is exactly 0
+    assert out.stats["target_skipped"].all()
+    assert out.loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_null_conditioning_fraction():
+    fam = ToyFamily("vp")
+    x0, emb = _batch("vp", b=400)
+    cond = fam.encode_conditioning({"emb": emb})
+    out = TDD(TDDConfig(p_uncond=0.25), fam).training_step(x0[:, :, :2, :2], cond, StaticRoles(fam.unet, fam.unet),
+                                                          torch.Generator().manual_seed(0))
+    assert 0.18 < out.stats["null"].float().mean().item() < 0.32
+
+
+@pytest.mark.parametrize("bad,key", [({"k_min": 6, "k_max": 4}, "method.k_max"),
+                                     ({"eta_max": 1.0}, "method.eta_max"),
+                                     ({"num_grid": 6, "k_max": 8}, "method.num_grid"),
+                                     ({"p_uncond": 1.5}, "method.p_uncond"),
+                                     ({"teacher_solver": "rk4"}, "method.teacher_solver"),
+                                     ({"guidance_max_range": [3, 2]}, "method.guidance_max_range")])
+def test_config_errors(bad, key):
+    with pytest.raises(ConfigError) as e:
+        TDDConfig(**bad).validate("method")
+    assert e.value.key == key
