@@ -205,7 +205,7 @@ def render_clip(cfg: SyntheticConfig, seed: int, index: int) -> tuple[np.ndarray
         c0 = np.array([rng.uniform(s0 / 2, iw - s0 / 2), rng.uniform(s0 / 2, ih - s0 / 2)])
         backgrounds, prev = [], None
         for f in range(F):
-            s = s0 * zoom ** (f / max(F - 1, 1))
+            s = min(s0 * zoom ** (f / max(F - 1, 1)), 0.98 * min(ih, iw))
             c = c0 + np.array([math.cos(ang), math.sin(ang)]) * speed * s0 * f
             c = np.clip(c, s / 2, np.array([iw, ih]) - s / 2)   # keep the crop inside the photo
             box = (c[0] - s / 2, c[1] - s / 2, c[0] + s / 2, c[1] + s / 2)

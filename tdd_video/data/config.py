@@ -1,0 +1,118 @@
+"""`VideoDataConfig`: the ``data:`` section of a video training recipe (a plain dataclass).
+
+Build it from a dict (e.g. the YAML ``data:`` mapping) with ``VideoDataConfig.from_dict(d)``,
+which rejects unknown keys by name; ``validate()`` raises ConfigError naming the key and its
+allowed range or values.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from tdd_video.errors import ConfigError, check_range
+
+SOURCE_KINDS = ("auto", "folder", "manifest", "webvid")
+READERS = ("auto", "decord", "pyav", "imageio")
+SHORT_POLICIES = ("skip", "reduce_stride")
+EVAL_STARTS = ("center", "zero")
+
+
+@dataclass
+class VideoDataConfig:
+    """Video clip data settings. Sizes are (height, width) in pixels."""
+
+    source: str = "auto"                 # auto | folder | manifest (CSV/JSONL) | webvid (CSV)
+    path: str = ""                       # folder of videos, or the manifest / WebVid CSV file
+    video_root: str = ""                 # webvid: local folder holding the videos (default: CSV's folder)
+    num_frames: int = 14                 # frames per clip (SVD: 14, SVD-xt: 25)
+    target_fps: float | None = 7.0       # sample at this rate (stride = round(src_fps / target_fps))
+    stride: int | None = None            # fixed frame stride instead of target_fps (set target_fps: null)
+    height: int = 320
+    width: int = 576
+    buckets: list[list[int]] | None = None  # [[h, w], ...] multi-resolution buckets (overrides height/width)
+    flip: bool = False                   # random horizontal flip (train only)
+    train: bool = True                   # train: random start/crop/flip; eval: fixed start, centre crop
+    eval_start: str = "center"           # eval clip start: centre of the video or its first frame
+    short_policy: str = "reduce_stride"  # too-short videos: skip | reduce_stride (down to min_stride)
+    min_stride: int = 1
+    batch_size: int = 1
+    num_workers: int = 2
+    prefetch_factor: int = 2
+    reader: str = "auto"                 # auto = decord with PyAV fallback (and for GIF)
+    reader_cache_size: int = 4           # open readers kept per worker (LRU)
+    max_failure_fraction: float = 0.1    # stop if more than this fraction of samples fail
+    failure_check_after: int = 50        # ... once at least this many samples were attempted
+    default_motion_bucket_id: int = 127  # SPEC §1a: SVD-xt 1.1 fine-tune used 127
+    default_fps: float | None = None     # used only when a container reports no frame rate
+    drop_last: bool = True
+    check_files: bool = True             # report manifest rows pointing nowhere at start-up
+    use_cache: bool = False              # read the latent cache in cache_dir instead of videos
+    cache_dir: str = ""
+    extensions: list[str] = field(default_factory=lambda: [".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".m4v"])
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "VideoDataConfig":
+        """Construct from a mapping; unknown keys raise ConfigError naming them."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"data.{key}", f"unknown key; known keys: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """Target sizes (h, w): the buckets, or the single (height, width)."""
+        if self.buckets:
+            return [(int(h), int(w)) for h, w in self.buckets]
+        return [(int(self.height), int(self.width))]
+
+    def validate(self) -> "VideoDataConfig":
+        """Raise ConfigError for the first bad value (key named, allowed range given)."""
+        def one_of(key, value, allowed):
+            if value not in allowed:
+                raise ConfigError(f"data.{key}", f"got {value!r}, allowed values are {list(allowed)}")
+
+        one_of("source", self.source, SOURCE_KINDS)
+        one_of("reader", self.reader, READERS)
+        one_of("short_policy", self.short_policy, SHORT_POLICIES)
+        one_of("eval_start", self.eval_start, EVAL_STARTS)
+        if not self.use_cache and not self.path:
+            raise ConfigError("data.path", "required: a folder of videos or a manifest (CSV/JSONL) file")
+        if self.use_cache and not self.cache_dir:
+            raise ConfigError("data.cache_dir", "required when data.use_cache is true")
+        check_range("data.num_frames", self.num_frames, 1, 1024)
+        if (self.target_fps is None) == (self.stride is None):
+            raise ConfigError("data.target_fps", "set exactly one of data.target_fps and data.stride "
+                              f"(got target_fps={self.target_fps!r}, stride={self.stride!r})")
+        if self.target_fps is not None:
+            check_range("data.target_fps", self.target_fps, 0, 240, lo_open=True)
+        if self.stride is not None:
+            check_range("data.stride", self.stride, 1, 1000)
+        check_range("data.min_stride", self.min_stride, 1, 1000)
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            check_range(f"data.{key}", value, 8, 8192)
+            if value % 8:
+                raise ConfigError(f"data.{key}", f"got {value}, must be a multiple of 8 (the VAE factor)")
+        if self.buckets is not None:
+            if not isinstance(self.buckets, (list, tuple)) or not self.buckets:
+                raise ConfigError("data.buckets", "must be a non-empty list of [height, width] pairs or null")
+            for i, pair in enumerate(self.buckets):
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                    raise ConfigError(f"data.buckets[{i}]", f"must be [height, width], got {pair!r}")
+                for v in pair:
+                    check_range(f"data.buckets[{i}]", v, 8, 8192)
+                    if int(v) % 8:
+                        raise ConfigError(f"data.buckets[{i}]", f"got {pair!r}, sizes must be multiples of 8")
+        check_range("data.batch_size", self.batch_size, 1, 100000)
+        check_range("data.num_workers", self.num_workers, 0, 256)
+        check_range("data.prefetch_factor", self.prefetch_factor, 1, 64)
+        check_range("data.reader_cache_size", self.reader_cache_size, 1, 1024)
+        check_range("data.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
+        check_range("data.failure_check_after", self.failure_check_after, 1, 10**9)
+        check_range("data.default_motion_bucket_id", self.default_motion_bucket_id, 0, 1023)
+        if self.default_fps is not None:
+            check_range("data.default_fps", self.default_fps, 0, 1000, lo_open=True)
+        return self
