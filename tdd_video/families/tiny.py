@@ -114,21 +114,21 @@ _COMMON_WORDS = ("a", "the", "of", "and", "in", "on", "with", "red", "blue", "gr
                  "photo", "ball", "circle", "square", "moving", "left", "right", "video")
 
 
-def tiny_tokenizer_vocab() -> tuple[dict[str, int], list[str]]:
+def tiny_tokenizer_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A small byte-level BPE vocab (+ merges for a few common words) in CLIP's format."""
     vocab: dict[str, int] = {}
     for ch in _byte_unicode():
         vocab[ch] = len(vocab)
     for ch in _byte_unicode():
         vocab[ch + "</w>"] = len(vocab)
-    merges: list[str] = []
+    merges: list[tuple[str, str]] = []
     for word in _COMMON_WORDS:
         cur = word[0]
         for i, ch in enumerate(word[1:], start=1):
             nxt = ch + ("</w>" if i == len(word) - 1 else "")
             merged = cur + nxt
             if merged not in vocab:
-                merges.append(f"{cur} {nxt}")
+                merges.append((cur, nxt))
                 vocab[merged] = len(vocab)
             cur = merged
     vocab["<|startoftext|>"] = len(vocab)
