@@ -1,0 +1,133 @@
+"""AnimateLCM sampler (SPEC §8) and recipe step on the tiny SVD (issue 6)."""
+import math
+
+import pytest
+import torch
+
+from tdd_video.core import EDMSchedule
+from tdd_video.errors import ConfigError
+from tdd_video.sampling.animatelcm import (AnimateLCMScheduler, animatelcm_grid_sigmas, animatelcm_grid_u,
+                                          animatelcm_step_indices, sample_animatelcm)
+
+
+def _karras(i, n=40, smin=0.002, smax=700.0, rho=7.0):
+    """Independent Karras formula: ramp i/(N−1) from σ_max to σ_min."""
+    a, b = smax ** (1 / rho), smin ** (1 / rho)
+    return (a + i / (n - 1) * (b - a)) ** rho
+
+
+@pytest.mark.parametrize("k,expected", [(1, [0]), (2, [0, 20]), (4, [0, 10, 20, 30]),
+                                        (8, [0, 5, 10, 15, 20, 25, 30, 35])])
+def test_timesteps_match_spec(k, expected):
+    sched = AnimateLCMScheduler()
+    sched.set_timesteps(k)
+    assert sched.step_grid_indices.tolist() == expected
+    sig = torch.tensor([_karras(i) for i in expected] + [0.0], dtype=torch.float64)
+    assert torch.allclose(sched.sigmas.double(), sig, rtol=1e-5)
+    assert torch.allclose(sched.timesteps.double(), 0.25 * sig[:-1].log(), atol=1e-5)
+    assert sched.sigmas[0] == pytest.approx(700.0) and sched.init_noise_sigma == pytest.approx(700.0, rel=1e-6)
+
+
+def test_grid_endpoints():
+    s = animatelcm_grid_sigmas()
+    assert s.shape == (41,)
+    assert float(s[0]) == pytest.approx(700.0) and float(s[39]) == pytest.approx(0.002, rel=1e-8) and float(s[40]) == 0.0
+    assert torch.allclose(s[:40], torch.tensor([_karras(i) for i in range(40)], dtype=torch.float64), rtol=1e-9)
+    assert bool((s.diff() < 0).all())
+    assert animatelcm_grid_u()[-1] == 0.0
+    with pytest.raises(ConfigError, match="steps"):
+        animatelcm_step_indices(41)
+
+
+def test_from_svd_euler_config_round_trip(tmp_path):
+    from diffusers import EulerDiscreteScheduler
+    from tdd_video.families.tiny import SVD_SCHEDULER_CONFIG
+    euler = EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG)
+    sched = AnimateLCMScheduler.from_config(euler.config)
+    assert sched.config.num_grid == 40 and sched.config.sigma_max == 700.0 and sched.config.prediction_type == "v_prediction"
+    sched.save_config(tmp_path)
+    again = AnimateLCMScheduler.from_pretrained(tmp_path)
+    strip = lambda c: {k: v for k, v in dict(c).items() if not k.startswith("_")}
+    assert strip(again.config) == strip(sched.config)
+    back = EulerDiscreteScheduler.from_config(sched.config)      # and back again
+    assert back.config.sigma_max == 700.0
+
+
+def _run(sched, x, outputs, generator=None):
+    for t, out in zip(sched.timesteps, outputs):
+        x = sched.step(out, t, x, generator=generator).prev_sample
+    return x
+
+
+def test_step_math_shapes_dtypes_and_determinism():
+    sched = AnimateLCMScheduler()
+    sched.set_timesteps(4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 8, 8, generator=g) * sched.init_noise_sigma
+    outs = [torch.randn(2, 3, 4, 8, 8, generator=g) for _ in range(4)]
+    # the first step: x0 = c_skip·x + c_out·F, then x0 + σ_10·z with z from the generator
+    sched.set_timesteps(4)
+    s0, s1 = float(sched.sigmas[0]), float(sched.sigmas[1])
+    inp = sched.scale_model_input(x, sched.timesteps[0])
+    assert torch.allclose(inp, x / math.sqrt(s0 ** 2 + 1), rtol=1e-6)
+    step = sched.step(outs[0], sched.timesteps[0], x, generator=torch.Generator().manual_seed(7))
+    x0 = x / (s0 ** 2 + 1) - s0 / math.sqrt(s0 ** 2 + 1) * outs[0]
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(step.pred_original_sample, x0, atol=1e-4)
+    assert torch.allclose(step.prev_sample, x0 + s1 * z, atol=1e-3)
+    # a whole run: shape/dtype kept, last step returns x0, reproducible with a generator
+    sched.set_timesteps(4)
+    a = _run(sched, x, outs, torch.Generator().manual_seed(1))
+    sched.set_timesteps(4)
+    b = _run(sched, x, outs, torch.Generator().manual_seed(1))
+    sched.set_timesteps(4)
+    c = _run(sched, x, outs, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # set_generator (the pipeline path, whose step has no generator) is equally reproducible
+    sched.set_timesteps(4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(_run(sched, x, outs), a)
+    # bf16 in, bf16 out
+    sched.set_timesteps(2)
+    y = _run(sched, x.bfloat16(), [o.bfloat16() for o in outs[:2]])
+    assert y.dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="set_timesteps"):
+        sched.step(outs[0], sched.timesteps[0], x)
+
+
+def test_loop_sampler_matches_scheduler():
+    """sample_animatelcm over a denoise(x, u) equals the scheduler driven by the same denoiser."""
+    schedule = EDMSchedule()
+    target = torch.randn(1, 2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+
+    def denoise(x, u):                     # analytic denoiser of a point mass at `target`
+        return target.expand_as(x) + 0 * x
+
+    noise = torch.randn(1, 2, 4, 4, 4, generator=torch.Generator().manual_seed(4))
+    loop = sample_animatelcm(denoise, noise, 4, torch.Generator().manual_seed(5), schedule)
+    assert torch.allclose(loop, target)
+    sched = AnimateLCMScheduler()
+    sched.set_timesteps(4, generator=torch.Generator().manual_seed(5))
+    x = noise * sched.init_noise_sigma
+    for i, t in enumerate(sched.timesteps):
+        x = sched.step_denoised(denoise(x, None), t, x).prev_sample
+    assert torch.allclose(x, loop)
+
+
+def test_drop_in_svd_pipeline():
+    from tdd_video.families import load_family
+    fam = load_family("svd", "tiny")
+    sched = AnimateLCMScheduler.from_config(fam.scheduler_config)
+    pipe = fam.pipeline(scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    from PIL import Image
+    image = Image.fromarray((torch.rand(64, 64, 3) * 255).to(torch.uint8).numpy())
+
+    def run(seed):
+        sched.set_generator(torch.Generator().manual_seed(seed))
+        return pipe(image, height=64, width=64, num_frames=4, num_inference_steps=2, min_guidance_scale=1.0,
+                    max_guidance_scale=1.2, output_type="latent", generator=torch.Generator().manual_seed(0)).frames
+
+    a, b, c = run(0), run(0), run(1)
+    assert a.shape == (1, 4, 4, 16, 16) and torch.isfinite(a).all()
+    assert torch.equal(a, b) and not torch.equal(a, c)
