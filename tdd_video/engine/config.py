@@ -65,7 +65,6 @@ class TrainConfig:
     deepspeed_config: typing.Optional[str] = None
     mixed_precision: str = "no"             # no | bf16 | fp16
     max_steps: int = 1000
-    batch_size: int = 1                     # per rank, per micro step
     grad_accum: int = 1
     lr: float = 1e-5
     warmup_steps: int = 0
@@ -78,7 +77,6 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500             # 0 = only at the end
     keep_last: int = 3
-    num_workers: int = 0
     tensorboard: bool = True
     progress: bool = True
 
@@ -86,7 +84,6 @@ class TrainConfig:
         _choice(f"{p}.backend", self.backend, ("auto", "plain", "deepspeed", "accelerate"))
         _choice(f"{p}.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         check_range(f"{p}.max_steps", self.max_steps, 1, None)
-        check_range(f"{p}.batch_size", self.batch_size, 1, None)
         check_range(f"{p}.grad_accum", self.grad_accum, 1, None)
         check_range(f"{p}.lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range(f"{p}.warmup_steps", self.warmup_steps, 0, None)
@@ -98,7 +95,6 @@ class TrainConfig:
         check_range(f"{p}.log_every", self.log_every, 1, None)
         check_range(f"{p}.checkpoint_every", self.checkpoint_every, 0, None)
         check_range(f"{p}.keep_last", self.keep_last, 1, None)
-        check_range(f"{p}.num_workers", self.num_workers, 0, 64)
         if self.backend == "deepspeed" and not self.deepspeed_config:
             raise ConfigError(f"{p}.deepspeed_config", "backend 'deepspeed' needs a DeepSpeed JSON "
                                                        "(e.g. configs/deepspeed/zero2.json)")
@@ -144,6 +140,7 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     data: typing.Any = None
+    method_name: str = "tdd"
 
     def to_dict(self) -> dict:
         out = {}
@@ -157,6 +154,7 @@ class Config:
                 out[name] = v.to_dict()
             else:
                 out[name] = v
+        out["method"] = {"name": self.method_name, **(out["method"] or {})}
         return out
 
     def to_yaml(self) -> str:
@@ -230,11 +228,13 @@ def build_section(cls, values: dict | None, prefix: str):
 
 def _build_data(values):
     try:
-        from tdd_video.data import VideoDataConfig
+        from tdd_video.data.config import VideoDataConfig
     except ImportError:  # the data package is not importable: keep the raw mapping
         return values
     if values is None:
         values = {}
+    if not values.get("use_cache") and values.get("path", "") in ("", "synthetic"):
+        values = {**values, "path": "synthetic"}   # the engine writes synthetic clips (engine/build.py)
     try:
         cfg = VideoDataConfig.from_dict(values)
         cfg.validate()
@@ -291,6 +291,7 @@ def config_from_dict(raw: dict) -> Config:
         validation=build_section(ValidationConfig, raw.get("validation"), "validation"),
         export=build_section(ExportConfig, raw.get("export"), "export"),
         data=_build_data(raw.get("data")),
+        method_name=method_name,
     )
     _cross_checks(cfg)
     return cfg

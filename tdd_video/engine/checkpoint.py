@@ -1,0 +1,122 @@
+"""Atomic checkpoints with everything an exact resume needs.
+
+Layout: <output_dir>/checkpoints/step_000123/ with
+  state.json          step, samples seen, world size
+  trainable.pt        trainable weights, fp32 (rank 0; not written under ZeRO-3, DeepSpeed has them)
+  ema.pt              fp32 EMA shadow (rank 0, if any)
+  optimizer.pt | deepspeed/   optimizer + lr schedule (plain/accelerate | DeepSpeed's own shards)
+  rng_rank{r}.pt      torch / numpy / python / CUDA RNG states and the method's generator, per rank
+  data_rank{r}.pt     the loader position, per rank
+
+Atomicity: every rank writes into `.tmp-step_000123/`; after a barrier rank 0 renames it to
+`step_000123/` (os.replace of a directory is atomic on POSIX). A crash mid-save leaves only a
+`.tmp-*` folder, which `latest_checkpoint` ignores and the next save removes, so the last complete
+checkpoint stays intact. Only the last `keep_last` complete checkpoints are kept.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STEP_RE = re.compile(r"^step_(\d{6,})$")
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoint_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_RE.match(p.name))
+             and (p / "state.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(output_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def rng_state(generator: torch.Generator | None) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator | None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+
+
+def save_checkpoint(output_dir, step: int, *, backend, trainables, generator, loader, samples_seen: int,
+                    keep_last: int) -> Path:
+    """Write checkpoint `step` atomically (all ranks call this). Returns the final folder."""
+    root = checkpoint_dir(output_dir)
+    name = f"step_{step:06d}"
+    tmp, final = root / f".tmp-{name}", root / name
+    if backend.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    backend.barrier()
+    backend.save(tmp)
+    owns_weights = getattr(backend, "name", "") == "deepspeed" and \
+        backend.ds_cfg.get("zero_optimization", {}).get("stage", 0) == 3
+    if backend.is_main:
+        if not owns_weights:
+            torch.save(trainables.state_dict(), tmp / "trainable.pt")
+        if trainables.ema is not None:
+            torch.save(trainables.ema.state_dict(), tmp / "ema.pt")
+    r = backend.rank
+    torch.save(rng_state(generator), tmp / f"rng_rank{r}.pt")
+    if hasattr(loader, "state_dict"):
+        torch.save(loader.state_dict(), tmp / f"data_rank{r}.pt")
+    backend.barrier()
+    if backend.is_main:
+        (tmp / "state.json").write_text(json.dumps({"step": step, "samples_seen": samples_seen,
+                                                    "world_size": backend.world_size}))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.replace(final)
+        for old in list_checkpoints(output_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    backend.barrier()
+    return final
+
+
+def load_checkpoint(folder: Path, *, backend, trainables, generator, loader) -> dict:
+    """Restore a checkpoint written by `save_checkpoint`; returns its state.json."""
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    if state["world_size"] != backend.world_size:
+        raise RuntimeError(f"checkpoint {folder} was written by {state['world_size']} ranks, this run has "
+                           f"{backend.world_size}: exact resume (RNG and data position per rank) needs the same count")
+    if (folder / "trainable.pt").is_file():
+        trainables.load_state_dict(torch.load(folder / "trainable.pt", map_location="cpu"))
+    backend.load(folder)
+    if trainables.ema is not None:
+        trainables.ema.load_state_dict(torch.load(folder / "ema.pt", map_location="cpu"))
+    r = backend.rank
+    set_rng_state(torch.load(folder / f"rng_rank{r}.pt", weights_only=False), generator)
+    data_file = folder / f"data_rank{r}.pt"
+    if data_file.is_file() and hasattr(loader, "load_state_dict"):
+        loader.load_state_dict(torch.load(data_file, weights_only=False))
+    return state

@@ -1,0 +1,269 @@
+"""Training backends: plain single process, DeepSpeed ZeRO, accelerate (DDP).
+
+All three expose the same small surface to the trainer: `setup(trainables, train_cfg)`,
+`autocast()`, `backward(loss)` per micro step, `step() -> grad norm` per optimizer step, `lr()`,
+`save(dir)` / `load(dir)` of optimizer + lr schedule, `barrier()`, `all_reduce_mean(x)`.
+
+Facts used (shared/DESIGN.md): DeepSpeed on CPU uses gloo, bf16/fp32 only; `torch_adam: true`
+avoids compiling fused ops; accelerate on CPU needs InitProcessGroupKwargs(backend="gloo").
+The lr schedule is linear warmup then constant, stepped once per optimizer step by us (accelerate's
+prepared scheduler would step it num_processes times per call — a warmup that does not warm up).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from tdd_video.errors import ConfigError
+
+
+def warmup_factor(warmup_steps: int):
+    """lr multiplier for optimizer step i (0-based): (i + 1)/W for i < W, then 1."""
+    return lambda i: 1.0 if warmup_steps <= 0 else min(1.0, (i + 1) / warmup_steps)
+
+
+def detect_backend(requested: str, deepspeed_config: str | None) -> str:
+    """'auto' → deepspeed when launched by a launcher with a DeepSpeed JSON, accelerate under
+    `accelerate launch`, else plain."""
+    if requested != "auto":
+        return requested
+    launched = "RANK" in os.environ or "LOCAL_RANK" in os.environ
+    if any(k.startswith("ACCELERATE_") for k in os.environ):
+        return "accelerate"
+    if launched and deepspeed_config:
+        return "deepspeed"
+    return "plain"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Backend:
+    name = "base"
+    rank, world_size, local_rank = 0, 1, 0
+
+    def __init__(self, train_cfg):
+        self.cfg = train_cfg
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+            else torch.device("cpu")
+        if train_cfg.mixed_precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.mixed_precision", "fp16 needs a CUDA GPU; on CPU use bf16 or no")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.cfg.mixed_precision == "no":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.mixed_precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def barrier(self) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+    def all_reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            x = x.clone()
+            torch.distributed.all_reduce(x)
+            x /= self.world_size
+        return x
+
+    def all_reduce_max(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            x = x.clone()
+            torch.distributed.all_reduce(x, op=torch.distributed.ReduceOp.MAX)
+        return x
+
+    def _adamw(self, params):
+        c = self.cfg
+        return torch.optim.AdamW(params, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps,
+                                 weight_decay=c.weight_decay)
+
+
+class PlainBackend(Backend):
+    """Single process, torch AdamW, manual accumulation and clipping."""
+
+    name = "plain"
+
+    def __init__(self, train_cfg):
+        super().__init__(train_cfg)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("train.backend", "'plain' is single-process; under a multi-process launcher "
+                                               "use train.backend=deepspeed or accelerate")
+
+    def setup(self, trainables) -> None:
+        self.params = trainables.parameters()
+        self.optimizer = self._adamw(self.params)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(self.cfg.warmup_steps))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.cfg.grad_accum).backward()
+
+    def step(self) -> float:
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return float(norm)
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def save(self, folder: Path) -> None:
+        if self.is_main:
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                       folder / "optimizer.pt")
+
+    def load(self, folder: Path) -> None:
+        state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class AccelerateBackend(PlainBackend):
+    """`accelerate launch`: DDP across processes (gloo on CPU); our own optimizer/lr stepping."""
+
+    name = "accelerate"
+
+    def __init__(self, train_cfg):
+        Backend.__init__(self, train_cfg)
+        from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs
+        handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
+        self.acc = Accelerator(mixed_precision=train_cfg.mixed_precision, kwargs_handlers=handlers, cpu=not torch.cuda.is_available())
+        self.rank, self.world_size = self.acc.process_index, self.acc.num_processes
+        self.local_rank, self.device = self.acc.local_process_index, self.acc.device
+
+    def autocast(self):
+        return self.acc.autocast()
+
+    def setup(self, trainables) -> None:
+        self.params = trainables.parameters()
+        opt = self._adamw(self.params)
+        wrapped, self.optimizer = self.acc.prepare(trainables.module, opt)
+        trainables.wrapper = wrapped
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, warmup_factor(self.cfg.warmup_steps))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.acc.backward(loss / self.cfg.grad_accum)
+
+    def step(self) -> float:
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        norm = self.acc.clip_grad_norm_(self.params, clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return float(norm)
+
+    def save(self, folder: Path) -> None:
+        if self.is_main:
+            torch.save({"optimizer": self.optimizer.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                       folder / "optimizer.pt")
+
+    def load(self, folder: Path) -> None:
+        state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
+        self.optimizer.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def deepspeed_config(path: str, train_cfg) -> dict:
+    """Read a DeepSpeed JSON and fill in what the recipe owns (batch, accumulation, clipping,
+    precision, AdamW). Values the recipe owns always win over the JSON's."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("train.deepspeed_config", f"file not found: {p}")
+    try:
+        ds = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError("train.deepspeed_config", f"{p} is not valid JSON: {e}") from None
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise ConfigError("train.deepspeed_config", f"zero_optimization.stage must be 0..3, got {stage!r}")
+    c = train_cfg
+    ds["gradient_accumulation_steps"] = c.grad_accum
+    ds["gradient_clipping"] = c.grad_clip
+    ds["bf16"] = {"enabled": c.mixed_precision == "bf16"}
+    ds["fp16"] = {"enabled": c.mixed_precision == "fp16"}
+    ds["optimizer"] = {"type": "AdamW", "params": {
+        "lr": c.lr, "betas": [c.adam_beta1, c.adam_beta2], "eps": c.adam_eps, "weight_decay": c.weight_decay,
+        "torch_adam": c.torch_adam}}
+    ds.pop("scheduler", None)
+    ds.setdefault("steps_per_print", 10 ** 9)
+    if ds.get("zero_optimization", {}).get("offload_optimizer") and c.torch_adam:
+        ds["zero_force_ds_cpu_optimizer"] = False   # allow torch AdamW with optimizer offload
+    return ds
+
+
+class DeepSpeedBackend(Backend):
+    """`deepspeed train/distill_svd.py`: ZeRO 0–3 from configs/deepspeed/*.json."""
+
+    name = "deepspeed"
+
+    def __init__(self, train_cfg, micro_batch: int = 1):
+        super().__init__(train_cfg)
+        import deepspeed
+        self.ds = deepspeed
+        if "RANK" not in os.environ:   # plain `python` run with backend=deepspeed: a 1-process group
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                              MASTER_PORT=str(_free_port()))
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        self.rank, self.world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.micro_batch = micro_batch
+
+    def autocast(self):
+        return contextlib.nullcontext()   # DeepSpeed casts the module itself
+
+    def setup(self, trainables) -> None:
+        ds_cfg = deepspeed_config(self.cfg.deepspeed_config, self.cfg)
+        ds_cfg["train_micro_batch_size_per_gpu"] = self.micro_batch
+        ds_cfg["train_batch_size"] = self.micro_batch * self.cfg.grad_accum * self.world_size
+        self.ds_cfg = ds_cfg
+        self.params = trainables.parameters()
+        engine, optimizer, _, scheduler = self.ds.initialize(
+            model=trainables.module, model_parameters=self.params, config=ds_cfg,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_factor(self.cfg.warmup_steps)))
+        self.engine, self.optimizer, self.scheduler = engine, optimizer, scheduler
+        trainables.wrapper = engine
+        if trainables.teacher_module is not None and self.cfg.mixed_precision == "bf16":
+            trainables.teacher_module.to(torch.bfloat16)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+        self.engine.step()              # DeepSpeed only updates at accumulation boundaries
+
+    def step(self) -> float:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    def save(self, folder: Path) -> None:
+        self.engine.save_checkpoint(str(folder), tag="deepspeed", save_latest=False, exclude_frozen_parameters=True)
+
+    def load(self, folder: Path) -> None:
+        self.engine.load_checkpoint(str(folder), tag="deepspeed", load_module_strict=False)
+
+
+def make_backend(train_cfg, micro_batch: int = 1) -> Backend:
+    kind = detect_backend(train_cfg.backend, train_cfg.deepspeed_config)
+    if kind == "deepspeed":
+        if not train_cfg.deepspeed_config:
+            raise ConfigError("train.deepspeed_config", "needed for the deepspeed backend (configs/deepspeed/*.json)")
+        return DeepSpeedBackend(train_cfg, micro_batch)
+    if kind == "accelerate":
+        return AccelerateBackend(train_cfg)
+    return PlainBackend(train_cfg)

@@ -1,0 +1,168 @@
+"""The training loop: Method × Family × Trainables on a backend (plain / DeepSpeed / accelerate).
+
+    for each optimizer step:  for each micro batch:  x0, c = family.encode(batch)
+                                                      loss = method.training_step(x0, c, roles)
+                                                      non-finite loss on any rank → stop (no checkpoint)
+                                                      backend.backward(loss)
+                              backend.step() (clip, AdamW, warmup lr);  EMA update
+                              log / validate / checkpoint (atomic) at their intervals
+    end: final checkpoint and export (LoRA in diffusers format, optionally a fused UNet folder)
+
+`train(cfg)` builds everything from a validated Config; tests and benches may inject `family`
+and `loader` (any iterable of batches with state_dict/load_state_dict for exact resume).
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tdd_video.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tdd_video.engine.distributed import make_backend
+from tdd_video.engine.logging import MetricsLogger
+from tdd_video.engine.trainables import Trainables
+from tdd_video.methods import build_method
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised when the loss is NaN/inf; no checkpoint is written from that state."""
+
+    def __init__(self, step: int, value: float):
+        self.step = step
+        super().__init__(f"non-finite loss ({value}) at optimizer step {step}: training stopped, no checkpoint "
+                         f"written from this state. Lower train.lr, check the data, or resume from the last "
+                         f"checkpoint.")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _resume_folder(cfg, run_dir: Path):
+    r = cfg.run.resume
+    if r is None:
+        return None
+    if r == "auto":
+        return latest_checkpoint(run_dir)
+    p = Path(r)
+    if not (p / "state.json").is_file():
+        from tdd_video.errors import ConfigError
+        raise ConfigError("run.resume", f"{p} is not a complete checkpoint folder (no state.json)")
+    return p
+
+
+def export(cfg, trainables, backend, run_dir: Path) -> dict:
+    """Final artefacts on rank 0: LoRA (diffusers format, alpha kept) and/or a fused UNet folder."""
+    out: dict = {}
+    if not backend.is_main:
+        return out
+    exp = run_dir / "export"
+    exp.mkdir(parents=True, exist_ok=True)
+    module = trainables.module
+    if trainables.kind == "lora":
+        from tdd_video import lora
+        if cfg.export.lora:
+            out["lora"] = str(lora.save_lora(module, exp / "lora", adapter_name="student"))
+        if cfg.export.fused_unet:
+            out["fused_unet"] = str(lora.export_fused_unet(module, exp / "unet", adapter_name="student"))
+    elif cfg.export.fused_unet or cfg.export.lora:   # partial/full fine-tune: the whole trained UNet
+        if hasattr(module, "save_pretrained"):
+            module.save_pretrained(exp / "unet")
+            out["unet"] = str(exp / "unet")
+        else:
+            torch.save(module.state_dict(), exp / "unet.pt")
+            out["unet"] = str(exp / "unet.pt")
+    return out
+
+
+def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dict:
+    """Run a recipe to `train.max_steps`. Returns {'losses', 'steps', 'run_dir', 'checkpoint', 'export'}."""
+    run_dir = Path(cfg.run.output_dir)
+    micro_batch = getattr(cfg.data, "batch_size", 1)
+    backend = make_backend(cfg.train, micro_batch)
+    if backend.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    seed_everything(cfg.run.seed * 1000 + backend.rank)
+    from tdd_video.engine.build import build_family, build_loader
+    family = family if family is not None else build_family(cfg, backend, run_dir)
+    t = cfg.trainable
+    method = build_method(cfg.method_name, cfg.method, family)
+    trainables = Trainables(family, t.kind, lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_preset=t.lora_preset,
+                            gradient_checkpointing=t.gradient_checkpointing, ema_decay=method.target_ema)
+    backend.setup(trainables)
+    loader = loader if loader is not None else build_loader(cfg, backend, run_dir)
+    generator = torch.Generator().manual_seed(cfg.run.seed * 1000 + backend.rank + 1)
+    start, samples_seen = 0, 0
+    folder = _resume_folder(cfg, run_dir)
+    if folder is not None:
+        state = load_checkpoint(folder, backend=backend, trainables=trainables, generator=generator, loader=loader)
+        start, samples_seen = state["step"], state["samples_seen"]
+    batches = loader.infinite() if hasattr(loader, "infinite") else itertools.cycle(loader)
+    log = MetricsLogger(run_dir, backend.is_main, cfg.train.tensorboard)
+    validator = None
+    show = cfg.train.progress if progress is None else progress
+    bar = None
+    if backend.is_main and show:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.train.max_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    losses: list[float] = []
+    last_ckpt = None
+    try:
+        for step in range(start, cfg.train.max_steps):
+            t0, lr, micro_losses = time.perf_counter(), backend.lr(), []
+            for _ in range(cfg.train.grad_accum):
+                batch = next(batches)
+                with torch.no_grad():
+                    x0 = family.encode_latents(batch, generator)
+                    cond = family.encode_conditioning(batch, generator, train=True)
+                if validator is None and cfg.validation.every > 0 and backend.is_main:
+                    from tdd_video.engine.validation import Validator
+                    validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
+                                          getattr(cfg.method, "num_grid", 250))
+                with backend.autocast():
+                    out = method.training_step(x0, cond, trainables, generator)
+                bad = backend.all_reduce_max(torch.tensor([0.0 if torch.isfinite(out.loss.detach()) else 1.0],
+                                                          device=out.loss.device))
+                if bad.item() > 0:
+                    raise NonFiniteLoss(step + 1, float(out.loss.detach()))
+                backend.backward(out.loss)
+                micro_losses.append(out.loss.detach().float())
+                log.add_stats(out.stats)
+                samples_seen += x0.shape[0] * backend.world_size
+            grad_norm = backend.step()
+            trainables.update_ema()
+            loss = float(backend.all_reduce_mean(torch.stack(micro_losses).mean().reshape(1)).item())
+            losses.append(loss)
+            done = step + 1
+            dt = time.perf_counter() - t0
+            sps = micro_batch * cfg.train.grad_accum * backend.world_size / dt
+            log.step(done, {"loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": sps})
+            if done % cfg.train.log_every == 0 or done == cfg.train.max_steps:
+                log.flush(done)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
+            if validator is not None and validator.due(done):
+                validator.render(done, trainables)
+            if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
+                last_ckpt = save_checkpoint(run_dir, done, backend=backend, trainables=trainables, generator=generator,
+                                            loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)
+        end = cfg.train.max_steps
+        if last_ckpt is None or not last_ckpt.name.endswith(f"{end:06d}"):
+            last_ckpt = save_checkpoint(run_dir, end, backend=backend, trainables=trainables, generator=generator,
+                                        loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)
+        exported = export(cfg, trainables, backend, run_dir)
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    return {"losses": losses, "steps": cfg.train.max_steps - start, "run_dir": str(run_dir),
+            "checkpoint": str(last_ckpt), "export": exported, "trainable_params": trainables.num_trainable(),
+            "backend": backend.name, "rank": backend.rank, "world_size": backend.world_size}

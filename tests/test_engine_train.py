@@ -1,0 +1,108 @@
+"""Engine: resume equivalence, atomic checkpoints, NaN stop, warmup, resolved config in the run dir.
+Uses a stand-in family (tests/standin_family.py) with full fine-tuning, so it needs no LoRA code."""
+import json
+import math
+
+import pytest
+import torch
+
+from tdd_video.engine import checkpoint as ckpt_mod
+from tdd_video.engine.checkpoint import latest_checkpoint, list_checkpoints
+from tdd_video.engine.config import config_from_dict
+from tdd_video.engine.trainer import NonFiniteLoss, train
+from standin_family import ToyFamily
+
+
+class IndexLoader:
+    """Batch i is a deterministic function of i; position saved/restored like the real VideoLoader."""
+
+    def __init__(self, b=2, nan_at=None):
+        self.pos, self.b, self.nan_at = 0, b, nan_at
+
+    def infinite(self):
+        while True:
+            g = torch.Generator().manual_seed(self.pos)
+            lat = torch.randn(self.b, 3, 4, 8, 8, generator=g)
+            if self.nan_at is not None and self.pos == self.nan_at:
+                lat[0, 0, 0, 0, 0] = float("nan")
+            self.pos += 1
+            yield {"latents": lat, "emb": torch.randn(self.b, 8, generator=g)}
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+    def load_state_dict(self, s):
+        self.pos = s["pos"]
+
+
+def _cfg(tmp_path, name="run", **train):
+    t = {"max_steps": 6, "lr": 1e-3, "warmup_steps": 2, "checkpoint_every": 3, "keep_last": 2, "log_every": 2,
+         "tensorboard": False, "progress": False, "backend": "plain", **train}
+    return config_from_dict({"run": {"output_dir": str(tmp_path / name), "seed": 3},
+                             "trainable": {"kind": "full"},
+                             "method": {"target_ema": 0.9, "guidance_min_range": [1.0, 1.5],
+                                        "guidance_max_range": [2.0, 3.0]},
+                             "train": t, "data": {"batch_size": 2}})
+
+
+def test_resume_gives_identical_losses_and_config_saved(tmp_path):
+    full = train(_cfg(tmp_path, "full"), family=ToyFamily("edm"), loader=IndexLoader())
+    assert len(full["losses"]) == 6 and all(math.isfinite(v) for v in full["losses"])
+    cfg_a = _cfg(tmp_path, "split", max_steps=3)
+    first = train(cfg_a, family=ToyFamily("edm"), loader=IndexLoader())
+    cfg_b = _cfg(tmp_path, "split")
+    cfg_b.run.resume = "auto"
+    second = train(cfg_b, family=ToyFamily("edm"), loader=IndexLoader())
+    assert first["losses"] + second["losses"] == full["losses"]
+    run = tmp_path / "split"
+    assert "max_steps: 6" in (run / "config.yaml").read_text()
+    assert [p.name for p in list_checkpoints(run)] == ["step_000003", "step_000006"]
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(k.startswith("loss_by_noise/") for r in rows for k in r)
+    assert {"loss", "lr", "grad_norm", "samples_per_s"} <= set(rows[0])
+
+
+def test_warmup_really_warms_up(tmp_path):
+    train(_cfg(tmp_path, "w", warmup_steps=4, max_steps=6, checkpoint_every=0), family=ToyFamily("vp"),
+          loader=IndexLoader())
+    rows = [json.loads(l) for l in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines() if '"lr"' in l]
+    lrs = [r["lr"] for r in rows]
+    assert lrs == pytest.approx([1e-3 * f for f in (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)])
+
+
+def test_nan_loss_stops_without_checkpoint(tmp_path):
+    # batch 4 (0-based) carries a NaN: optimizer step 5 fails; checkpoints 2 and 4 exist, nothing after
+    with pytest.raises(NonFiniteLoss, match="step 5"):
+        train(_cfg(tmp_path, "nan", max_steps=6, checkpoint_every=2, keep_last=5), family=ToyFamily("edm"),
+              loader=IndexLoader(nan_at=4))
+    assert [p.name for p in list_checkpoints(tmp_path / "nan")] == ["step_000002", "step_000004"]
+    assert not list((tmp_path / "nan" / "checkpoints").glob(".tmp-*"))
+    assert all(torch.isfinite(v).all() for v in torch.load(latest_checkpoint(tmp_path / "nan") / "trainable.pt").values())
+
+
+def test_interrupted_save_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "crash", max_steps=6, checkpoint_every=3)
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def flaky_save(obj, path, *a, **k):
+        if ".tmp-step_000006" in str(path):
+            calls["n"] += 1
+            if calls["n"] == 2:   # die half way through writing the second checkpoint
+                raise KeyboardInterrupt("simulated crash")
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", flaky_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, family=ToyFamily("edm"), loader=IndexLoader())
+    monkeypatch.setattr(ckpt_mod.torch, "save", real_save)
+    good = latest_checkpoint(tmp_path / "crash")
+    assert good.name == "step_000003"
+    assert (tmp_path / "crash" / "checkpoints" / ".tmp-step_000006").exists()
+    state = torch.load(good / "trainable.pt")
+    assert state and all(torch.isfinite(v).all() for v in state.values())
+    # resuming from the intact checkpoint finishes the run and cleans up the partial folder
+    cfg.run.resume = "auto"
+    out = train(cfg, family=ToyFamily("edm"), loader=IndexLoader())
+    assert len(out["losses"]) == 3
+    assert not (tmp_path / "crash" / "checkpoints" / ".tmp-step_000006").exists()
