@@ -1,0 +1,226 @@
+"""Latent cache: encode each clip once with the family's VAE and image encoder.
+
+    python -m tdd_video.data.cache --model DIR_OR_ID --data MANIFEST_OR_FOLDER --out DIR \\
+        [--dtype fp16|bf16|fp32] [--shard-size N] [--num-frames 14 --target-fps 7 --height 320 --width 576]
+
+Layout of ``DIR``: ``cache_meta.json`` (model, dtype, data settings — a resumed run must match),
+``shard_00000.safetensors`` + ``shard_00000.json`` ... and, when complete, ``index.json``. Each
+sample k of a shard stores
+
+* ``k.latents``     [F, 4, H/8, W/8] (× scaling_factor; one posterior sample drawn with a
+  generator seeded by (seed, sample index), so the cache is reproducible), storage dtype;
+* ``k.image_emb``   [1, D] CLIP embedding of the clean first frame, storage dtype;
+* ``k.first_frame`` [3, H, W] uint8 — the clean first frame in PIXELS, lossless (the raw-video
+  path quantises frames to the 8-bit grid, transforms.resize_crop).
+
+Why pixels for the conditioning frame: SVD's conditioning latent is the VAE encoding of the first
+frame *after* pixel-space noise augmentation x + σ_aug·ε with σ_aug ~ LogNormal(−3, 0.5) drawn
+per sample and per step (SPEC §1a). A cached latent of the clean frame would freeze σ_aug = 0
+(or one draw), which changes the conditioning distribution the student learns. Storing the frame
+keeps the augmentation fresh; the cost is one 1-frame VAE encode per sample per step (about 1/F
+of the raw path's VAE work: 1/14 or 1/25), plus ~H·W·3 bytes per sample (0.55 MB at 320×576).
+The CLIP embedding is of the *clean* frame, so it is cached.
+
+Clips are taken with the evaluation sampling of the data config (fixed start — centre by
+default — centre crop, no flip): one clip per video. Shards are written atomically (temp file +
+rename; the shard's JSON is written last and marks it done), so an interrupted run resumes by
+skipping finished shards. Videos that cannot be read are listed in the shard JSON and skipped.
+The trainer reads the cache with ``data.use_cache: true`` and ``data.cache_dir: DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tdd_video.data.config import VideoDataConfig
+from tdd_video.data.sampler import SampleKey
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+CACHE_VERSION = 1
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def build_cache(family, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = "fp16", shard_size: int = 64,
+                seed: int = 0, model_name: str = "", progress: bool = True) -> Path:
+    """Encode every video of ``cfg``'s source into ``out_dir``; returns the path of index.json.
+
+    ``family`` needs ``encode_latents({'pixel_values': [1,F,3,H,W]}, generator) -> [1,F,4,h,w]`` and
+    ``encode_image_embedding(first_frame [1,3,H,W]) -> [1,1,D]`` (the SVD family contract).
+    """
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from tdd_video.data.dataset import ClipTooShort, build_video_dataset
+    from tdd_video.data.readers import VideoReadError
+
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    cfg = replace(cfg, train=False, flip=False, use_cache=False)
+    dataset = build_video_dataset(cfg, seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"version": CACHE_VERSION, "model": str(model_name), "dtype": dtype, "shard_size": shard_size,
+            "seed": seed, "num_records": len(dataset), "data": cfg.to_dict()}
+    meta_path = out / "cache_meta.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old != meta:
+            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+            raise ValueError(f"{out} holds a cache built with other settings (differs in {diff}); "
+                             "use a new --out folder or delete it")
+    else:
+        _write_json_atomic(meta_path, meta)
+    store = DTYPES[dtype]
+    num_shards = math.ceil(len(dataset) / shard_size)
+    bar = tqdm(total=len(dataset), desc="caching latents", unit="clip", disable=not progress)
+    for s in range(num_shards):
+        name = f"shard_{s:05d}"
+        lo, hi = s * shard_size, min(len(dataset), (s + 1) * shard_size)
+        if (out / f"{name}.json").exists():
+            bar.update(hi - lo)
+            continue
+        tensors, samples, failed = {}, [], []
+        for i in range(lo, hi):
+            rec = dataset.records[i]
+            try:
+                item = dataset.load(i, np.random.default_rng([seed, 0, i, 0]))
+            except (VideoReadError, ClipTooShort) as e:
+                failed.append({"path": str(rec.path), "reason": str(e)})
+                bar.update(1)
+                continue
+            pix = item["pixel_values"][None]
+            gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
+            latents = family.encode_latents({"pixel_values": pix}, generator=gen)[0]
+            image_emb = family.encode_image_embedding(pix[:, 0])[0]
+            k = len(samples)
+            tensors[f"{k}.latents"] = latents.detach().to("cpu", store).contiguous()
+            tensors[f"{k}.image_emb"] = image_emb.detach().to("cpu", store).contiguous()
+            tensors[f"{k}.first_frame"] = ((pix[0, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            samples.append({"key": k, "record": i, "path": item["path"], "caption": item["caption"],
+                            "fps_id": item["fps_id"], "fps": item["fps"],
+                            "motion_bucket_id": item["motion_bucket_id"],
+                            "frame_indices": item["frame_indices"].tolist(),
+                            "height": int(pix.shape[-2]), "width": int(pix.shape[-1])})
+            bar.update(1)
+        if tensors:
+            tmp = out / f"{name}.safetensors.tmp"
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+            os.replace(tmp, out / f"{name}.safetensors")
+        _write_json_atomic(out / f"{name}.json", {"samples": samples, "failed": failed})
+    bar.close()
+    shards = [f"shard_{s:05d}" for s in range(num_shards)]
+    parts = [json.loads((out / f"{n}.json").read_text()) for n in shards]
+    index = dict(meta, shards=shards, num_samples=sum(len(p["samples"]) for p in parts),
+                 num_failed=sum(len(p["failed"]) for p in parts))
+    _write_json_atomic(out / "index.json", index)
+    return out / "index.json"
+
+
+class LatentCacheDataset(Dataset):
+    """Reads a finished cache. Items: ``latents`` [F,4,h,w] fp32, ``first_frame`` [3,H,W] in [-1,1],
+    ``image_emb`` [1,D] fp32, ``fps_id``, ``motion_bucket_id``, ``caption``, ``path``."""
+
+    def __init__(self, cache_dir: str | Path, max_open: int = 8):
+        self.dir = Path(cache_dir)
+        index_path = self.dir / "index.json"
+        if not index_path.exists():
+            raise FileNotFoundError(f"{self.dir}: no index.json — not a finished latent cache "
+                                    "(build or resume it with `python -m tdd_video.data.cache`)")
+        self.index = json.loads(index_path.read_text())
+        self.samples = []
+        for shard in self.index["shards"]:
+            for s in json.loads((self.dir / f"{shard}.json").read_text())["samples"]:
+                self.samples.append(dict(s, shard=shard))
+        if not self.samples:
+            raise ValueError(f"{self.dir}: the cache holds no samples")
+        sizes = sorted({(s["height"], s["width"]) for s in self.samples})
+        self.sizes = sizes
+        self.bucket_of = [sizes.index((s["height"], s["width"])) for s in self.samples]
+        self.max_open = max_open
+        self._open: OrderedDict[str, object] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _handle(self, shard: str):
+        from safetensors import safe_open
+
+        if shard not in self._open:
+            self._open[shard] = safe_open(str(self.dir / f"{shard}.safetensors"), framework="pt")
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)
+        self._open.move_to_end(shard)
+        return self._open[shard]
+
+    def __getitem__(self, key) -> dict:
+        index = key.index if isinstance(key, SampleKey) else int(key)
+        s = self.samples[index]
+        h, k = self._handle(s["shard"]), s["key"]
+        return {"latents": h.get_tensor(f"{k}.latents").float(),
+                "first_frame": h.get_tensor(f"{k}.first_frame").float() / 127.5 - 1.0,
+                "image_emb": h.get_tensor(f"{k}.image_emb").float(),
+                "fps_id": int(s["fps_id"]), "motion_bucket_id": int(s["motion_bucket_id"]),
+                "caption": s["caption"], "path": s["path"], "fps": float(s["fps"])}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tdd_video.data.cache", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Store layout and the first-frame choice: see the module docstring.")
+    p.add_argument("--model", required=True, help="SVD diffusers folder, hub id, or 'tiny' (random test model)")
+    p.add_argument("--data", required=True, help="folder of videos, CSV/JSONL manifest or WebVid CSV")
+    p.add_argument("--out", required=True, help="output folder (resumes if it already holds shards)")
+    p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of latents/embeddings")
+    p.add_argument("--shard-size", type=int, default=64, help="samples per safetensors shard")
+    p.add_argument("--config", help="YAML file whose 'data:' section (or top level) is a VideoDataConfig")
+    p.add_argument("--num-frames", type=int), p.add_argument("--target-fps", type=float)
+    p.add_argument("--stride", type=int), p.add_argument("--height", type=int), p.add_argument("--width", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model-dtype", default="fp32", choices=list(DTYPES), help="dtype of the VAE/CLIP when encoding")
+    args = p.parse_args(argv)
+    d = {}
+    if args.config:
+        import yaml
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        d = dict(loaded.get("data", loaded))
+    d.update(path=args.data, source=d.get("source", "auto"))
+    for key in ("num_frames", "target_fps", "height", "width"):
+        if getattr(args, key) is not None:
+            d[key] = getattr(args, key)
+    if args.stride is not None:
+        d.update(stride=args.stride, target_fps=None)
+    from tdd_video.errors import ConfigError
+    from tdd_video.families import load_family
+    try:
+        cfg = VideoDataConfig.from_dict(d).validate()
+        family = load_family("svd", args.model, dtype=DTYPES[args.model_dtype], device=args.device)
+        index = build_cache(family, cfg, args.out, args.dtype, args.shard_size, args.seed, args.model)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    info = json.loads(index.read_text())
+    print(f"wrote {info['num_samples']} clips in {len(info['shards'])} shards to {args.out} "
+          f"({info['num_failed']} videos skipped); index: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
