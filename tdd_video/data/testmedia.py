@@ -42,10 +42,10 @@ def random_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np
 
 
 def make_video(path: str | Path, num_frames: int = 48, height: int = 48, width: int = 64, fps: float = 24,
-               frames: np.ndarray | None = None) -> Path:
+               frames: np.ndarray | None = None, ffmpeg_params: list[str] | None = None) -> Path:
     """Write an index-coded (or given) video; the suffix picks the container/codec."""
     frames = index_coded_frames(num_frames, height, width) if frames is None else frames
-    return write_video(frames, path, fps=fps)
+    return write_video(frames, path, fps=fps, ffmpeg_params=ffmpeg_params)
 
 
 def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, Path]:

@@ -50,13 +50,14 @@ def to_uint8_frames(frames, value_range: tuple[float, float] = (-1.0, 1.0)) -> n
 
 
 def write_video(frames, path: str | Path, fps: float = 7, value_range: tuple[float, float] = (-1.0, 1.0),
-                quality: int = 8) -> Path:
+                quality: int = 8, ffmpeg_params: list[str] | None = None) -> Path:
     """Write ``frames`` to ``path`` and return the path written.
 
     The suffix chooses the format: a video suffix (.mp4, .mov, .mkv, .avi, .webm) -> H.264 via
     imageio-ffmpeg (.webm -> VP9, .avi -> MPEG-4 part 2); .gif -> animated GIF (looping);
     anything else (no suffix) -> a folder of ``frame_00000.png`` ... files. Missing parent folders
-    are created. ``quality`` is imageio's 0..10 scale (ignored for GIF/PNG).
+    are created. ``quality`` is imageio's 0..10 scale (ignored for GIF/PNG); ``ffmpeg_params`` are
+    extra encoder flags for video suffixes (e.g. ``["-g", "8"]`` for a keyframe every 8 frames).
     """
     data = to_uint8_frames(frames, value_range)
     if data.shape[0] == 0:
@@ -67,7 +68,7 @@ def write_video(frames, path: str | Path, fps: float = 7, value_range: tuple[flo
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_ffmpeg(data, path, fps, quality)
+        _write_ffmpeg(data, path, fps, quality, ffmpeg_params)
     elif suffix == GIF_SUFFIX:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_gif(data, path, fps)
@@ -79,7 +80,7 @@ def write_video(frames, path: str | Path, fps: float = 7, value_range: tuple[flo
     return path
 
 
-def _write_ffmpeg(data: np.ndarray, path: Path, fps: float, quality: int) -> None:
+def _write_ffmpeg(data: np.ndarray, path: Path, fps: float, quality: int, params: list[str] | None) -> None:
     import imageio.v2 as imageio
 
     height, width = data.shape[1:3]
@@ -90,7 +91,8 @@ def _write_ffmpeg(data: np.ndarray, path: Path, fps: float, quality: int) -> Non
     if codec == "mpeg4" and not even:
         raise ValueError(f"write_video: .avi (MPEG-4) needs even sizes, got {height}x{width}")
     writer = imageio.get_writer(str(path), fps=fps, codec=codec, quality=quality, macro_block_size=1,
-                                pixelformat=pixelformat, ffmpeg_log_level="error")
+                                pixelformat=pixelformat, ffmpeg_log_level="error",
+                                output_params=list(params or []))
     try:
         for frame in data:
             writer.append_data(frame)
