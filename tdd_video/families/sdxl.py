@@ -92,7 +92,9 @@ class SDXLFamily(Family):
         from tdd_video.families.tiny import tiny_sdxl_components
         c = tiny_sdxl_components(seed)
         for k in ("unet", "vae", "text_encoder", "text_encoder_2"):
-            c[k].to(device=device, dtype=dtype)
+            c[k].to(device)
+            if dtype != torch.float32:
+                c[k].to(dtype)
         return cls(c["unet"], c["vae"], c["text_encoder"], c["text_encoder_2"], c["tokenizer"], c["tokenizer_2"],
                    dict(c["scheduler"].config))
 

@@ -83,7 +83,9 @@ class SVDFamily(Family):
         from tdd_video.families.tiny import tiny_svd_components
         c = tiny_svd_components(seed, num_frames)
         for k in ("unet", "vae", "image_encoder"):
-            c[k].to(device=device, dtype=dtype)
+            c[k].to(device)
+            if dtype != torch.float32:
+                c[k].to(dtype)
         return cls(c["unet"], c["vae"], c["image_encoder"], c["feature_extractor"], dict(c["scheduler"].config))
 
     # ------------------------------------------------------------------ properties
