@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Few-step image-to-video with a TDD student (SVD family).
+
+  python infer/img2vid.py --steps 4                                   # bundled image + default model
+  python infer/img2vid.py --image in.png --model stabilityai/stable-video-diffusion-img2vid-xt-1-1 \\
+      --lora tdd_svd.safetensors --steps 4 --out out.mp4 --device cuda --dtype bf16
+  python infer/img2vid.py --image in.png --model DIR --lora L.safetensors --teacher-refine 0.05 --refine-steps 1
+  python infer/img2vid.py --model DIR --lora L.safetensors --fuse --export-pipeline svd-tdd-4step
+
+Without --model the bundled TINY model with RANDOM weights is used (a demo of the code path, not
+of quality). Same arguments and --seed give identical frames.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def clip_arg(text: str):
+    """'none' | 'static:B' | 'dynamic:B' (B: latent bound) → ClipSettings without steps."""
+    from tdd_video.sampling.sample import ClipSettings
+    mode, _, value = text.partition(":")
+    if mode not in ("none", "static", "dynamic"):
+        raise argparse.ArgumentTypeError(f"mode must be none, static or dynamic, got {mode!r}")
+    if mode != "none" and not value:
+        raise argparse.ArgumentTypeError(f"{mode} clipping needs a bound, e.g. {mode}:2.5 (latent units)")
+    try:
+        return ClipSettings(mode=mode, value=float(value) if value else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bound must be a number, got {value!r}") from None
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="TDD few-step image-to-video (SVD).", epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--image", default=None, help="conditioning image file (default: the bundled sample image)")
+    a("--model", default=None, help="diffusers SVD folder or hub id (default: bundled tiny random-weight model)")
+    a("--lora", default=None, help="TDD LoRA .safetensors for this base (refused if made for another base)")
+    a("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
+    a("--fuse", action="store_true", help="fuse the LoRA into the UNet (faster; disables --teacher-refine)")
+    a("--steps", type=int, default=4, help="sampling steps K (default 4)")
+    a("--eta", type=float, default=0.3, help="γ-sampling η in [0, 1): re-noise fraction per step (default 0.3)")
+    a("--schedule", choices=["equidistant", "tdd-nonuniform"], default="equidistant",
+      help="timestep schedule: S_K, or short hops early / long hops late (both on the training set)")
+    a("--guidance", type=float, default=1.0, help="CFG scale on the student; 1 = one UNet pass per step (default)")
+    a("--guidance-min", type=float, default=None, help="frame-wise CFG: scale at the first frame")
+    a("--guidance-max", type=float, default=None, help="frame-wise CFG: scale at the last frame")
+    a("--clip-x0", type=clip_arg, default=None, metavar="MODE[:B]",
+      help="x0 clipping: none | static:B | dynamic:B (B = latent bound; dynamic clips the top 0.5%% of |x0| "
+           "but never below B)")
+    a("--clip-steps", type=int, default=1, help="clip x0 during the first N steps (default 1; needs --clip-x0)")
+    a("--frames", type=int, default=None, help="number of frames (default: the UNet's num_frames)")
+    a("--fps", type=int, default=7, help="frame rate of the output and the fps conditioning (default 7)")
+    a("--motion-bucket", type=int, default=127, help="motion bucket id (default 127)")
+    a("--noise-aug", type=float, default=0.02, help="noise augmentation of the conditioning image (default 0.02)")
+    a("--height", type=int, default=None, help="output height (default: 576 for real SVD, native for tiny)")
+    a("--width", type=int, default=None, help="output width (default: 1024 for real SVD, native for tiny)")
+    a("--seed", type=int, default=0, help="random seed (default 0)")
+    a("--decode-chunk", type=int, default=None, help="frames decoded at once (default: all)")
+    a("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    a("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="model dtype (default fp32)")
+    a("--out", default="outputs/img2vid.mp4", help=".mp4, .gif, or a folder for PNG frames (created if missing)")
+    a("--teacher-refine", type=float, default=None, metavar="LAMBDA",
+      help="Distillation++: lerp x0 toward the teacher (base with LoRA disabled) by LAMBDA, e.g. 0.05")
+    a("--refine-steps", type=int, default=1, help="refine the first k steps (default 1)")
+    a("--export-pipeline", default=None, metavar="DIR",
+      help="also save a plain diffusers pipeline folder (base + fused LoRA + TDD scheduler)")
+    a("--no-progress", action="store_true", help="hide the progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tdd_video.errors import ConfigError
+    from tdd_video.sampling.img2vid import Img2VidSettings, render_img2vid
+    from tdd_video.sampling.sample import ClipSettings
+    clip = args.clip_x0 or ClipSettings()
+    clip.steps = args.clip_steps if clip.mode != "none" else 0
+    settings = Img2VidSettings(
+        image=args.image, model=args.model, lora=args.lora, lora_scale=args.lora_scale, fuse=args.fuse,
+        steps=args.steps, eta=args.eta, schedule=args.schedule, guidance=args.guidance,
+        guidance_min=args.guidance_min, guidance_max=args.guidance_max, clip=clip, frames=args.frames,
+        fps=args.fps, motion_bucket=args.motion_bucket, noise_aug=args.noise_aug, height=args.height,
+        width=args.width, seed=args.seed, decode_chunk=args.decode_chunk, device=args.device, dtype=args.dtype,
+        out=args.out, teacher_refine=args.teacher_refine, refine_steps=args.refine_steps,
+        export_pipeline=args.export_pipeline, progress=not args.no_progress)
+    try:
+        render_img2vid(settings, log=print)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Python API for few-step image-to-video with a TDD student (re-exported lazily by ``tdd_video``).
+
+    import tdd_video
+    pipe = tdd_video.load_img2vid("path/to/svd-folder", lora="tdd_svd_lora.safetensors")
+    frames = pipe(image, num_inference_steps=4, min_guidance_scale=1.0, max_guidance_scale=1.0).frames[0]
+    tdd_video.export_pipeline(pipe, "svd-tdd-4step")      # plain diffusers folder, LoRA fused
+
+The returned object is a stock diffusers StableVideoDiffusionPipeline whose scheduler is the
+TDDScheduler. Pass ``num_inference_steps`` (the pipeline's own default is 25) and guidance 1.0
+(one UNet pass per step; the pipeline's default 1→3 doubles the cost). SVD's pipeline does not hand
+its generator to the scheduler; for γ-sampling noise from your generator call
+``pipe.scheduler.set_generator(g)`` (otherwise the scheduler's own seeded generator is used).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tdd_video.errors import ConfigError
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+TINY_NOTE = ("default model: the bundled TINY SVD with RANDOM weights (architecture demo only; the output is "
+             "noise-like). Pass --model <diffusers folder or hub id> for real results")
+
+
+def cache_dir() -> Path:
+    """Where generated default models live: $TDD_VIDEO_CACHE or ~/.cache/tdd_video."""
+    return Path(os.environ.get("TDD_VIDEO_CACHE", Path.home() / ".cache" / "tdd_video"))
+
+
+def default_model_dir() -> Path:
+    """The default img2vid model folder, built on first use (tiny random-weight SVD, diffusers format)."""
+    folder = cache_dir() / "tiny-svd"
+    if not (folder / "model_index.json").exists():
+        from tdd_video.families.tiny import save_tiny_svd
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="tiny-svd.", dir=folder.parent))
+        save_tiny_svd(tmp, seed=0)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    return folder
+
+
+def resolve_model(model) -> tuple[str, bool]:
+    """(model path or hub id, is_default_tiny)."""
+    if model is None or model == "":
+        return str(default_model_dir()), True
+    return str(model), False
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError("dtype", f"got {dtype!r}, allowed values are {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def apply_lora(unet, path, scale: float = 1.0, fuse: bool = False):
+    """Load a TDD LoRA file into `unet` (refused if made for another base) at `scale`; optionally fuse."""
+    from tdd_video import lora
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError("lora", f"file not found: {str(p)!r}")
+    lora.load_lora(unet, p, name="student", scale=scale)
+    if fuse:
+        lora.fuse_lora(unet)
+    return unet
+
+
+def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = False, steps: int = 4,
+                 dtype="fp32", device="cpu", eta: float = 0.3, schedule: str = "equidistant", **scheduler_kwargs):
+    """A StableVideoDiffusionPipeline with the TDD student (base + LoRA) and the TDDScheduler.
+
+    model: diffusers folder or hub id (None: the tiny random default). `steps` is set on the
+    scheduler (call the pipeline with ``num_inference_steps=steps``)."""
+    from diffusers import StableVideoDiffusionPipeline
+    from tdd_video.families import check_model_folder
+    from tdd_video.families.svd import SVD_COMPONENTS
+    from tdd_video.sampling import TDDScheduler
+    path, _ = resolve_model(model)
+    check_model_folder(path, SVD_COMPONENTS, "svd")
+    try:
+        pipe = StableVideoDiffusionPipeline.from_pretrained(path, dtype=parse_dtype(dtype))
+    except (OSError, ValueError) as e:
+        raise ConfigError("model", f"could not load SVD pipeline {path!r}: {e}") from e
+    if lora is not None:
+        apply_lora(pipe.unet, lora, lora_scale, fuse)
+    pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config, eta=eta, schedule=schedule, **scheduler_kwargs)
+    pipe.scheduler.set_timesteps(steps)
+    return pipe.to(device)
+
+
+def _fused_plain_unet(unet) -> None:
+    """Merge every LoRA adapter into its base layer and remove the PEFT wrappers, in place."""
+    from peft.tuners.lora import LoraLayer
+    for name, module in list(unet.named_modules()):
+        if isinstance(module, LoraLayer):
+            if not module.merged:
+                module.merge(adapter_names=list(module.active_adapters))
+            parent_name, _, child = name.rpartition(".")
+            parent = unet.get_submodule(parent_name) if parent_name else unet
+            setattr(parent, child, module.get_base_layer())
+
+
+def export_pipeline(pipe, folder) -> Path:
+    """Save a ready-to-use diffusers folder: base + fused LoRA (in place on `pipe.unet`) + TDD scheduler.
+
+    model_index.json names diffusers' EulerDiscreteScheduler so plain diffusers loads the folder
+    without tdd_video; ``scheduler/scheduler_config.json`` holds the TDD settings:
+        pipe = StableVideoDiffusionPipeline.from_pretrained(folder)
+        pipe.scheduler = TDDScheduler.from_pretrained(folder, subfolder="scheduler")"""
+    from tdd_video.sampling import TDDScheduler
+    folder = Path(folder)
+    if not isinstance(pipe.scheduler, TDDScheduler):
+        pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config)
+    _fused_plain_unet(pipe.unet)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["scheduler"] = ["diffusers", "EulerDiscreteScheduler"]
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    steps = pipe.scheduler.num_inference_steps
+    (folder / "README.md").write_text(
+        "# TDD few-step image-to-video pipeline (exported by tdd_video)\n\n"
+        "Base model with the TDD LoRA fused into the UNet; `scheduler/` holds the TDD sampler settings.\n\n"
+        "```python\nfrom diffusers import StableVideoDiffusionPipeline\nfrom tdd_video.sampling import TDDScheduler\n\n"
+        f"pipe = StableVideoDiffusionPipeline.from_pretrained(\"{folder.name}\")\n"
+        f"pipe.scheduler = TDDScheduler.from_pretrained(\"{folder.name}\", subfolder=\"scheduler\")\n"
+        f"frames = pipe(image, num_inference_steps={steps}, min_guidance_scale=1.0, max_guidance_scale=1.0).frames[0]\n"
+        "```\n")
+    return folder

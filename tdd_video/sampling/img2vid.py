@@ -1,0 +1,183 @@
+"""Image-to-video rendering with a TDD student: what ``python infer/img2vid.py`` runs.
+
+Stages (each timed): load model (+ LoRA), prepare image, encode conditioning, denoise (the family
+sampling loop, SPEC §5–7), decode, write. Same settings and seed → identical frames: every random
+draw (noise augmentation of the conditioning frame, starting noise, γ-sampling and Distillation++
+noise) comes from one torch.Generator seeded with `seed`, in that order — the same order the
+diffusers pipeline uses.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tdd_video.errors import ConfigError, check_range
+from tdd_video.sampling.refine import RefineSettings
+from tdd_video.sampling.sample import ClipSettings, SamplingStats, make_scheduler, sample
+
+VIDEO_OUT = (".mp4", ".gif")
+
+
+@dataclass
+class Img2VidSettings:
+    """All knobs of one render. None means 'the model's default' (frames, size)."""
+
+    image: str | None = None
+    model: str | None = None
+    lora: str | None = None
+    lora_scale: float = 1.0
+    fuse: bool = False
+    steps: int = 4
+    eta: float = 0.3
+    schedule: str = "equidistant"
+    guidance: float = 1.0
+    guidance_min: float | None = None
+    guidance_max: float | None = None
+    clip: ClipSettings = field(default_factory=ClipSettings)
+    frames: int | None = None
+    fps: int = 7
+    motion_bucket: int = 127
+    noise_aug: float = 0.02
+    height: int | None = None
+    width: int | None = None
+    seed: int = 0
+    decode_chunk: int | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"
+    out: str = "outputs/img2vid.mp4"
+    teacher_refine: float | None = None
+    refine_steps: int = 1
+    export_pipeline: str | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Every bad value → ConfigError naming the flag and the allowed range (before any model loads)."""
+        check_range("steps", self.steps, 1, 250)
+        check_range("eta", self.eta, 0.0, 1.0, hi_open=True)
+        check_range("fps", self.fps, 1, None)
+        check_range("motion_bucket", self.motion_bucket, 0, 1023)
+        check_range("noise_aug", self.noise_aug, 0.0, None)
+        check_range("lora_scale", self.lora_scale, 0.0, None)
+        check_range("refine_steps", self.refine_steps, 0, None)
+        if self.frames is not None:
+            check_range("frames", self.frames, 1, None)
+        if self.decode_chunk is not None:
+            check_range("decode_chunk", self.decode_chunk, 1, None)
+        if (self.guidance_min is None) != (self.guidance_max is None):
+            raise ConfigError("guidance_min", "give both --guidance-min and --guidance-max (frame-wise), or --guidance")
+        for key in ("guidance", "guidance_min", "guidance_max"):
+            if getattr(self, key) is not None:
+                check_range(key, getattr(self, key), 0.0, None)
+        if self.teacher_refine is not None:
+            check_range("teacher_refine", self.teacher_refine, 0.0, 1.0)
+            if self.fuse:
+                raise ConfigError("teacher_refine", "cannot refine with a fused LoRA: the teacher is the base with "
+                                                    "the adapter disabled; drop --fuse")
+        if self.fuse and self.lora is None:
+            raise ConfigError("fuse", "--fuse needs --lora")
+        suffix = Path(self.out).suffix.lower()
+        if suffix and suffix not in VIDEO_OUT:
+            raise ConfigError("out", f"got {self.out!r}; write .mp4, .gif, or a folder (no suffix) of PNG frames")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("device", f"got {self.device!r} but CUDA is not available here; use --device cpu")
+
+    @property
+    def guidance_value(self):
+        if self.guidance_min is not None:
+            return (float(self.guidance_min), float(self.guidance_max))
+        return float(self.guidance)
+
+
+@dataclass
+class Img2VidResult:
+    out: Path
+    frames: torch.Tensor              # [F, 3, H, W] in [-1, 1]
+    latents: torch.Tensor             # [1, F, C, h, w]
+    timings: dict[str, float]
+    stats: SamplingStats
+    notes: list[str]
+    exported: Path | None = None
+
+
+def default_size(family, image) -> tuple[int, int]:
+    """SVD's trained 576×1024 (portrait: 1024×576) for full-size models, else the UNet's native square size."""
+    native = int(family.unet.config.sample_size) * family.vae_scale_factor
+    if native >= 512:
+        return (1024, 576) if image.height > image.width else (576, 1024)
+    return native, native
+
+
+def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
+    """Run one image-to-video render (see module docstring); `log` receives progress lines."""
+    from tdd_video.api import TINY_NOTE, load_img2vid, parse_dtype, resolve_model
+    from tdd_video.data.video_io import write_video
+    from tdd_video.families.svd import SVDFamily
+    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image, round_size
+    s.validate()
+    dtype = parse_dtype(s.dtype)
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def stage(name):
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
+        log(f"[{name}] {timings[name]:.2f} s")
+
+    image, img_notes = load_image(s.image)                       # fail fast on a bad image, before the model
+    model, is_tiny = resolve_model(s.model)
+    if is_tiny:
+        notes.append(TINY_NOTE)
+        log("note: " + TINY_NOTE)
+    pipe = load_img2vid(model, lora=s.lora, lora_scale=s.lora_scale, fuse=s.fuse, steps=s.steps, dtype=dtype,
+                        device=s.device, eta=s.eta, schedule=s.schedule)
+    family = SVDFamily.from_pipeline(pipe, device=s.device)
+    stage("load")
+    height, width = default_size(family, image)
+    height, width = s.height or height, s.width or width
+    height, width, size_notes = round_size(height, width, family.vae_scale_factor)
+    image, fit_notes = fit_image(image, height, width)
+    for n in img_notes + size_notes + fit_notes:
+        notes.append(n)
+        log("note: " + n)
+    frames = s.frames or family.num_frames
+    generator = torch.Generator(s.device).manual_seed(s.seed)
+    stage("image")
+    cond = family.encode_conditioning({"first_frame": image_to_tensor(image).to(s.device)}, generator=generator,
+                                      train=False, noise_aug=s.noise_aug, fps_id=s.fps - 1,
+                                      motion_bucket_id=s.motion_bucket)
+    stage("conditioning")
+    refine = None
+    if s.teacher_refine is not None and s.refine_steps > 0:
+        refine = RefineSettings(strength=s.teacher_refine, steps=s.refine_steps)
+    sched = make_scheduler(family, eta=s.eta, schedule=s.schedule, clip=s.clip)
+    stats = SamplingStats()
+    latents = sample(family, cond, steps=s.steps, guidance=s.guidance_value, refine=refine, generator=generator,
+                     shape=family.latent_shape(1, frames, height, width), progress=s.progress, stats=stats,
+                     scheduler=sched)
+    stage("denoise")
+    video = family.decode_latents(latents, s.decode_chunk)[0].float().clamp(-1, 1).cpu()
+    stage("decode")
+    out = Path(s.out)
+    if not out.parent.exists():
+        notes.append(f"created output folder {str(out.parent)!r}")
+        log("note: " + notes[-1])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(video, out, fps=s.fps)
+    stage("write")
+    exported = None
+    if s.export_pipeline:
+        from tdd_video.api import export_pipeline
+        exported = export_pipeline(pipe, s.export_pipeline)
+        stage("export")
+    log(f"wrote {out} ({frames} frames, {height}x{width}, {s.steps} steps, {stats.unet_passes} UNet passes, "
+        f"{sum(timings.values()):.2f} s total)")
+    if exported:
+        log(f"exported pipeline to {exported}")
+    return Img2VidResult(out=out, frames=video, latents=latents, timings=timings, stats=stats, notes=notes,
+                         exported=exported)
