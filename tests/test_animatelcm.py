@@ -131,3 +131,92 @@ def test_drop_in_svd_pipeline():
     a, b, c = run(0), run(0), run(1)
     assert a.shape == (1, 4, 4, 16, 16) and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# --------------------------------------------------------------------------- the training recipe
+@pytest.fixture(scope="module")
+def tiny_svd():
+    from tdd_video.families import load_family
+    return load_family("svd", "tiny")
+
+
+def _batch(fam, b=2, f=4):
+    g = torch.Generator().manual_seed(11)
+    pix = torch.rand(b, f, 3, 64, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        x0 = fam.encode_latents({"pixel_values": pix}, g)
+        cond = fam.encode_conditioning({"pixel_values": pix}, g, train=True)
+    return x0, cond
+
+
+def test_recipe_step_matches_hand_computation(tiny_svd):
+    """One AnimateLCM step on the tiny SVD equals an independent re-computation of SPEC §8."""
+    import copy
+    from tdd_video.methods import AnimateLCMConfig, StaticRoles, build_method
+    fam = tiny_svd
+    x0, cond = _batch(fam)
+    student = fam.unet
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    ema = copy.deepcopy(student).requires_grad_(False)
+    with torch.no_grad():                                   # make the three roles distinguishable
+        for p in teacher.parameters():
+            p.mul_(1.05)
+        for p in ema.parameters():
+            p.mul_(0.97)
+    cfg = AnimateLCMConfig()
+    cfg.validate()
+    method = build_method("animatelcm", cfg, fam)
+    out = method.training_step(x0, cond, StaticRoles(student, teacher, ema), torch.Generator().manual_seed(5))
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss) and out.loss.requires_grad
+
+    # independent re-computation with the same random draws (order: n, ε, w_min, w_max)
+    g = torch.Generator().manual_seed(5)
+    b, f = x0.shape[:2]
+    n = torch.randint(0, 40, (b,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    w_min = torch.tensor([1.0, 1.25, 1.5])[torch.randint(0, 3, (b,), generator=g)]
+    w_max = torch.tensor([2.0, 2.25, 2.5])[torch.randint(0, 3, (b,), generator=g)]
+    sig = torch.tensor([_karras(i) for i in range(40)] + [0.0], dtype=torch.float64)
+    sched = EDMSchedule()
+    u = [sched.u_of_sigma(s).clamp_min(1e-12) if s > 0 else torch.tensor(0.0, dtype=torch.float64) for s in sig]
+    losses = []
+    null = fam.null_conditioning(cond)
+    with torch.no_grad():
+        for i in range(b):
+            k = int(n[i])
+            s_n, s_next = float(sig[k]), float(sig[k + 1])
+            x_n = x0[i:i + 1] + s_n * eps[i:i + 1]
+            c_i, null_i = cond.index(slice(i, i + 1)), null.index(slice(i, i + 1))
+            ui = u[k].reshape(1)
+            d_c = fam.denoise(x_n, ui, c_i, unet=teacher)
+            d_u = fam.denoise(x_n, ui, null_i, unet=teacher)
+            w = (w_min[i] + (w_max[i] - w_min[i]) * torch.linspace(0, 1, f)).view(1, f, 1, 1, 1)
+            x0_t = d_u + w * (d_c - d_u)
+            x_next = x0_t + (s_next / s_n) * (x_n - x0_t)            # Euler n -> n+1
+            target = fam.denoise(x_next, u[k + 1].reshape(1), c_i, unet=ema) if s_next > 0 else x_next
+            pred = fam.denoise(x_n, ui, c_i, unet=student)
+            hub = (torch.sqrt((pred - target) ** 2 + 1e-6) - 1e-3).mean()
+            losses.append(float(hub) * (s_n - s_next) ** -0.1)
+    assert float(out.loss.detach()) == pytest.approx(sum(losses) / b, rel=2e-3)
+    assert out.stats["n"].tolist() == n.tolist()
+    assert torch.allclose(out.stats["w_min"], w_min) and torch.allclose(out.stats["w_max"], w_max)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters()) and all(p.grad is None for p in ema.parameters())
+    student.zero_grad(set_to_none=True)
+
+
+def test_recipe_configs_validate_and_match_tdd_budget():
+    from pathlib import Path
+    from tdd_video.engine.config import load_config
+    root = Path(__file__).resolve().parents[1]
+    toy = load_config(root / "configs/toy/animatelcm_svd_tiny.yaml")
+    tdd = load_config(root / "configs/toy/tdd_svd_tiny.yaml")
+    assert toy.method_name == "animatelcm" and toy.method.target_ema == 0.95 and toy.method.num_grid == 40
+    assert toy.train.max_steps * toy.data.batch_size * toy.train.grad_accum == \
+        tdd.train.max_steps * tdd.data.batch_size * tdd.train.grad_accum
+    assert (toy.trainable.kind, toy.trainable.lora_rank) == (tdd.trainable.kind, tdd.trainable.lora_rank)
+    real = load_config(root / "configs/svd/animatelcm_svd_xt_1_1.yaml")
+    assert real.method_name == "animatelcm" and real.train.lr == 1e-6 and real.data.num_frames == 25
+    with pytest.raises(ConfigError, match="method.guidance_min_choices"):
+        load_config(root / "configs/toy/animatelcm_svd_tiny.yaml", ["method.guidance_min_choices=[]"])

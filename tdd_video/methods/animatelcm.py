@@ -1,0 +1,123 @@
+"""AnimateLCM-SVD's consistency-distillation recipe on the shared engine (SPEC §8; baseline for TDD).
+
+    grid: Karras ρ = 7, N = 40 points σ_0 = 700 … σ_{N−1} = 0.002, plus σ_N = 0
+          (tdd_video.sampling.animatelcm.animatelcm_grid_u on the shared u axis)
+    n ~ U{0..N−1};  x_n = x0 + σ_n·ε
+    w_min ~ U{1, 1.25, 1.5}, w_max ~ U{2, 2.25, 2.5} per sample; w_f = linspace(w_min, w_max, F)
+    x0_ψ = x0_ψ(x_n, ∅) + w_f·(x0_ψ(x_n, c) − x0_ψ(x_n, ∅))        (ONE batched 2B teacher forward)
+    x_{n+1} = x0_ψ + (σ_{n+1}/σ_n)·(x_n − x0_ψ)                      (ONE Euler step n → n+1)
+    target = D_θ⁻(x_{n+1}, σ_{n+1})   (fp32 EMA θ⁻, decay 0.95; = x_{n+1} at σ_N = 0, call skipped)
+    pred   = D_θ(x_n, σ_n)            (plain EDM denoiser: no DDIM-jump / boundary parameterisation)
+    loss   = mean_b (σ_n − σ_{n+1})^(−0.1) · pseudo-Huber(pred − target; c = 1e-3)   in x0 space, fp32
+No unconditional training samples: every sample keeps its conditioning c (the null ∅ is used only
+inside the teacher's CFG). Image families (no frame axis) use one w = w_max per sample.
+Trainables (LoRA / spatial / temporal / full) and the data path are the engine's, exactly as for TDD.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tdd_video.core import add_noise, cfg as cfg_combine, distill_loss, framewise_scale, jump
+from tdd_video.errors import ConfigError, check_range
+from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
+from tdd_video.sampling.animatelcm import animatelcm_grid_u
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class AnimateLCMConfig:
+    """Options of the AnimateLCM method (the `method:` section of a recipe)."""
+
+    num_grid: int = 40                                                       # N (Karras grid points)
+    guidance_min_choices: list = field(default_factory=lambda: [1.0, 1.25, 1.5])   # w_min ~ U{…}
+    guidance_max_choices: list = field(default_factory=lambda: [2.0, 2.25, 2.5])   # w_max ~ U{…}
+    target_ema: float = 0.95             # fp32 EMA decay of the target network θ⁻
+    loss: str = "huber"                  # huber | l2
+    huber_c: float = 1e-3
+    weight_power: float = -0.1           # loss weight (σ_n − σ_{n+1})^weight_power
+
+    def validate(self, p: str = "method") -> None:
+        check_range(f"{p}.num_grid", self.num_grid, 2, 10000)
+        for key in ("guidance_min_choices", "guidance_max_choices"):
+            v = getattr(self, key)
+            if not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v):
+                raise ConfigError(f"{p}.{key}", f"got {v!r}, need a non-empty list of numbers >= 0")
+        check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0, hi_open=True)
+        if self.loss not in ("huber", "l2"):
+            raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
+        check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)
+        check_range(f"{p}.weight_power", self.weight_power, -10.0, 10.0)
+
+
+def _choose(values: list, batch: int, generator) -> Tensor:
+    """Per-sample uniform choice from a finite set. float32 [B]."""
+    v = torch.as_tensor([float(x) for x in values], dtype=torch.float32)
+    return v[torch.randint(0, len(v), (batch,), generator=generator)]
+
+
+class AnimateLCM(DistillMethod):
+    """AnimateLCM-SVD consistency distillation step (SPEC §8); see the module docstring."""
+
+    name = "animatelcm"
+
+    def __init__(self, cfg: AnimateLCMConfig, family):
+        super().__init__(cfg, family)
+        self.schedule = family.schedule
+        if getattr(self.schedule, "kind", "edm") != "edm":
+            raise ConfigError("method.name", "animatelcm is defined on the EDM/Karras grid of SVD-type families; "
+                                             f"family {family.name!r} uses a {self.schedule.kind!r} schedule")
+        self.grid_u = animatelcm_grid_u(cfg.num_grid)          # [N + 1], noisiest first
+        self.grid_sigma = self.schedule.sigma(self.grid_u)
+
+    def guidance_scale(self, x0: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
+        """(w broadcastable to x0, w_min [B], w_max [B]); frame-wise for video latents [B, F, ...]."""
+        b = x0.shape[0]
+        w_min = _choose(self.cfg.guidance_min_choices, b, generator)
+        w_max = _choose(self.cfg.guidance_max_choices, b, generator)
+        if x0.ndim == 5:
+            w = framewise_scale(w_min, w_max, x0.shape[1], ndim=5)
+        else:
+            w_min = w_max
+            w = w_max.reshape(b, *([1] * (x0.ndim - 1)))
+        return w.to(x0.device), w_min, w_max
+
+    def training_step(self, x0: Tensor, cond, nets: NetworkRoles,
+                      generator: torch.Generator | None = None) -> StepOutput:
+        cfg, sched = self.cfg, self.schedule
+        b = x0.shape[0]
+        x0 = x0.float()
+        n = torch.randint(0, cfg.num_grid, (b,), generator=generator)
+        u_n, u_next = self.grid_u[n], self.grid_u[n + 1]
+        sigma_n, sigma_next = self.grid_sigma[n], self.grid_sigma[n + 1]
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device)
+        x_n = add_noise(sched, x0, noise, u_n).float()
+        w, w_min, w_max = self.guidance_scale(x0, generator)
+        null = self.family.null_conditioning(cond)
+
+        with torch.no_grad():
+            with nets.teacher() as teacher:
+                both = self.family.denoise(torch.cat([x_n, x_n]), torch.cat([u_n, u_n]), null.cat(cond), unet=teacher)
+                x0_teacher = cfg_combine(*both.float().chunk(2), w)
+            x_next = jump(sched, x_n, x0_teacher, u_n, u_next).float()
+            target = x_next.clone()                     # σ_N = 0: the boundary, D(x, 0) = x
+            inner = u_next > 0
+            if bool(inner.any()):
+                idx = inner.nonzero().squeeze(1)
+                with nets.target(self.target_ema > 0) as target_net:
+                    target[idx.to(x0.device)] = self.family.denoise(
+                        x_next[idx.to(x0.device)], u_next[idx], cond.index(idx.to(x0.device)), unet=target_net).float()
+
+        with nets.student() as student:
+            pred = self.family.denoise(x_n, u_n, cond, unet=student)
+        weight = (sigma_n - sigma_next).clamp_min(1e-12) ** cfg.weight_power
+        per_sample = distill_loss(cfg.loss, pred.float(), target.float(), c=cfg.huber_c,
+                                  weight=weight.float().to(x0.device), reduce=False)
+        stats = {"n": n, "sigma": sigma_n, "weight": weight, "w_min": w_min, "w_max": w_max,
+                 "loss": per_sample.detach().cpu(), "target_skipped": (~inner).to(torch.int64)}
+        return StepOutput(loss=per_sample.mean(), stats=stats)
+
+
+register_method("animatelcm", AnimateLCMConfig, AnimateLCM)
