@@ -121,4 +121,4 @@ def test_check_data_summary(tmp_path, capsys):
     assert report["fps_histogram"] == {"24.0": 2, "30.0": 1} and report["fps_id_histogram"] == {"7": 2}  # 24/3 = 8 fps, 30/4 = 7.5 -> 8 fps
     rc = check_main(["--data", str(folder), "--num-frames", "8"])
     text = capsys.readouterr().out
-    assert "unreadable: 3" in text and "source fps histogram" in text
+    assert "unreadable: 4" in text and "source fps histogram" in text
