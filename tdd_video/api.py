@@ -71,7 +71,7 @@ def apply_lora(unet, path, scale: float = 1.0, fuse: bool = False):
         raise ConfigError("lora", f"file not found: {str(p)!r}")
     lora.load_lora(unet, p, name="student", scale=scale)
     if fuse:
-        lora.fuse_lora(unet)
+        lora.fuse_lora(unet, "student", scale=scale)
     return unet
 
 
@@ -108,6 +108,9 @@ def _fused_plain_unet(unet) -> None:
             parent_name, _, child = name.rpartition(".")
             parent = unet.get_submodule(parent_name) if parent_name else unet
             setattr(parent, child, module.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in unet.__dict__:
+            delattr(unet, attr)
 
 
 def export_pipeline(pipe, folder) -> Path:

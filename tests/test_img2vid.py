@@ -1,0 +1,151 @@
+"""infer/img2vid.py and the Python API: default run, determinism (frame hashes), bad input, LoRA
+refusal, Distillation++ through the CLI, pipeline export that loads with plain diffusers."""
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tdd_video.errors import ConfigError
+from tdd_video.sampling.img2vid import Img2VidSettings, render_img2vid
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "infer"))
+import img2vid as cli  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TDD_VIDEO_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def fast(tmp_path, **kw):
+    base = dict(steps=2, frames=2, progress=False, out=str(tmp_path / "out.gif"))
+    base.update(kw)
+    return Img2VidSettings(**base)
+
+
+def frame_hash(frames) -> str:
+    u8 = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return hashlib.sha256(u8.tobytes()).hexdigest()
+
+
+def test_default_render_is_deterministic_and_creates_output_folder(tmp_path):
+    logs = []
+    out = tmp_path / "missing" / "sub" / "clip.mp4"
+    a = render_img2vid(fast(tmp_path, out=str(out), steps=4, eta=0.3), log=logs.append)
+    assert out.exists() and out.stat().st_size > 0
+    assert any("RANDOM weights" in n for n in a.notes) and any("created output folder" in n for n in a.notes)
+    assert {"load", "image", "conditioning", "denoise", "decode", "write"} <= set(a.timings)
+    assert any(line.startswith("wrote ") for line in logs)
+    assert a.stats.unet_passes == 4 and a.frames.shape == (2, 3, 64, 64)
+    b = render_img2vid(fast(tmp_path, out=str(tmp_path / "frames"), steps=4, eta=0.3))
+    assert frame_hash(a.frames) == frame_hash(b.frames)
+    assert len(list((tmp_path / "frames").glob("*.png"))) == 2
+    c = render_img2vid(fast(tmp_path, steps=4, eta=0.3, seed=1))
+    assert frame_hash(a.frames) != frame_hash(c.frames)
+
+
+@pytest.mark.parametrize("kw,key", [(dict(steps=0), "steps"), (dict(eta=1.0), "eta"), (dict(eta=-0.5), "eta"),
+                                    (dict(out="x.avi"), "out"), (dict(guidance_min=1.0), "guidance_min"),
+                                    (dict(fuse=True), "fuse"), (dict(fps=0), "fps")])
+def test_bad_settings_are_named(tmp_path, kw, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        render_img2vid(fast(tmp_path, **kw))
+
+
+def test_bad_images(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        render_img2vid(fast(tmp_path, image=str(tmp_path / "nope.png")))
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    with pytest.raises(ConfigError, match="cannot read"):
+        render_img2vid(fast(tmp_path, image=str(junk)))
+
+
+def test_odd_images_and_sizes_are_converted_with_notes(tmp_path):
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 4200, 4), dtype=np.uint8), "RGBA").save(rgba)
+    r = render_img2vid(fast(tmp_path, image=str(rgba), steps=1, height=66, width=70))
+    text = " | ".join(r.notes)
+    assert "alpha" in text and "huge" in text and "not divisible" in text
+    assert r.frames.shape[-2:] == (64, 68)
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((48, 48), 128, np.uint8), "L").save(gray)
+    r = render_img2vid(fast(tmp_path, image=str(gray), steps=1))
+    assert any("converted to RGB" in n for n in r.notes)
+
+
+def _save_lora_for(unet, path, seed=0):
+    from tdd_video import lora
+    lora.add_lora(unet, "student", rank=4, preset="attn")
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(seed)
+        for n, p in unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return lora.save_lora(unet, path)
+
+
+def test_lora_refine_export_and_foreign_lora(tmp_path):
+    from diffusers import StableVideoDiffusionPipeline
+    from tdd_video.api import default_model_dir, load_img2vid
+    from tdd_video.families.tiny import tiny_svd_unet
+    from tdd_video.sampling import TDDScheduler
+    model = default_model_dir()
+    unet = StableVideoDiffusionPipeline.from_pretrained(model).unet
+    good = _save_lora_for(unet, tmp_path / "good.safetensors")
+    # Distillation++ through the CLI: refine passes are extra batched teacher forwards
+    r = render_img2vid(fast(tmp_path, lora=str(good), teacher_refine=0.1, refine_steps=1, eta=0.0))
+    assert r.stats.refine_passes == 2 and r.stats.unet_passes == 2 + 2
+    # a LoRA made for a different base is refused by name
+    other = tiny_svd_unet(seed=0, num_frames=4)
+    bad = _save_lora_for(other, tmp_path / "bad.safetensors")
+    with pytest.raises(ConfigError, match="lora"):
+        render_img2vid(fast(tmp_path, lora=str(bad)))
+    # export: plain diffusers loads it; with our scheduler it renders what the LoRA pipeline renders
+    out = tmp_path / "export"
+    a = render_img2vid(fast(tmp_path, lora=str(good), export_pipeline=str(out), eta=0.0))
+    plain = StableVideoDiffusionPipeline.from_pretrained(out)
+    assert type(plain.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert not any("lora" in k for k in plain.unet.state_dict())
+    plain.scheduler = TDDScheduler.from_pretrained(out, subfolder="scheduler")
+    assert plain.scheduler.config.eta == 0.0
+    lora_pipe = load_img2vid(model, lora=good, eta=0.0)
+    kw = dict(height=64, width=64, num_frames=2, num_inference_steps=2, min_guidance_scale=1.0,
+              max_guidance_scale=1.0, output_type="latent", latents=torch.randn(1, 2, 4, 16, 16, generator=g0()))
+    img = Image.open(ROOT / "tdd_video/assets/sample_image.png").resize((64, 64))
+    ref = lora_pipe(img, generator=g0(), **kw).frames
+    got = plain(img, generator=g0(), **kw).frames
+    assert torch.allclose(ref, got, atol=1e-4), float((ref - got).abs().max())
+    assert a.exported == out
+
+
+def g0():
+    return torch.Generator().manual_seed(0)
+
+
+def test_cli_help_and_error_exit(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    assert "--teacher-refine" in capsys.readouterr().out
+    assert cli.main(["--steps", "0", "--out", str(tmp_path / "o.gif"), "--no-progress"]) == 2
+    assert "steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--clip-x0", "static"])     # static clipping needs a bound
+
+
+def test_cli_end_to_end_subprocess(tmp_path):
+    import os
+    out = tmp_path / "cli.gif"
+    env = {"TDD_VIDEO_CACHE": os.environ["TDD_VIDEO_CACHE"], "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+           "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, str(ROOT / "infer/img2vid.py"), "--steps", "1", "--frames", "2",
+                          "--clip-x0", "dynamic:2.0", "--schedule", "tdd-nonuniform", "--out", str(out),
+                          "--no-progress"], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert out.exists() and "wrote" in res.stdout and "[denoise]" in res.stdout
