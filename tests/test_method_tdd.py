@@ -108,3 +108,51 @@ def test_config_errors(bad, key):
     with pytest.raises(ConfigError) as e:
         TDDConfig(**bad).validate("method")
     assert e.value.key == key
+
+
+# ---------------------------------------------------------------- real tiny families + LoRA roles
+def _tiny_family(name):
+    from tdd_video.families import load_family
+    return load_family(name, "tiny")
+
+
+def _tiny_batch(name, b=2):
+    g = torch.Generator().manual_seed(0)
+    if name == "svd":
+        return {"pixel_values": torch.rand(b, 4, 3, 64, 64, generator=g) * 2 - 1,
+                "fps_id": torch.tensor([6, 11][:b]), "motion_bucket_id": torch.tensor([127, 40][:b])}
+    return {"pixel_values": torch.rand(b, 3, 64, 64, generator=g) * 2 - 1, "caption": ["a red ball", "a cat"][:b]}
+
+
+@pytest.mark.parametrize("name", ["svd", "sdxl"])
+def test_step_on_tiny_family_with_lora_on_shared_base(name):
+    pytest.importorskip("tdd_video.lora")
+    from tdd_video.engine.trainables import Trainables
+    fam = _tiny_family(name)
+    base_before = {k: v.clone() for k, v in fam.unet.state_dict().items()}
+    nets = Trainables(fam, "lora", lora_rank=4, lora_preset="attn")
+    with torch.no_grad():   # make the student differ from the teacher (LoRA B starts at zero)
+        for p in nets.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(0)
+    batch = _tiny_batch(name)
+    x0 = fam.encode_latents(batch, g)
+    cond = fam.encode_conditioning(batch, g, train=True)
+    method = TDD(TDDConfig(guidance_min_range=[1.0, 1.5], guidance_max_range=[2.0, 3.0], p_uncond=0.5), fam)
+    out = method.training_step(x0, cond, nets, g)
+    assert torch.isfinite(out.loss) and out.loss.item() > 0
+    out.loss.backward()
+    trainable = {id(p) for p in nets.parameters()}
+    assert trainable and all(p.grad is not None for p in nets.parameters())
+    assert all(p.grad is None for p in fam.unet.parameters() if id(p) not in trainable)
+    after = {k.replace(".base_layer", ""): v for k, v in fam.unet.state_dict().items() if "lora_" not in k}
+    assert after.keys() == base_before.keys()
+    assert all(torch.equal(v, after[k]) for k, v in base_before.items())   # base (= teacher) untouched
+    # the teacher role really is the base: adapters disabled reproduces the un-adapted output
+    u = torch.full((x0.shape[0],), 0.5, dtype=torch.float64)
+    xt = x0 + 1.0
+    with torch.no_grad(), nets.teacher() as t:
+        a = fam.denoise(xt, u, cond, unet=t)
+    with torch.no_grad(), nets.student() as s:
+        b = fam.denoise(xt, u, cond, unet=s)
+    assert not torch.allclose(a, b)

@@ -74,8 +74,14 @@ class Validator:
             for k in self.cfg.steps:
                 for seed in self.cfg.seeds:
                     gen = torch.Generator().manual_seed(seed)
-                    lat = tdd_sample(self.family, self.cond, self.null, self.shape, k, num_grid=self.num_grid,
-                                     eta=self.cfg.eta, guidance=self.cfg.guidance, unet=unet, generator=gen)
+                    sample = _sampler()
+                    if sample is not None and unet is self.family.unet:
+                        lat = sample(self.family, self.cond, self.null, steps=k, eta=self.cfg.eta,
+                                     guidance=float(self.cfg.guidance), generator=gen, shape=self.shape,
+                                     progress=False)
+                    else:
+                        lat = tdd_sample(self.family, self.cond, self.null, self.shape, k, num_grid=self.num_grid,
+                                         eta=self.cfg.eta, guidance=self.cfg.guidance, unet=unet, generator=gen)
                     pix = self.family.decode_latents(lat)
                     for i in range(pix.shape[0]):
                         frames = pix[i] if pix.ndim == 5 else pix[i:i + 1]
