@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        print(cfg.to_yaml(), end="")
+        print(cfg.to_yaml().rstrip("\n"))
         return 0
     from tdd_video.engine.trainer import NonFiniteLoss, train
     try:

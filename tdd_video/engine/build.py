@@ -3,7 +3,7 @@
 * `model.path: null` → the tiny random SVD/SDXL is written once to <run>/tiny_model with
   tdd_video.families.tiny.save_tiny_* and loaded from that folder through the same
   `from_pretrained` path real weights take.
-* `data.path: ""` or `"synthetic"` → synthetic image-to-video clips (tdd_video.data.synthetic)
+* `data.path: synthetic` → synthetic image-to-video clips (tdd_video.data.synthetic)
   are written once to <run>/synthetic_data and read through the normal video loader.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from tdd_video.errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-SYNTHETIC = ("", "synthetic")
+SYNTHETIC = ("synthetic",)
 
 
 def build_family(cfg, backend, run_dir: Path):

@@ -195,6 +195,11 @@ def _check_type(key: str, value, hint):
             raise ConfigError(key, f"got {value!r}, expected an integer")
         return value
     if hint is float:
+        if isinstance(value, str):          # YAML 1.1 reads "1e-5" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"got {value!r}, expected a number")
         return float(value)
@@ -233,8 +238,6 @@ def _build_data(values):
         return values
     if values is None:
         values = {}
-    if not values.get("use_cache") and values.get("path", "") in ("", "synthetic"):
-        values = {**values, "path": "synthetic"}   # the engine writes synthetic clips (engine/build.py)
     try:
         cfg = VideoDataConfig.from_dict(values)
         cfg.validate()
@@ -254,7 +257,13 @@ def parse_overrides(overrides: list[str]) -> dict:
         parts = key.strip().split(".")
         if len(parts) < 2 or parts[0] not in SECTIONS:
             raise ConfigError(key, f"override keys start with a section: {', '.join(SECTIONS)}")
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = yaml.safe_load(raw) if raw != "" else ""
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value.lower() for c in ".e") and value.lower() not in ("inf", "nan") \
+                    else value
+            except ValueError:
+                pass
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})

@@ -1,0 +1,100 @@
+"""Every shipped recipe and DeepSpeed JSON validates; bad values are named with their allowed range."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tdd_video.engine.config import load_config, parse_overrides
+from tdd_video.engine.distributed import deepspeed_config
+from tdd_video.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "configs").glob("**/*.yaml"))
+TRAIN_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts]
+DS_JSONS = sorted((ROOT / "configs" / "deepspeed").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", TRAIN_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_recipe_validates_and_says_how_to_run(path):
+    header = "\n".join(line for line in path.read_text().splitlines()[:40] if line.startswith("#"))
+    assert "train/" in header and ("python" in header or "deepspeed" in header), \
+        "the header comment must say how to run the recipe"
+    cfg = load_config(path)
+    if cfg.method_name == "tdd":
+        assert cfg.method.k_min <= cfg.method.k_max <= cfg.method.num_grid
+
+
+def test_defaults_alone_validate():
+    assert load_config(None, ["data.path=synthetic"]).train.max_steps >= 1
+
+
+def test_real_recipe_matches_the_issue():
+    cfg = load_config(ROOT / "configs/svd/tdd_svd_xt_1_1.yaml")
+    assert cfg.model.path == "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
+    assert (cfg.trainable.kind, cfg.trainable.lora_rank) == ("lora", 64)
+    m = cfg.method
+    assert (m.num_grid, m.k_min, m.k_max, m.eta_max, m.p_uncond) == (250, 4, 8, 0.3, 0.2)
+    assert cfg.data.num_frames in (14, 25) and (576, 1024) in cfg.data.sizes()
+
+
+@pytest.mark.parametrize("path", DS_JSONS, ids=lambda p: p.name)
+def test_deepspeed_jsons(path):
+    cfg = load_config(ROOT / "configs/toy/tdd_svd_tiny.yaml", ["train.mixed_precision=bf16", "train.grad_accum=2"])
+    ds = deepspeed_config(str(path), cfg.train)
+    assert ds["zero_optimization"]["stage"] in (2, 3)
+    assert ds["bf16"]["enabled"] and ds["gradient_accumulation_steps"] == 2
+    assert ds["optimizer"]["params"]["torch_adam"] is True
+    json.dumps(ds)
+
+
+@pytest.mark.parametrize("override,key,words", [
+    (["method.k_min=9"], "method.k_max", "k_min"),
+    (["method.eta_max=1.0"], "method.eta_max", "[0.0, 1.0)"),
+    (["method.num_grid=6"], "method.num_grid", "k_max"),
+    (["train.lr=-1"], "train.lr", "(0.0, 1.0]"),
+    (["train.lrr=1"], "train.lrr", "unknown key"),
+    (["train.max_steps=1.5"], "train.max_steps", "integer"),
+    (["trainable.kind=half"], "trainable.kind", "'lora'"),
+    (["method.name=lcm"], "method.name", "'tdd'"),
+    (["data.num_frames=0"], "data.num_frames", "range"),
+    (["data.height=65"], "data.height", "multiple of 8"),
+    (["train.mixed_precision=fp16"], "train.mixed_precision", "CPU"),
+    (["train.backend=deepspeed", "train.deepspeed_config=null"], "train.deepspeed_config", "JSON"),
+    (["model.family=sd15"], "model.family", "'svd'"),
+])
+def test_bad_values_are_named(override, key, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(ROOT / "configs/toy/tdd_svd_tiny.yaml", override)
+    assert e.value.key == key and words in str(e.value)
+
+
+def test_overrides_and_bad_override_syntax(tmp_path):
+    assert parse_overrides(["train.lr=1e-5", "method.guidance_max_range=[2, 4]"]) == \
+        {"train": {"lr": 1e-5}, "method": {"guidance_max_range": [2, 4]}}
+    cfg = load_config(ROOT / "configs/toy/tdd_svd_tiny.yaml", ["train.lr=2e-5", "method.k_max=6"])
+    assert cfg.train.lr == 2e-5 and cfg.method.k_max == 6
+    for bad in (["lr=1"], ["train.lr"], ["nosection.x=1"]):
+        with pytest.raises(ConfigError):
+            parse_overrides(bad)
+    (tmp_path / "x.yaml").write_text("bogus: {}\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(tmp_path / "x.yaml")
+
+
+def test_cli_dry_run_prints_resolved_config(capsys):
+    sys.path.insert(0, str(ROOT / "train"))
+    import distill_svd
+    assert distill_svd.main(["--dry-run", "method.k_max=7"]) == 0
+    out = capsys.readouterr().out
+    assert "k_max: 7" in out and "name: tdd" in out and "path: synthetic" in out
+    assert distill_svd.main(["--dry-run", "method.eta_max=2"]) == 2
+    err = capsys.readouterr().err
+    assert "method.eta_max" in err and "allowed range" in err
+
+
+def test_cli_help_runs_as_a_script():
+    out = subprocess.run([sys.executable, str(ROOT / "train/distill_svd.py"), "--help"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and "deepspeed" in out.stdout and "--dry-run" in out.stdout
