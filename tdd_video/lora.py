@@ -82,7 +82,13 @@ def _inject(cfg, unet: nn.Module, name: str) -> None:
     from peft import inject_adapter_in_model
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-        inject_adapter_in_model(cfg, unet, adapter_name=name)
+        try:
+            inject_adapter_in_model(cfg, unet, adapter_name=name)
+        except ValueError as e:   # peft's NoMatchingPeftModuleError
+            if "not found in the base model" not in str(e):
+                raise
+            raise ConfigError("lora.preset", f"the LoRA targets matched no module of this {type(unet).__name__} "
+                                             f"(target_modules={cfg.target_modules!r})") from None
 
 
 def _adapter_params(unet: nn.Module, name: str) -> dict[str, nn.Parameter]:
@@ -109,8 +115,6 @@ def add_lora(unet: nn.Module, name: str = "student", rank: int = 64, alpha: floa
     requires = {n: p.requires_grad for n, p in unet.named_parameters()}
     _inject(cfg, unet, name)
     new = _adapter_params(unet, name)
-    if not new:
-        raise ConfigError("lora.preset", f"preset {preset!r} matched no module of this {type(unet).__name__}")
     for n, p in unet.named_parameters():       # base frozen; other adapters keep their state
         p.requires_grad_(requires.get(n, False) and "lora_" in n)
     for p in new.values():
