@@ -1,0 +1,249 @@
+"""Side-by-side comparison of few-step samplers against the many-step teacher (issue 6).
+
+Contenders are written `METHOD@STEPS[+refine]`:
+* `teacher@25`   — the base model, Euler on diffusers' Karras σ grid (the SVD pipeline's sampler),
+                   frame-wise CFG `teacher_guidance` (default 1 → 3, the pipeline default);
+* `tdd@4`        — the TDD student (`tdd_lora` or full `tdd_unet`), TDD sampler (η, guidance g);
+* `tdd@4+refine` — the same with Distillation++ teacher refinement (SPEC §7);
+* `animatelcm@4` — AnimateLCM (`animatelcm_unet`: the released full-UNet file, loaded strictly; or
+                   `animatelcm_lora`: our own distilled adapter), AnimateLCM sampler (SPEC §8).
+Every contender starts from THE SAME initial noise ε and conditioning per (image, seed); stochastic
+samplers re-noise from a generator seeded per (image, seed). UNet passes are counted by a forward
+pre-hook on every UNet involved (batch rows / video batch). The reference for MSE / PSNR / SSIM
+and the ×teacher ratios is the teacher contender with the most steps (`teacher@25` is added if
+no teacher is listed).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tdd_video.errors import ConfigError
+from tdd_video.eval.contenders import Contender, Contenders, parse_contender
+
+Tensor = torch.Tensor
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+HELD_OUT_SEED = 90210        # synthetic first frames from a dataset seed no training recipe uses
+
+
+@dataclass
+class CompareConfig:
+    """Everything infer/compare.py accepts (see its --help)."""
+
+    contenders: list[str] = field(default_factory=lambda: ["teacher@25", "tdd@4", "animatelcm@4"])
+    model: str | None = None                  # diffusers folder / hub id; None = default (zoo teacher or tiny)
+    tdd_lora: str | None = None
+    tdd_unet: str | None = None
+    animatelcm_unet: str | None = None
+    animatelcm_lora: str | None = None
+    images: list[str] = field(default_factory=list)
+    num_default_images: int = 3
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    out: str = "runs/compare"
+    i3d: str | None = None
+    fps_id: int = 6
+    motion_bucket_id: int = 127
+    noise_aug: float = 0.02
+    teacher_guidance: tuple[float, float] = (1.0, 3.0)
+    tdd_guidance: float = 1.0
+    tdd_eta: float = 0.3
+    refine_strength: float = 0.05
+    animatelcm_guidance: tuple[float, float] = (1.0, 1.0)
+    video_format: str = "mp4"
+    fps: int = 7
+    progress: bool = True
+
+
+def default_model() -> str:
+    """The toy-zoo SVD teacher folder when it is installed, else the tiny random model ('tiny')."""
+    try:
+        from tdd_video import zoo
+        finder = getattr(zoo, "svd_teacher_path", None) or getattr(zoo, "teacher_path", None)
+        path = finder() if callable(finder) else None
+        if path is not None and (Path(path) / "model_index.json").is_file():
+            return str(path)
+    except ImportError:
+        pass
+    return "tiny"
+
+
+def load_images(cfg: CompareConfig, height: int, width: int) -> tuple[list[Tensor], list[str], list[str]]:
+    """Conditioning images as [3, H, W] tensors in [-1, 1], their names, and notes. Files or folders;
+    default: the bundled sample image plus first frames of held-out synthetic clips."""
+    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image
+    notes: list[str] = []
+    pils, names = [], []
+    if cfg.images:
+        for item in cfg.images:
+            p = Path(item)
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p]
+            if p.is_dir() and not files:
+                raise ConfigError("images", f"folder {str(p)!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            for f in files:
+                img, n = load_image(f)
+                pils.append(img)
+                names.append(f.name)
+                notes += [f"{f.name}: {x}" for x in n]
+    else:
+        from PIL import Image
+
+        from tdd_video.data.synthetic import SyntheticConfig, render_clip
+        img, n = load_image(None)
+        pils.append(img)
+        names.append("sample_image")
+        notes += n
+        syn = SyntheticConfig(num_frames=1, height=height, width=width)
+        for i in range(max(0, cfg.num_default_images - 1)):
+            frames, meta = render_clip(syn, HELD_OUT_SEED, i)
+            pils.append(Image.fromarray(frames[0]))
+            names.append(f"synthetic_{meta['kind']}_{i}")
+    out = []
+    for img in pils:
+        fitted, n = fit_image(img, height, width)
+        notes += n
+        out.append(image_to_tensor(fitted)[0])
+    return out, names, notes
+
+
+
+
+@dataclass
+class CompareResult:
+    rows: list[dict]
+    per_sample: list[dict]
+    files: dict[str, str]
+    reference: str
+    notes: list[str]
+
+
+def _resolve(cfg: CompareConfig) -> tuple[list[Contender], Contender, list[str]]:
+    notes = []
+    contenders = [parse_contender(s) for s in cfg.contenders]
+    if len({c.label for c in contenders}) != len(contenders):
+        raise ConfigError("contender", f"duplicate contenders in {cfg.contenders}")
+    teachers = [c for c in contenders if c.method == "teacher"]
+    if not teachers:
+        contenders.insert(0, parse_contender("teacher@25"))
+        teachers = contenders[:1]
+        notes.append("no teacher contender given: added teacher@25 as the reference")
+    return contenders, max(teachers, key=lambda c: c.steps), notes
+
+
+def _metrics(video: Tensor, lat: Tensor, ref_video: Tensor, ref_lat: Tensor, image: Tensor) -> dict:
+    from tdd_video.eval import metrics as M
+    return {"latent_mse": M.latent_mse(lat, ref_lat), "psnr_db": M.psnr(video, ref_video),
+            "ssim": M.ssim(video, ref_video), "temporal_change": M.temporal_change(video),
+            "temporal_ratio": M.ratio(M.temporal_change(video), M.temporal_change(ref_video)),
+            "sharpness": M.sharpness(video), "sharpness_ratio": M.ratio(M.sharpness(video), M.sharpness(ref_video)),
+            "first_frame_psnr": M.first_frame_psnr(video, image)}
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
+    """Sample every contender on every (image, seed) from shared noise, measure, and write the grid
+    video, frame strips and metrics tables into `cfg.out`. `family` may be injected (tests)."""
+    from tqdm.auto import tqdm
+
+    from tdd_video.data.video_io import write_video
+    from tdd_video.eval import report
+    contenders, reference, notes = _resolve(cfg)
+    if cfg.video_format not in ("mp4", "gif"):
+        raise ConfigError("--format", f"got {cfg.video_format!r}, allowed values are 'mp4', 'gif'")
+    if not cfg.seeds:
+        raise ConfigError("--seeds", "give at least one seed")
+    if family is None:
+        from tdd_video.families import load_family
+        model = cfg.model or default_model()
+        family = load_family("svd", model)
+        notes.append(f"model: {model}")
+    extractor = None
+    if cfg.i3d:
+        from tdd_video.eval.fvd import I3DFeatures
+        extractor = I3DFeatures(cfg.i3d, device=family.device)
+    factor = family.vae_scale_factor
+    height = cfg.height or int(family.unet.config.sample_size) * factor
+    width = cfg.width or int(family.unet.config.sample_size) * factor
+    frames = cfg.frames or family.num_frames
+    if height % factor or width % factor:
+        raise ConfigError("--height/--width", f"{height}x{width} must be multiples of the VAE factor {factor}")
+    images, names, img_notes = load_images(cfg, height, width)
+    notes += img_notes
+    bench = Contenders(family, cfg, contenders)
+    order = [reference] + [c for c in contenders if c != reference]
+    per_sample: list[dict] = []
+    videos: dict[str, list[Tensor]] = {c.label: [] for c in contenders}
+    pairs = [(i, s) for i in range(len(images)) for s in cfg.seeds]
+    bar = tqdm(total=len(pairs) * len(order), desc="compare", disable=not cfg.progress)
+    try:
+        for i, seed in pairs:
+            image = images[i].to(family.device)
+            gen = torch.Generator().manual_seed(seed * 7919 + i)
+            cond = family.encode_conditioning({"first_frame": image[None]}, gen, train=False, noise_aug=cfg.noise_aug,
+                                              fps_id=cfg.fps_id, motion_bucket_id=cfg.motion_bucket_id)
+            null = family.null_conditioning(cond)
+            noise = torch.randn(family.latent_shape(1, frames, height, width),
+                                generator=torch.Generator().manual_seed(seed)).to(family.device)
+            ref_video = ref_lat = None
+            for c in order:
+                bench.counter.reset(videos=1)
+                start = time.perf_counter()
+                with bench.using(c):
+                    lat = bench.sample(c, cond, null, noise, seed * 1000 + i + 1).float()
+                wall = time.perf_counter() - start
+                with torch.no_grad():
+                    video = family.decode_latents(lat)[0].clamp(-1, 1).float().cpu()
+                if c == reference:
+                    ref_video, ref_lat = video, lat
+                row = {"contender": c.label, "image": names[i], "seed": seed, "unet_passes": bench.counter.passes,
+                       "wall_s": wall, **_metrics(video, lat.cpu(), ref_video, ref_lat.cpu(), images[i].cpu())}
+                per_sample.append(row)
+                videos[c.label].append(video.half())
+                bar.update()
+    finally:
+        bar.close()
+        bench.counter.close()
+    rows = []
+    keys = [k for k, _, _ in report.COLUMNS if k != "fvd"]
+    for c in contenders:
+        mine = [r for r in per_sample if r["contender"] == c.label]
+        rows.append({"contender": c.label, "method": c.method, "steps": c.steps, "refine": c.refine,
+                     **{k: _mean([r[k] for r in mine]) for k in keys}, "fvd": None})
+    fvd_note = None
+    if extractor is not None:
+        from tdd_video.eval.fvd import fvd
+        real = torch.stack(videos[reference.label]).float()
+        for row in rows:
+            try:
+                row["fvd"] = fvd(real, torch.stack(videos[row["contender"]]).float(), extractor)
+            except Exception as e:  # noqa: BLE001 - an I3D that rejects the clip size must not lose the table
+                notes.append(f"FVD for {row['contender']} failed: {type(e).__name__}: {e}")
+        fvd_note = (f"FVD: I3D features ({cfg.i3d}) of {len(real)} video(s) per contender vs the reference's; "
+                    "with this few videos it is a consistency check, not a benchmark number.")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    grid = report.grid_video([[videos[c.label][k].float() for c in contenders] for k in range(len(pairs))])
+    files["grid"] = str(write_video(grid, out / f"grid.{cfg.video_format}", fps=cfg.fps))
+    for k, (i, seed) in enumerate(pairs):
+        strip = report.frame_strip([videos[c.label][k].float() for c in contenders], [c.label for c in contenders])
+        path = out / ("strip.png" if k == 0 else f"strips/strip_{names[i]}_seed{seed}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        strip.save(path)
+        files.setdefault("strip", str(path))
+    meta = {"reference": reference.label, "contenders": [c.label for c in contenders], "images": names,
+            "num_images": len(images), "seeds": list(cfg.seeds), "frames": frames, "height": height, "width": width,
+            "grid_layout": "rows = (image, seed) in the order of per_sample; columns = contenders",
+            "settings": {k: v for k, v in vars(cfg).items() if k not in ("progress",)},
+            "fvd_note": fvd_note, "notes": notes, "torch_threads": torch.get_num_threads()}
+    md, js = report.write_tables(out, rows, per_sample, meta)
+    files.update(markdown=str(md), json=str(js))
+    return CompareResult(rows, per_sample, files, reference.label, notes)

@@ -1,0 +1,172 @@
+"""Contenders of the comparison harness: parsing `METHOD@STEPS[+refine]`, resolving each to a
+network + sampler on one shared base family, and counting UNet passes (issue 6).
+
+* teacher — the base UNet (LoRA adapters disabled), Euler on diffusers' Karras σ grid;
+* tdd     — TDD LoRA (adapter "tdd" on the base) or a full UNet; TDD sampler (tdd_video.sampling.sample),
+            `+refine` = Distillation++ with the base as teacher;
+* animatelcm — a full UNet loaded strictly (tdd_video.unet_checkpoint; the released
+            AnimateLCM-SVD-xt-1.1.safetensors) or a LoRA (adapter "animatelcm"); AnimateLCM sampler.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+
+import torch
+
+from tdd_video.errors import ConfigError
+
+Tensor = torch.Tensor
+METHODS = ("teacher", "tdd", "animatelcm")
+
+
+@dataclass(frozen=True)
+class Contender:
+    label: str
+    method: str
+    steps: int
+    refine: bool = False
+
+
+def parse_contender(spec: str) -> Contender:
+    """'tdd@4+refine' -> Contender('tdd@4+refine', 'tdd', 4, True); clear ConfigError otherwise."""
+    m = re.fullmatch(r"\s*(teacher|tdd|animatelcm)@(\d+)(\+refine)?\s*", spec)
+    if not m:
+        raise ConfigError("contender", f"got {spec!r}; write METHOD@STEPS[+refine] with METHOD in "
+                                       f"{', '.join(METHODS)} (e.g. teacher@25, tdd@4+refine, animatelcm@8)")
+    method, steps, refine = m.group(1), int(m.group(2)), bool(m.group(3))
+    if steps < 1:
+        raise ConfigError("contender", f"{spec!r}: steps must be >= 1")
+    if refine and method != "tdd":
+        raise ConfigError("contender", f"{spec!r}: +refine (Distillation++) is defined for tdd contenders")
+    if method == "animatelcm" and steps > 40:
+        raise ConfigError("contender", f"{spec!r}: AnimateLCM samples on a 40-point grid, steps must be <= 40")
+    return Contender(spec.strip(), method, steps, refine)
+
+
+class PassCounter:
+    """Counts UNet passes through forward pre-hooks: each call adds its batch rows / `videos`."""
+
+    def __init__(self):
+        self.rows, self.calls, self.videos, self._handles = 0, 0, 1, []
+
+    def attach(self, module: torch.nn.Module) -> None:
+        self._handles.append(module.register_forward_pre_hook(self._hook, with_kwargs=True))
+
+    def _hook(self, module, args, kwargs):
+        x = args[0] if args else kwargs.get("sample")
+        self.rows += int(x.shape[0])
+        self.calls += 1
+
+    def reset(self, videos: int = 1) -> None:
+        self.rows, self.calls, self.videos = 0, 0, videos
+
+    @property
+    def passes(self) -> float:
+        return self.rows / self.videos
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def euler_sample(family, cond, null, noise: Tensor, steps: int, guidance) -> Tensor:
+    """The teacher: Euler on diffusers' Karras σ grid (K points σ_max → σ_min, then 0), starting at
+    √(σ_max² + 1)·ε like the SVD pipeline; x ← x0 + (σ_next/σ)(x − x0) (= core.jump, EDM)."""
+    import math
+
+    from tdd_video.core import jump
+    from tdd_video.sampling.animatelcm import animatelcm_grid_u
+    from tdd_video.sampling.sample import guidance_scale, guided_denoise
+    us = animatelcm_grid_u(steps)
+    sigma0 = float(family.schedule.sigma(us[0]))
+    x = noise.float() * math.sqrt(sigma0 ** 2 + 1.0)
+    scale = guidance_scale(tuple(guidance), x)
+    b = x.shape[0]
+    with torch.no_grad():
+        for i in range(steps):
+            u = us[i].repeat(b).to(x.device)
+            x0 = guided_denoise(family, x, u, cond, null, scale)
+            x = jump(family.schedule, x, x0, us[i], us[i + 1]).float()
+    return x
+
+
+class Contenders:
+    """Resolves each contender to (UNet module, adapter, sampler) on one shared base family."""
+
+    def __init__(self, family, cfg, contenders: list[Contender]):
+        from tdd_video import lora
+        self.family, self.cfg, self.base = family, cfg, family.unet
+        self.units: dict[str, torch.nn.Module] = {}
+        methods = {c.method for c in contenders}
+        if "tdd" in methods:
+            if bool(cfg.tdd_lora) == bool(cfg.tdd_unet):
+                raise ConfigError("--tdd-lora", "tdd contenders need exactly one of --tdd-lora FILE (LoRA from "
+                                                "train/distill_svd.py's export) or --tdd-unet FILE (full UNet state dict)")
+            if cfg.tdd_unet:
+                self.units["tdd"] = self._full_unet(cfg.tdd_unet)
+        if "animatelcm" in methods:
+            if bool(cfg.animatelcm_lora) == bool(cfg.animatelcm_unet):
+                raise ConfigError("--animatelcm-unet", "animatelcm contenders need exactly one of --animatelcm-unet "
+                                                       "FILE (e.g. AnimateLCM-SVD-xt-1.1.safetensors) or "
+                                                       "--animatelcm-lora FILE")
+            if cfg.animatelcm_unet:
+                self.units["animatelcm"] = self._full_unet(cfg.animatelcm_unet)
+        if "tdd" in methods and cfg.tdd_lora:
+            lora.load_lora(self.base, cfg.tdd_lora, name="tdd")
+        if "animatelcm" in methods and cfg.animatelcm_lora:
+            lora.load_lora(self.base, cfg.animatelcm_lora, name="animatelcm")
+        self.counter = PassCounter()
+        for m in {id(u): u for u in [self.base, *self.units.values()]}.values():
+            self.counter.attach(m)
+
+    def _full_unet(self, path: str) -> torch.nn.Module:
+        """A UNet of the base's config with a full state dict loaded strictly (unet_checkpoint)."""
+        from tdd_video.unet_checkpoint import load_unet_checkpoint
+        unet = type(self.base).from_config(self.base.config)
+        ref = next(self.base.parameters())
+        unet.to(device=ref.device)
+        if ref.dtype != torch.float32:
+            unet.to(dtype=ref.dtype)
+        unet.eval().requires_grad_(False)
+        load_unet_checkpoint(unet, path, strict=True)
+        return unet
+
+    @contextlib.contextmanager
+    def using(self, c: Contender):
+        """family.unet set to the contender's network (adapter switched on, or the bare base)."""
+        from tdd_video import lora
+        unet = self.units.get(c.method, self.base)
+        old = self.family.unet
+        self.family.unet = unet
+        try:
+            if unet is self.base and c.method in ("tdd", "animatelcm"):
+                with lora.use_adapter(unet, c.method):
+                    yield unet
+            elif lora.adapter_names(unet):
+                with lora.adapters_disabled(unet):
+                    yield unet
+            else:
+                yield unet
+        finally:
+            self.family.unet = old
+
+    def sample(self, c: Contender, cond, null, noise: Tensor, seed: int) -> Tensor:
+        """Latents x0 [B, F, C, h, w] of contender `c` from unit noise `noise`."""
+        from tdd_video.sampling.sample import sample
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(seed)
+        if c.method == "teacher":
+            return euler_sample(self.family, cond, null, noise, c.steps, cfg.teacher_guidance)
+        if c.method == "animatelcm":
+            from tdd_video.sampling.animatelcm import AnimateLCMScheduler
+            sched = AnimateLCMScheduler.from_config(dict(self.family.scheduler_config))
+            return sample(self.family, cond, null, steps=c.steps, guidance=tuple(cfg.animatelcm_guidance),
+                          generator=gen, latents=noise, progress=False, scheduler=sched)
+        refine = None
+        if c.refine:
+            from tdd_video.sampling.refine import RefineSettings
+            refine = RefineSettings(strength=cfg.refine_strength, teacher=self.base if "tdd" in self.units else None)
+        return sample(self.family, cond, null, steps=c.steps, eta=cfg.tdd_eta, guidance=float(cfg.tdd_guidance),
+                      refine=refine, generator=gen, latents=noise, progress=False)
