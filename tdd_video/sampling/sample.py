@@ -5,6 +5,11 @@ network outputs, so it adds what a stock pipeline cannot: frame-wise guidance on
 Distillation++ teacher refinement and an exact count of UNet passes. With the same starting noise
 and settings it produces the same latents as the diffusers pipeline + TDDScheduler (tested).
 
+`scheduler` may be any object with the TDDScheduler sampling protocol: ``set_timesteps(K)``,
+``timesteps`` [K], ``u`` (float64 [K+1] levels on the shared time axis, ending at 0),
+``init_noise_sigma``, ``num_inference_steps`` and ``step_denoised(x0, t, x, generator)`` (e.g. the
+AnimateLCM sampler in sampling/animatelcm.py).
+
 UNet passes are counted per sample batch: a guided step (g ≠ 1) is ONE batched forward of 2B
 (∅ and c) and counts 2 passes, as the stock pipeline's 25-step CFG run counts 50.
 """
