@@ -61,16 +61,40 @@ class CompareConfig:
 
 
 def default_model() -> str:
-    """The toy-zoo SVD teacher folder when it is installed, else the tiny random model ('tiny')."""
+    """The toy-zoo SVD teacher (tdd_video.zoo, 'toy-svd') when its weights are present, else 'tiny'."""
     try:
         from tdd_video import zoo
-        finder = getattr(zoo, "svd_teacher_path", None) or getattr(zoo, "teacher_path", None)
-        path = finder() if callable(finder) else None
-        if path is not None and (Path(path) / "model_index.json").is_file():
-            return str(path)
-    except ImportError:
+        if zoo.DEFAULT_SVD in zoo.available():
+            return str(zoo.resolve_model(zoo.DEFAULT_SVD))
+    except (ImportError, AttributeError):
         pass
     return "tiny"
+
+
+def resolve_model_name(model: str) -> str:
+    """A zoo name ('toy-svd') -> its folder; 'tiny', local folders and hub ids pass through."""
+    try:
+        from tdd_video import zoo
+        if zoo.is_zoo_name(model):
+            return str(zoo.resolve_model(model))
+    except (ImportError, AttributeError):
+        pass
+    return model
+
+
+def zoo_students(model: str) -> dict[str, str]:
+    """LoRA students shipped next to a zoo teacher (<teacher>/students/<name>/*.safetensors):
+    {'tdd': file, 'animatelcm': file} for folders whose names start with those words."""
+    found: dict[str, str] = {}
+    root = Path(model) / "students"
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(folder.rglob("*.safetensors"))
+        for kind in ("animatelcm", "tdd"):
+            if folder.name.lower().startswith(kind) and files and kind not in found:
+                found[kind] = str(files[0])
+    return found
 
 
 def load_images(cfg: CompareConfig, height: int, width: int) -> tuple[list[Tensor], list[str], list[str]]:
@@ -162,7 +186,15 @@ def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
         raise ConfigError("--seeds", "give at least one seed")
     if family is None:
         from tdd_video.families import load_family
-        model = cfg.model or default_model()
+        model = resolve_model_name(cfg.model) if cfg.model else default_model()
+        students = zoo_students(model)
+        methods = {c.method for c in contenders}
+        if "tdd" in methods and not (cfg.tdd_lora or cfg.tdd_unet) and "tdd" in students:
+            cfg.tdd_lora = students["tdd"]
+            notes.append(f"tdd student from the zoo: {students['tdd']}")
+        if "animatelcm" in methods and not (cfg.animatelcm_lora or cfg.animatelcm_unet) and "animatelcm" in students:
+            cfg.animatelcm_lora = students["animatelcm"]
+            notes.append(f"animatelcm student from the zoo: {students['animatelcm']}")
         family = load_family("svd", model)
         notes.append(f"model: {model}")
     extractor = None
