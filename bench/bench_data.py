@@ -1,0 +1,193 @@
+"""Data-path benchmarks; one JSON line per result.
+
+    python bench/bench_data.py                 # clips/s: decord vs PyAV vs imageio, 14/25 frames, 1/2 workers
+    python bench/bench_data.py --train-ratio   # + training steps/s on the tiny SVD: raw videos vs latent cache
+
+Source files: ``--files`` H.264 mp4s made here with ffmpeg (imageio-ffmpeg), ``--src-size``
+(default 640x360), 24 fps, ``--seconds`` long, textured moving content. Clips: ``--frames``
+frames at 7 fps (stride 3), random start, resized + cropped to 320x576 as in training, through
+the real loader (`build_video_loader`, train mode, batch 1). The first clip of each run (worker
+start-up, file opening) is not timed. Set OMP_NUM_THREADS=1 on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from tdd_video.data.dataset import build_video_loader  # noqa: E402
+from tdd_video.data.video_io import write_video  # noqa: E402
+
+
+def emit(**record) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def textured_frames(num: int, height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth random texture panning 3 px/frame plus mild noise (realistic H.264 bitrate)."""
+    g = np.random.default_rng(seed)
+    tex = g.integers(0, 255, size=(height // 16 + 2, (width + 3 * num) // 16 + 2, 3)).astype(np.float32)
+    tex = np.kron(tex, np.ones((16, 16, 1), np.float32))
+    out = np.empty((num, height, width, 3), np.uint8)
+    for i in range(num):
+        frame = tex[:height, 3 * i:3 * i + width] + g.normal(0, 6, size=(height, width, 1))
+        out[i] = np.clip(frame, 0, 255)
+    return out
+
+
+def make_files(folder: Path, count: int, height: int, width: int, seconds: float, gop: int,
+               fps: int = 24) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(count):
+        path = folder / f"src{k}_{width}x{height}_g{gop}.mp4"
+        if not path.exists():
+            write_video(textured_frames(int(seconds * fps), height, width, k), path, fps=fps,
+                        ffmpeg_params=["-g", str(gop)])
+        paths.append(path)
+    return paths
+
+
+def time_loader(loader, clips: int, warmup: int = 1) -> float:
+    """Seconds for ``clips`` batches after ``warmup`` untimed ones (worker start-up, file opening)."""
+    it = loader.infinite()
+    for _ in range(warmup):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(clips):
+        next(it)
+    return time.perf_counter() - t0
+
+
+def bench_readers(folder: Path, args) -> None:
+    """Backends are measured in interleaved rounds (order rotated each round), so load from other
+    processes on a shared machine spreads over all of them instead of biasing one."""
+    results = {}
+    for frames in args.frames:
+        for workers in args.workers:
+            spent = {b: 0.0 for b in args.backends}
+            count = {b: 0 for b in args.backends}
+            for r in range(args.rounds):
+                order = args.backends[r % len(args.backends):] + args.backends[:r % len(args.backends)]
+                for backend in order:
+                    cfg = dict(path=str(folder), num_frames=frames, target_fps=7.0, height=320, width=576,
+                               batch_size=1, num_workers=workers, reader=backend, train=True, drop_last=False)
+                    loader = build_video_loader(cfg, seed=r)
+                    clips = max(2, args.clips // args.rounds // (3 if backend == "imageio" else 1))
+                    spent[backend] += time_loader(loader, clips, warmup=workers)
+                    count[backend] += clips
+                    del loader
+            for backend in args.backends:
+                rate = count[backend] / spent[backend]
+                results[(frames, workers, backend)] = rate
+                emit(bench="data_clips_per_s", backend=backend, frames=frames, workers=workers, size="320x576",
+                     source=f"{args.src_size} h264 24fps gop {args.gop}", clips=count[backend],
+                     clips_per_s=round(rate, 3), ms_per_clip=round(1000 / rate, 1))
+            row = {b: results[(frames, workers, b)] for b in args.backends}
+            ratios = {f"{a}_over_{b}": round(row[a] / row[b], 3) for a in row for b in row if a != b and a == "decord"}
+            if "pyav" in row and "imageio" in row:
+                ratios["pyav_over_imageio"] = round(row["pyav"] / row["imageio"], 3)
+            emit(bench="data_reader_ratio", frames=frames, workers=workers, **ratios)
+
+
+class TimedLoader:
+    """Wraps a VideoLoader; records the time each batch is handed to the trainer (= step boundaries)."""
+
+    def __init__(self, loader):
+        self.loader, self.times = loader, []
+
+    def infinite(self):
+        for batch in self.loader.infinite():
+            self.times.append(time.perf_counter())
+            yield batch
+
+    def state_dict(self):
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state):
+        self.loader.load_state_dict(state)
+
+
+def bench_train_ratio(folder: Path, work: Path, args) -> None:
+    from tdd_video.data.cache import build_cache
+    from tdd_video.data.config import VideoDataConfig
+    from tdd_video.engine.config import load_config
+    from tdd_video.engine.trainer import train
+    from tdd_video.families import load_family
+    from tdd_video.families.tiny import save_tiny_svd
+
+    model_dir = work / "tiny_model"
+    if not (model_dir / "model_index.json").exists():
+        save_tiny_svd(model_dir, seed=0)
+    data = dict(path=str(folder), num_frames=8, target_fps=7.0, stride=None, height=64, width=64, batch_size=1,
+                num_workers=args.train_workers, drop_last=False)
+    cache_dir = work / f"latent_cache_{folder.name}"
+    t0 = time.perf_counter()
+    build_cache(load_family("svd", str(model_dir)), VideoDataConfig.from_dict(data).validate(), cache_dir,
+                dtype="fp16", shard_size=16, progress=False)
+    emit(bench="latent_cache_build", clips=len(list(folder.glob("*.mp4"))), seconds=round(time.perf_counter() - t0, 2))
+    rates = {}
+    for mode in ("raw", "cache"):
+        d = dict(data, use_cache=mode == "cache", cache_dir=str(cache_dir) if mode == "cache" else "")
+        overrides = [f"run.output_dir={work / ('run_' + mode)}", f"model.path={model_dir}",
+                     f"train.max_steps={args.train_steps}", "train.checkpoint_every=0", "validation.every=0",
+                     "train.progress=false", "export.lora=false"] + [f"data.{k}={json.dumps(v) if v is not None else 'null'}"
+                                                 for k, v in d.items()]
+        cfg = load_config(Path(__file__).resolve().parents[1] / "configs/toy/tdd_svd_tiny.yaml", overrides)
+        loader = TimedLoader(build_video_loader(cfg.data, seed=cfg.run.seed))
+        train(cfg, loader=loader, progress=False)
+        gaps = np.diff(loader.times)[3:]  # skip start-up steps
+        rates[mode] = 1.0 / float(np.mean(gaps))
+        emit(bench="train_steps_per_s", data=mode, model="tiny SVD (8x64x64)", steps=len(gaps),
+             source=f"{args.src_size} h264 24fps gop {args.gop}", workers=args.train_workers, steps_per_s=round(rates[mode], 3),
+             ms_per_step=round(1000 * float(np.mean(gaps)), 1))
+    emit(bench="train_cache_over_raw", ratio=round(rates["cache"] / rates["raw"], 3))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=6)
+    p.add_argument("--src-size", default="640x360", help="WxH of the generated source videos")
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--gop", type=int, default=48, help="keyframe interval of the sources (x264 default: 250)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per configuration")
+    p.add_argument("--frames", type=int, nargs="+", default=[14, 25])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--backends", nargs="+", default=["decord", "pyav", "imageio"])
+    p.add_argument("--clips", type=int, default=24, help="timed clips per configuration (imageio: a third)")
+    p.add_argument("--train-ratio", action="store_true", help="also measure raw-video vs latent-cache steps/s")
+    p.add_argument("--train-steps", type=int, default=23)
+    p.add_argument("--train-workers", type=int, default=1)
+    p.add_argument("--skip-readers", action="store_true")
+    p.add_argument("--workdir", help="keep generated files here (default: a temp dir, deleted)")
+    args = p.parse_args(argv)
+    width, height = (int(v) for v in args.src_size.lower().split("x"))
+    torch.set_num_threads(1)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_data_"))
+    try:
+        folder = work / f"videos_{args.src_size}_g{args.gop}_{args.seconds:g}s"
+        make_files(folder, args.files, height, width, args.seconds, args.gop)
+        if not args.skip_readers:
+            bench_readers(folder, args)
+        if args.train_ratio:
+            bench_train_ratio(folder, work, args)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
