@@ -1,0 +1,84 @@
+"""The toy model zoo: tiny but *trained* models committed with the package, loaded by name.
+
+Each entry is a folder under ``tdd_video/zoo/<name>/`` holding a complete diffusers pipeline
+(``model_index.json`` + component subfolders, safetensors) and a ``MODEL_CARD.md`` that says how
+it was trained and the exact command that rebuilds it (``train/pretrain_toy.py``). Students
+(LoRA adapters distilled from a zoo teacher) live next to their teacher as
+``tdd_video/zoo/<teacher>/students/<student>/``.
+
+    >>> from tdd_video.zoo import resolve_model, available
+    >>> available()                      # e.g. ['toy-svd']
+    >>> resolve_model("toy-svd")         # Path to the diffusers folder
+    >>> resolve_model("/my/svd_folder")  # a local folder passes through
+
+``resolve_model`` raises ``ZooModelNotFound`` (a ``ConfigError`` on key ``model``) listing the
+available names when a name is neither a zoo entry nor an existing path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tdd_video.errors import ConfigError
+
+ZOO_DIR = Path(__file__).resolve().parent
+DEFAULT_SVD = "toy-svd"
+
+
+class ZooModelNotFound(ConfigError):
+    """A model name is not in the zoo and not a local path."""
+
+    def __init__(self, name: str, message: str):
+        self.name = name
+        super().__init__("model", message)
+
+
+def available() -> list[str]:
+    """Names of the zoo entries whose weights are present (folders with a model_index.json)."""
+    return sorted(p.name for p in ZOO_DIR.iterdir() if p.is_dir() and (p / "model_index.json").is_file())
+
+
+def zoo_path(name: str) -> Path:
+    """Folder of zoo entry `name` (it may not exist yet: see `available`)."""
+    return ZOO_DIR / name
+
+
+def is_zoo_name(name) -> bool:
+    return isinstance(name, str) and "/" not in name and "\\" not in name and (ZOO_DIR / name / "model_index.json").is_file()
+
+
+def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
+    """Zoo name -> its folder; existing local path -> that Path; hub id -> itself if `allow_hub`.
+
+    Raises ZooModelNotFound naming the available zoo entries otherwise (also for None)."""
+    names = available()
+    listing = ", ".join(names) if names else "none — rebuild with `python train/pretrain_toy.py " \
+                                             "--config configs/toy/pretrain_svd.yaml`"
+    if name_or_path is None or str(name_or_path).strip() == "":
+        raise ZooModelNotFound("", f"no model given; zoo models available: {listing}")
+    if isinstance(name_or_path, Path) or not isinstance(name_or_path, str):
+        path = Path(name_or_path)
+        if path.exists():
+            return path
+        raise ZooModelNotFound(str(name_or_path), f"path {str(path)!r} does not exist; zoo models available: {listing}")
+    if is_zoo_name(name_or_path):
+        return ZOO_DIR / name_or_path
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    if allow_hub and name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
+        return name_or_path
+    raise ZooModelNotFound(name_or_path, f"{name_or_path!r} is not a zoo model and not an existing path; "
+                                         f"zoo models available: {listing}")
+
+
+def model_card(name: str) -> str:
+    """Text of a zoo entry's MODEL_CARD.md."""
+    path = resolve_model(name)
+    card = Path(path) / "MODEL_CARD.md"
+    if not card.is_file():
+        raise ZooModelNotFound(name, f"zoo entry {name!r} has no MODEL_CARD.md")
+    return card.read_text()
+
+
+__all__ = ["DEFAULT_SVD", "ZOO_DIR", "ZooModelNotFound", "available", "is_zoo_name", "model_card",
+           "resolve_model", "zoo_path"]
