@@ -52,7 +52,10 @@ def test_default_render_is_deterministic_and_creates_output_folder(tmp_path):
 
 @pytest.mark.parametrize("kw,key", [(dict(steps=0), "steps"), (dict(eta=1.0), "eta"), (dict(eta=-0.5), "eta"),
                                     (dict(out="x.avi"), "out"), (dict(guidance_min=1.0), "guidance_min"),
-                                    (dict(fuse=True), "fuse"), (dict(fps=0), "fps")])
+                                    (dict(fuse=True), "fuse"), (dict(fps=0), "fps"),
+                                    (dict(teacher_refine=0.05), "teacher_refine"),
+                                    (dict(teacher_refine=0.05, lora="x.safetensors", fuse=True), "teacher_refine"),
+                                    (dict(guidance=2.0, guidance_min=1.0, guidance_max=2.0), "guidance")])
 def test_bad_settings_are_named(tmp_path, kw, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
         render_img2vid(fast(tmp_path, **kw))

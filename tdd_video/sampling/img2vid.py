@@ -66,6 +66,8 @@ class Img2VidSettings:
             check_range("frames", self.frames, 1, None)
         if self.decode_chunk is not None:
             check_range("decode_chunk", self.decode_chunk, 1, None)
+        if self.guidance_min is not None and self.guidance != 1.0:
+            raise ConfigError("guidance", "use either --guidance G or --guidance-min/--guidance-max, not both")
         if (self.guidance_min is None) != (self.guidance_max is None):
             raise ConfigError("guidance_min", "give both --guidance-min and --guidance-max (frame-wise), or --guidance")
         for key in ("guidance", "guidance_min", "guidance_max"):
@@ -73,6 +75,9 @@ class Img2VidSettings:
                 check_range(key, getattr(self, key), 0.0, None)
         if self.teacher_refine is not None:
             check_range("teacher_refine", self.teacher_refine, 0.0, 1.0)
+            if self.lora is None:
+                raise ConfigError("teacher_refine", "Distillation++ needs --lora: the teacher is the base model with "
+                                                    "the LoRA student disabled")
             if self.fuse:
                 raise ConfigError("teacher_refine", "cannot refine with a fused LoRA: the teacher is the base with "
                                                     "the adapter disabled; drop --fuse")
