@@ -180,3 +180,18 @@ def test_two_ranks_disjoint_on_real_files(media):
         loader = build_video_loader(_cfg(media, batch_size=1, num_workers=2), rank=rank, world_size=2, seed=2)
         seen.append([p for b in loader for p in b["path"]])
     assert len(seen[0]) == len(seen[1]) == 2 and not set(seen[0]) & set(seen[1])
+
+
+def test_manifest_fps_motion_bucket_and_window_on_real_files(media, tmp_path):
+    rel = (media["vids"] / "land30.mp4").relative_to(media["root"])
+    manifest = media["root"] / "m.jsonl"
+    manifest.write_text(
+        f'{{"path": "{rel}", "caption": "c1", "fps": 60, "motion_bucket_id": 42}}\n'
+        f'{{"path": "{rel}", "start": 0.5, "end": 1.2}}\n')
+    ds = build_video_dataset(_cfg(media, path=str(manifest), train=False, eval_start="zero", num_frames=4))
+    a, b = ds[SampleKey(0, 0)], ds[SampleKey(1, 0)]
+    # row 1: manifest says 60 fps -> stride round(60/8)=8 (45 frames hold 4 frames at stride 8) -> 7.5 fps
+    assert a["frame_indices"].tolist() == [0, 8, 16, 24] and a["fps_id"] == 7
+    assert (a["motion_bucket_id"], a["caption"]) == (42, "c1")
+    # row 2: container fps 30, window [15, 36) -> stride 4, first frame 15
+    assert b["frame_indices"].tolist() == [15, 19, 23, 27] and b["motion_bucket_id"] == 127

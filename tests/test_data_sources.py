@@ -6,6 +6,7 @@ import pytest
 
 from tdd_video.data.dataset import DataFailureError, build_video_dataset
 from tdd_video.data.sources import ManifestError, detect_source, load_records, split_missing
+from tdd_video.errors import ConfigError
 
 
 def _touch(path, data=b"x"):
@@ -98,5 +99,7 @@ def test_rows_pointing_nowhere_reported_at_startup(tmp_path, caplog):
     assert len(ds) == 1 and "3 data rows point to no file" in caplog.text and "gone0.mp4 (line 3)" in caplog.text
     with pytest.raises(DataFailureError, match="3 data rows point to no file"):
         build_video_dataset({**cfg, "max_failure_fraction": 0.5})
+    with pytest.raises(ConfigError, match="data.path"):
+        build_video_dataset({"path": ""})
     with pytest.raises(FileNotFoundError, match="data source not found"):
         build_video_dataset({"path": str(tmp_path / "nope.csv")})

@@ -78,8 +78,8 @@ class VideoDataConfig:
         one_of("reader", self.reader, READERS)
         one_of("short_policy", self.short_policy, SHORT_POLICIES)
         one_of("eval_start", self.eval_start, EVAL_STARTS)
-        if not self.use_cache and not self.path:
-            raise ConfigError("data.path", "required: a folder of videos or a manifest (CSV/JSONL) file")
+        # an empty data.path is allowed here (the trainer maps "" / "synthetic" to generated clips);
+        # build_video_dataset refuses it.
         if self.use_cache and not self.cache_dir:
             raise ConfigError("data.cache_dir", "required when data.use_cache is true")
         check_range("data.num_frames", self.num_frames, 1, 1024)

@@ -33,6 +33,7 @@ from tdd_video.data.readers import ReaderPool, VideoReadError, open_reader
 from tdd_video.data.sampler import SampleKey, ShardedBatchSampler, VideoLoader
 from tdd_video.data.sources import VideoRecord, describe_missing, load_records, split_missing
 from tdd_video.data.transforms import nearest_bucket, resize_crop
+from tdd_video.errors import ConfigError
 
 logger = logging.getLogger("tdd_video.data")
 
@@ -194,6 +195,8 @@ def build_video_dataset(cfg: VideoDataConfig | dict, seed: int = 0) -> VideoClip
     """Records -> checked (rows pointing nowhere reported) -> bucketed -> VideoClipDataset."""
     cfg = cfg if isinstance(cfg, VideoDataConfig) else VideoDataConfig.from_dict(cfg)
     cfg.validate()
+    if not cfg.path:
+        raise ConfigError("data.path", "required: a folder of videos or a manifest (CSV/JSONL) file")
     records = load_records(cfg.source, cfg.path, cfg.video_root, cfg.extensions)
     if not records:
         raise DataFailureError(f"data source {cfg.path} has no videos")
