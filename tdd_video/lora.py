@@ -58,7 +58,7 @@ def adapter_names(unet: nn.Module) -> set[str]:
     return names
 
 
-def base_fingerprint(unet: nn.Module) -> str:
+def unet_fingerprint(unet: nn.Module) -> str:
     """sha256 (16 hex) of the base UNet's class and config (private/bookkeeping keys dropped)."""
     cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
     blob = json.dumps({"class": type(unet).__name__, "config": cfg}, sort_keys=True, default=str)
@@ -110,6 +110,11 @@ def add_lora(unet: nn.Module, name: str = "student", rank: int = 64, alpha: floa
         src = next(layer for layer in _lora_layers(unet) if init_from in layer.lora_A)
         rank, alpha = src.r[init_from], src.lora_alpha[init_from]
     cfg = lora_config(rank, alpha, preset)
+    from_file = init_from is not None and not (isinstance(init_from, str) and init_from in before)
+    if from_file:   # refuse a file for another base / other modules before touching the UNet
+        state, _, ours = read_lora(init_from)
+        _check_base(unet, ours, init_from)
+        _check_keys(unet, state, cfg, init_from)
     if isinstance(init_from, str) and init_from in before:
         cfg.target_modules = sorted(n for n, m in unet.named_modules() if hasattr(m, "lora_A") and init_from in m.lora_A)
     requires = {n: p.requires_grad for n, p in unet.named_parameters()}
@@ -218,7 +223,7 @@ def _adapter_config_dict(unet: nn.Module, name: str) -> dict:
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
 
 
-def save_lora(unet: nn.Module, path, adapter: str = "student", base_fingerprint_: str | None = None,
+def save_lora(unet: nn.Module, path, adapter: str = "student", base_fingerprint: str | None = None,
               family: str | None = None, extra: dict | None = None) -> Path:
     """Write adapter `adapter` to a diffusers-compatible .safetensors file (alpha/rank scale preserved)."""
     from safetensors.torch import save_file
@@ -230,7 +235,7 @@ def save_lora(unet: nn.Module, path, adapter: str = "student", base_fingerprint_
              p.detach().to("cpu").contiguous() for n, p in params.items()}
     cfg = _adapter_config_dict(unet, adapter)
     ours = {"format": "tdd_video.lora/1", "family": family or _family_of(unet), "adapter": adapter,
-            "base_class": type(unet).__name__, "base_fingerprint": base_fingerprint_ or base_fingerprint(unet),
+            "base_class": type(unet).__name__, "base_fingerprint": base_fingerprint or unet_fingerprint(unet),
             "rank": cfg["r"], "alpha": cfg["lora_alpha"], **(extra or {})}
     meta = {"format": "pt",
             DIFFUSERS_META_KEY: json.dumps({PREFIX + k: v for k, v in cfg.items()}, indent=2, sort_keys=True, default=str),
@@ -288,6 +293,15 @@ def _check_keys(unet: nn.Module, state: dict, cfg, path) -> None:
                                   f"{len(unexpected)} unexpected key(s)/module(s) [{few(unexpected)}]")
 
 
+def _check_base(unet: nn.Module, ours: dict | None, path) -> None:
+    """Refuse a LoRA whose recorded base fingerprint is not this UNet's."""
+    fp = unet_fingerprint(unet)
+    if ours and ours.get("base_fingerprint") not in (None, fp):
+        raise ConfigError("lora", f"LoRA {str(path)!r} was trained on another base ({ours.get('family')} "
+                                  f"{ours.get('base_class')}, config fingerprint {ours.get('base_fingerprint')}); this "
+                                  f"{type(unet).__name__} has fingerprint {fp}. Refusing to load it.")
+
+
 def _load_weights_into(unet: nn.Module, path: Path, name: str) -> None:
     state, _, _ = read_lora(path)
     params = _adapter_params(unet, name)
@@ -310,11 +324,7 @@ def load_lora(unet: nn.Module, path, name: str = "student", scale: float = 1.0, 
     from peft import LoraConfig
     path = Path(path)
     state, cfg_kwargs, ours = read_lora(path)
-    fp = base_fingerprint(unet)
-    if ours and ours.get("base_fingerprint") not in (None, fp):
-        raise ConfigError("lora", f"LoRA {str(path)!r} was trained on another base ({ours.get('family')} "
-                                  f"{ours.get('base_class')}, config fingerprint {ours.get('base_fingerprint')}); this "
-                                  f"{type(unet).__name__} has fingerprint {fp}. Refusing to load it.")
+    _check_base(unet, ours, path)
     file_mods, _ = _modules_in_file(state)
     if cfg_kwargs is None:   # no PEFT metadata: rank from the weights, alpha = rank (scale 1)
         ranks = {v.shape[0] for k, v in state.items() if k.endswith(".lora_A.weight")}

@@ -90,3 +90,15 @@ def test_latents_roundtrip_shapes(fam):
     assert lat.shape == (3, 4, 16, 16)
     out = fam.decode_latents(lat, decode_chunk=2)
     assert out.shape == pix.shape and torch.isfinite(out).all()
+
+
+def test_bf16_unet_fp32_math_stays_finite(sdxl_dir, fam):
+    fam16 = load_family("sdxl", sdxl_dir, dtype=torch.bfloat16)
+    assert next(fam16.unet.parameters()).dtype == torch.bfloat16
+    cond = fam.encode_conditioning({"caption": PROMPTS[:1]})
+    x = torch.randn(1, 4, 16, 16)
+    for u in (1.0, 0.5, 0.004):
+        with torch.no_grad():
+            a, b = fam16.denoise(x, u, cond), fam.denoise(x, u, cond)
+        assert a.dtype == torch.float32 and torch.isfinite(a).all()
+        assert (a - b).abs().max() < 0.1 * (b.abs().max() + 1)

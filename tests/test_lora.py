@@ -117,7 +117,7 @@ def test_save_load_roundtrip_exact_with_alpha_not_rank(tmp_path):
         meta = f.metadata()
     peft_meta, ours = json.loads(meta["lora_adapter_metadata"]), json.loads(meta["tdd_video"])
     assert peft_meta["unet.r"] == 4 and peft_meta["unet.lora_alpha"] == 1
-    assert ours["family"] == "svd" and ours["base_fingerprint"] == lora.base_fingerprint(fam.unet)
+    assert ours["family"] == "svd" and ours["base_fingerprint"] == lora.unet_fingerprint(fam.unet)
     fresh = _svd(0)
     lora.load_lora(fresh.unet, path, "student", trainable=True)   # same requires_grad state -> same kernels
     saved, loaded = lora._adapter_params(fam.unet, "student"), lora._adapter_params(fresh.unet, "student")
