@@ -30,6 +30,8 @@ class ToyNet(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
     def forward(self, x, t, emb):
+        dtype = self.inp.weight.dtype
+        x, t, emb = x.to(dtype), t.to(dtype), emb.to(dtype)
         shape = x.shape
         x = x.reshape(-1, *shape[-3:])
         rep = x.shape[0] // emb.shape[0]

@@ -42,7 +42,7 @@ def _cfg(tmp_path, name="run", **train):
                              "trainable": {"kind": "full"},
                              "method": {"target_ema": 0.9, "guidance_min_range": [1.0, 1.5],
                                         "guidance_max_range": [2.0, 3.0]},
-                             "train": t, "data": {"batch_size": 2}})
+                             "train": t, "data": {"path": "synthetic", "batch_size": 2}})
 
 
 def test_resume_gives_identical_losses_and_config_saved(tmp_path):

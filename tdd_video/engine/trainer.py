@@ -57,27 +57,49 @@ def _resume_folder(cfg, run_dir: Path):
     return p
 
 
-def export(cfg, trainables, backend, run_dir: Path) -> dict:
-    """Final artefacts on rank 0: LoRA (diffusers format, alpha kept) and/or a fused UNet folder."""
+def _export_context(trainables, backend):
+    """Under ZeRO-3 every rank must take part in gathering the partitioned weights."""
+    import contextlib
+    if backend.name == "deepspeed" and backend.ds_cfg.get("zero_optimization", {}).get("stage", 0) == 3:
+        import deepspeed
+        return deepspeed.zero.GatheredParameters(list(trainables.module.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+def export(cfg, trainables, backend, run_dir: Path, step: int) -> dict:
+    """Final artefacts (all ranks call; rank 0 writes): the LoRA in diffusers format with alpha kept
+    (`tdd_video.lora.save_lora`), optionally a fused UNet folder; for partial/full fine-tuning the
+    trained UNet. Under DeepSpeed the fp32 master weights are exported, not their bf16 copies."""
     out: dict = {}
-    if not backend.is_main:
+    if not (cfg.export.lora or cfg.export.fused_unet):
         return out
+    masters = None
+    if backend.name == "deepspeed":
+        from deepspeed.utils import safe_get_full_fp32_param
+        masters = [safe_get_full_fp32_param(p) for p in trainables.parameters()]
     exp = run_dir / "export"
-    exp.mkdir(parents=True, exist_ok=True)
-    module = trainables.module
-    if trainables.kind == "lora":
-        from tdd_video import lora
-        if cfg.export.lora:
-            out["lora"] = str(lora.save_lora(module, exp / "lora", adapter_name="student"))
-        if cfg.export.fused_unet:
-            out["fused_unet"] = str(lora.export_fused_unet(module, exp / "unet", adapter_name="student"))
-    elif cfg.export.fused_unet or cfg.export.lora:   # partial/full fine-tune: the whole trained UNet
-        if hasattr(module, "save_pretrained"):
-            module.save_pretrained(exp / "unet")
-            out["unet"] = str(exp / "unet")
-        else:
-            torch.save(module.state_dict(), exp / "unet.pt")
-            out["unet"] = str(exp / "unet.pt")
+    with _export_context(trainables, backend):
+        if backend.is_main:
+            exp.mkdir(parents=True, exist_ok=True)
+            if masters is not None:
+                for p, m in zip(trainables.parameters(), masters):
+                    p.data = m.detach().float().to(p.device).reshape(p.shape)
+            module = trainables.module
+            if trainables.kind == "lora":
+                from tdd_video import lora
+                if cfg.export.lora:
+                    out["lora"] = str(lora.save_lora(module, exp / "lora", adapter="student", family=cfg.model.family,
+                                                     extra={"method": cfg.method_name, "step": step}))
+                if cfg.export.fused_unet:
+                    out["fused_unet"] = str(lora.export_fused_unet(module, exp / "unet", adapter="student",
+                                                                   inplace=True))
+            elif hasattr(module, "save_pretrained"):
+                module.save_pretrained(exp / "unet")
+                out["unet"] = str(exp / "unet")
+            else:
+                torch.save(module.state_dict(), exp / "unet.pt")
+                out["unet"] = str(exp / "unet.pt")
+    backend.barrier()
     return out
 
 
@@ -158,7 +180,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
         if last_ckpt is None or not last_ckpt.name.endswith(f"{end:06d}"):
             last_ckpt = save_checkpoint(run_dir, end, backend=backend, trainables=trainables, generator=generator,
                                         loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)
-        exported = export(cfg, trainables, backend, run_dir)
+        exported = export(cfg, trainables, backend, run_dir, cfg.train.max_steps)
     finally:
         if bar is not None:
             bar.close()
