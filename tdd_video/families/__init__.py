@@ -62,6 +62,7 @@ def load_family(name: str, model=None, *, dtype: torch.dtype = torch.float32, de
     cls = family_class(name)
     seed = parse_tiny(model)
     if seed is not None:
+        kwargs.pop("variant", None)   # weight-file variants mean nothing for an in-memory model
         return cls.tiny(seed=seed, dtype=dtype, device=device, **kwargs)
     return cls.from_pretrained(model, dtype=dtype, device=device, **kwargs)
 
