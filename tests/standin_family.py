@@ -19,15 +19,15 @@ class ToyCond(Conditioning):
 class ToyNet(nn.Module):
     """x [B, (F,) C, h, w] -> same shape; conditioned on a time scalar and an embedding."""
 
-    def __init__(self, channels: int = 4, dim: int = 8, seed: int = 0):
+    def __init__(self, channels: int = 4, dim: int = 8, seed: int = 0, hidden: int = 16):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.inp = nn.Conv2d(channels, 16, 3, padding=1)
-        self.out = nn.Conv2d(16, channels, 3, padding=1)
-        self.emb = nn.Linear(dim + 1, 16)
+        self.inp = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.out = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.emb = nn.Linear(dim + 1, hidden)
         for p in self.parameters():
             with torch.no_grad():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2 * (16 / hidden) ** 0.5)
 
     def forward(self, x, t, emb):
         dtype = self.inp.weight.dtype
@@ -41,10 +41,10 @@ class ToyNet(nn.Module):
 
 
 class ToyFamily(Family):
-    def __init__(self, kind: str = "edm", seed: int = 0):
+    def __init__(self, kind: str = "edm", seed: int = 0, hidden: int = 16):
         self.name = "toy-" + kind
         self.schedule = EDMSchedule() if kind == "edm" else VPSchedule()
-        self.unet = ToyNet(seed=seed)
+        self.unet = ToyNet(seed=seed, hidden=hidden)
         self.vae = nn.Identity()
 
     def encode_conditioning(self, batch, generator=None, train=True):

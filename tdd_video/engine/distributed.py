@@ -85,6 +85,19 @@ class Backend:
             torch.distributed.all_reduce(x, op=torch.distributed.ReduceOp.MAX)
         return x
 
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of optimizer state tensors (AdamW moments, fp32 master partitions) held by THIS rank."""
+        opt = getattr(self, "optimizer", None)
+        inner = getattr(opt, "optimizer", opt)          # DeepSpeed / accelerate wrap the torch optimizer
+        total = 0
+        for st in getattr(inner, "state", {}).values():
+            total += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v) and v.ndim > 0)
+        for attr in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat"):   # ZeRO-2 / ZeRO-3
+            for t in getattr(opt, attr, None) or []:
+                if torch.is_tensor(t):
+                    total += t.numel() * t.element_size()
+        return total
+
     def _adamw(self, params):
         c = self.cfg
         return torch.optim.AdamW(params, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps,

@@ -187,4 +187,5 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
         log.close()
     return {"losses": losses, "steps": cfg.train.max_steps - start, "run_dir": str(run_dir),
             "checkpoint": str(last_ckpt), "export": exported, "trainable_params": trainables.num_trainable(),
-            "backend": backend.name, "rank": backend.rank, "world_size": backend.world_size}
+            "backend": backend.name, "rank": backend.rank, "world_size": backend.world_size,
+            "optimizer_state_bytes": backend.optimizer_state_bytes()}
