@@ -4,7 +4,9 @@
     python bench/bench_data.py --train-ratio   # + training steps/s on the tiny SVD: raw videos vs latent cache
 
 Source files: ``--files`` H.264 mp4s made here with ffmpeg (imageio-ffmpeg), ``--src-size``
-(default 640x360), 24 fps, ``--seconds`` long, textured moving content. Clips: ``--frames``
+(default 640x360), 24 fps, ``--seconds`` long, x264 CRF 23 with a keyframe every ``--gop``
+frames (web video typically has one every 1-2 s; x264's default is 250), smooth panning content
+(~web bitrate; the files' Mbit/s is reported). Clips: ``--frames``
 frames at 7 fps (stride 3), random start, resized + cropped to 320x576 as in training, through
 the real loader (`build_video_loader`, train mode, batch 1). The first clip of each run (worker
 start-up, file opening) is not timed. Set OMP_NUM_THREADS=1 on a shared machine.
@@ -35,14 +37,16 @@ def emit(**record) -> None:
 
 
 def textured_frames(num: int, height: int, width: int, seed: int) -> np.ndarray:
-    """A smooth random texture panning 3 px/frame plus mild noise (realistic H.264 bitrate)."""
+    """A smooth random landscape panning 3 px/frame with a slow brightness drift (web-like bitrate)."""
+    from PIL import Image
+
     g = np.random.default_rng(seed)
-    tex = g.integers(0, 255, size=(height // 16 + 2, (width + 3 * num) // 16 + 2, 3)).astype(np.float32)
-    tex = np.kron(tex, np.ones((16, 16, 1), np.float32))
+    wide = width + 3 * num
+    low = g.integers(0, 255, size=(height // 8 + 2, wide // 8 + 2, 3)).astype(np.uint8)
+    tex = np.asarray(Image.fromarray(low).resize((wide, height), Image.BICUBIC)).astype(np.float32)
     out = np.empty((num, height, width, 3), np.uint8)
     for i in range(num):
-        frame = tex[:height, 3 * i:3 * i + width] + g.normal(0, 6, size=(height, width, 1))
-        out[i] = np.clip(frame, 0, 255)
+        out[i] = np.clip(tex[:, 3 * i:3 * i + width] + 10 * np.sin(i / 9), 0, 255)
     return out
 
 
@@ -53,8 +57,8 @@ def make_files(folder: Path, count: int, height: int, width: int, seconds: float
     for k in range(count):
         path = folder / f"src{k}_{width}x{height}_g{gop}.mp4"
         if not path.exists():
-            write_video(textured_frames(int(seconds * fps), height, width, k), path, fps=fps,
-                        ffmpeg_params=["-g", str(gop)])
+            write_video(textured_frames(int(seconds * fps), height, width, k), path, fps=fps, quality=None,
+                        ffmpeg_params=["-g", str(gop), "-crf", "23", "-preset", "medium"])
         paths.append(path)
     return paths
 
@@ -82,7 +86,8 @@ def bench_readers(folder: Path, args) -> None:
                 order = args.backends[r % len(args.backends):] + args.backends[:r % len(args.backends)]
                 for backend in order:
                     cfg = dict(path=str(folder), num_frames=frames, target_fps=7.0, height=320, width=576,
-                               batch_size=1, num_workers=workers, reader=backend, train=True, drop_last=False)
+                               batch_size=1, num_workers=workers, reader=backend, train=True, drop_last=False,
+                               reader_threads=args.reader_threads)
                     loader = build_video_loader(cfg, seed=r)
                     clips = max(2, args.clips // args.rounds // (3 if backend == "imageio" else 1))
                     spent[backend] += time_loader(loader, clips, warmup=workers)
@@ -93,7 +98,7 @@ def bench_readers(folder: Path, args) -> None:
                 results[(frames, workers, backend)] = rate
                 emit(bench="data_clips_per_s", backend=backend, frames=frames, workers=workers, size="320x576",
                      source=f"{args.src_size} h264 24fps gop {args.gop}", clips=count[backend],
-                     clips_per_s=round(rate, 3), ms_per_clip=round(1000 / rate, 1))
+                     reader_threads=args.reader_threads, clips_per_s=round(rate, 3), ms_per_clip=round(1000 / rate, 1))
             row = {b: results[(frames, workers, b)] for b in args.backends}
             ratios = {f"{a}_over_{b}": round(row[a] / row[b], 3) for a in row for b in row if a != b and a == "decord"}
             if "pyav" in row and "imageio" in row:
@@ -167,6 +172,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--backends", nargs="+", default=["decord", "pyav", "imageio"])
     p.add_argument("--clips", type=int, default=24, help="timed clips per configuration (imageio: a third)")
+    p.add_argument("--reader-threads", type=int, default=1, help="decoder threads per worker (0 = library auto)")
     p.add_argument("--train-ratio", action="store_true", help="also measure raw-video vs latent-cache steps/s")
     p.add_argument("--train-steps", type=int, default=23)
     p.add_argument("--train-workers", type=int, default=1)
@@ -178,7 +184,10 @@ def main(argv=None) -> int:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         folder = work / f"videos_{args.src_size}_g{args.gop}_{args.seconds:g}s"
-        make_files(folder, args.files, height, width, args.seconds, args.gop)
+        files = make_files(folder, args.files, height, width, args.seconds, args.gop)
+        mbit = sum(f.stat().st_size for f in files) * 8 / 1e6 / (args.seconds * len(files))
+        emit(bench="data_sources", files=len(files), size=args.src_size, seconds=args.seconds, gop=args.gop,
+             mbit_per_s=round(mbit, 2))
         if not args.skip_readers:
             bench_readers(folder, args)
         if args.train_ratio:

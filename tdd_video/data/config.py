@@ -39,6 +39,7 @@ class VideoDataConfig:
     prefetch_factor: int = 2
     reader: str = "auto"                 # auto = decord with PyAV fallback (and for GIF)
     reader_cache_size: int = 4           # open readers kept per worker (LRU)
+    reader_threads: int = 1              # decoder threads per worker (0 = library default: all cores)
     max_failure_fraction: float = 0.1    # stop if more than this fraction of samples fail
     failure_check_after: int = 50        # ... once at least this many samples were attempted
     default_motion_bucket_id: int = 127  # SPEC §1a: SVD-xt 1.1 fine-tune used 127
@@ -110,6 +111,7 @@ class VideoDataConfig:
         check_range("data.num_workers", self.num_workers, 0, 256)
         check_range("data.prefetch_factor", self.prefetch_factor, 1, 64)
         check_range("data.reader_cache_size", self.reader_cache_size, 1, 1024)
+        check_range("data.reader_threads", self.reader_threads, 0, 256)
         check_range("data.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
         check_range("data.failure_check_after", self.failure_check_after, 1, 10**9)
         check_range("data.default_motion_bucket_id", self.default_motion_bucket_id, 0, 1023)

@@ -83,7 +83,7 @@ class VideoClipDataset(Dataset):
     @property
     def pool(self) -> ReaderPool:
         if self._pool is None:  # created lazily: one pool per worker process
-            self._pool = ReaderPool(self.cfg.reader, self.cfg.reader_cache_size)
+            self._pool = ReaderPool(self.cfg.reader, self.cfg.reader_cache_size, self.cfg.reader_threads)
         return self._pool
 
     def __getitem__(self, key) -> dict:

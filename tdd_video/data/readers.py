@@ -108,6 +108,8 @@ class PyAVReader(_Reader):
                 raise VideoReadError(f"{path}: no video stream (audio-only or data file)")
             self._stream = self._container.streams.video[0]
             self._stream.codec_context.thread_count = threads
+            if threads != 1:
+                self._stream.thread_type = "AUTO"
             rate = self._stream.average_rate or self._stream.guessed_rate
             self.fps = float(rate) if rate else 0.0
             self.width = int(self._stream.codec_context.width)

@@ -116,8 +116,7 @@ class VideoLoader:
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
-        self.sampler.set_position(self.epoch, 0)
-        return self.sampler.batches_per_epoch()
+        return len(self.sampler.rank_batches(self.epoch))
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches_consumed": self.batches_consumed,

@@ -50,13 +50,14 @@ def to_uint8_frames(frames, value_range: tuple[float, float] = (-1.0, 1.0)) -> n
 
 
 def write_video(frames, path: str | Path, fps: float = 7, value_range: tuple[float, float] = (-1.0, 1.0),
-                quality: int = 8, ffmpeg_params: list[str] | None = None) -> Path:
+                quality: int | None = 8, ffmpeg_params: list[str] | None = None) -> Path:
     """Write ``frames`` to ``path`` and return the path written.
 
     The suffix chooses the format: a video suffix (.mp4, .mov, .mkv, .avi, .webm) -> H.264 via
     imageio-ffmpeg (.webm -> VP9, .avi -> MPEG-4 part 2); .gif -> animated GIF (looping);
     anything else (no suffix) -> a folder of ``frame_00000.png`` ... files. Missing parent folders
-    are created. ``quality`` is imageio's 0..10 scale (ignored for GIF/PNG); ``ffmpeg_params`` are
+    are created. ``quality`` is imageio's 0..10 scale (None: the encoder's default, e.g. x264
+    CRF 23; ignored for GIF/PNG); ``ffmpeg_params`` are
     extra encoder flags for video suffixes (e.g. ``["-g", "8"]`` for a keyframe every 8 frames).
     """
     data = to_uint8_frames(frames, value_range)
@@ -80,7 +81,7 @@ def write_video(frames, path: str | Path, fps: float = 7, value_range: tuple[flo
     return path
 
 
-def _write_ffmpeg(data: np.ndarray, path: Path, fps: float, quality: int, params: list[str] | None) -> None:
+def _write_ffmpeg(data: np.ndarray, path: Path, fps: float, quality: int | None, params: list[str] | None) -> None:
     import imageio.v2 as imageio
 
     height, width = data.shape[1:3]
