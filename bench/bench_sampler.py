@@ -2,7 +2,7 @@
 """Sampler cost at a scale where the UNet dominates: 4-step TDD vs the teacher's 25-step Euler with
 frame-wise CFG, sampler overhead, and the cost of Distillation++ (one JSON line per result).
 
-  OMP_NUM_THREADS=2 python bench/bench_sampler.py                       # real-size SVD UNet, bf16, 64x64x8
+  OMP_NUM_THREADS=1 python bench/bench_sampler.py                       # real-size SVD UNet, bf16, 64x64x8
   python bench/bench_sampler.py --size mid --dtype fp32 --frames 8       # a mid-size UNet instead
 
 The UNet has the real SVD-xt configuration (1.5 B parameters) with RANDOM weights: speed, not quality.
@@ -10,6 +10,8 @@ All runs use the same process, model, latents and conditioning. Definitions:
 * passes: per-sample-batch UNet evaluations (a batched CFG forward of 2B counts 2, as the stock pipeline's 50);
 * t_pass(B), t_pass(2B): median wall time of one bare UNet forward at batch B and 2B;
 * overhead = denoising wall time / Σ(bare forward time of the calls made)  (target ≤ 1.05);
+* overhead_in_loop = denoising wall time / time spent inside the UNet's forward during that run
+  (measured with forward hooks in the same run, so it is robust to load changes on a shared machine);
 * ideal speed-up = teacher passes / TDD passes; time-ideal = 25·t_pass(2B) / (4·t_pass(B)).
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ SIZES = {"real": {}, "mid": dict(block_out_channels=(128, 256, 512, 512), num_at
 
 
 def emit(**kw):
-    print(json.dumps(kw), flush=True)
+    print(json.dumps({**kw, "loadavg_1m": round(os.getloadavg()[0], 2)}), flush=True)
 
 
 def build_family(size: str, dtype: torch.dtype, frames: int):
@@ -46,6 +48,18 @@ def build_family(size: str, dtype: torch.dtype, frames: int):
     finally:
         torch.set_default_dtype(prev)
     return SVDFamily(unet, tiny_svd_vae(0), tiny_clip_vision(0), tiny_clip_image_processor())
+
+
+class UNetClock:
+    """Accumulates wall time spent inside `module.forward` (forward pre/post hooks)."""
+
+    def __init__(self, module):
+        self.total, self._t = 0.0, None
+        module.register_forward_pre_hook(lambda m, a: setattr(self, "_t", time.perf_counter()))
+        module.register_forward_hook(lambda m, a, o: setattr(self, "total", self.total + time.perf_counter() - self._t))
+
+    def since(self, mark: float) -> float:
+        return self.total - mark
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -80,8 +94,7 @@ def main(argv=None) -> int:
     fam = build_family(args.size, dtype, args.frames)
     n_params = sum(p.numel() for p in fam.unet.parameters())
     emit(bench="sampler", what="setup", unet_params=n_params, size=args.size, dtype=args.dtype, frames=args.frames,
-         pixels=args.pixels, threads=torch.get_num_threads(), build_s=round(time.perf_counter() - t0, 1),
-         loadavg_1m=os.getloadavg()[0])
+         pixels=args.pixels, threads=torch.get_num_threads(), build_s=round(time.perf_counter() - t0, 1))
     b, f, h = 1, args.frames, args.pixels // 8
     g = torch.Generator().manual_seed(0)
     cond = SVDConditioning(image_emb=torch.randn(b, 1, 1024, generator=g), cond_latent=torch.randn(b, 4, h, h, generator=g),
@@ -103,16 +116,20 @@ def main(argv=None) -> int:
     emit(bench="sampler", what="unet_forward", t_pass_B_s=round(t_b, 4), t_pass_2B_s=round(t_2b, 4),
          cfg_batch_ratio=round(t_2b / t_b, 3))
 
+    clock = UNetClock(fam.unet)
+
     # TDD student, 4 steps, guidance 1 (one pass per step); the fused-LoRA student costs what the base costs
     def tdd(refine=None, stats=None):
         return sample(fam, cond, null, steps=args.steps, eta=0.3, guidance=1.0, latents=noise, refine=refine,
                       generator=torch.Generator().manual_seed(1), progress=False, stats=stats)
     st = SamplingStats()
+    mark = clock.total
     tdd_times = timed(lambda: tdd(stats=st), args.repeats)
     t_tdd = statistics.median(tdd_times)
     passes_tdd = st.unet_passes // args.repeats
     emit(bench="sampler", what="tdd", steps=args.steps, unet_passes=passes_tdd, wall_s=round(t_tdd, 3),
-         overhead=round(t_tdd / (passes_tdd * t_b), 4))
+         wall_all_repeats_s=[round(t, 3) for t in tdd_times], overhead=round(t_tdd / (passes_tdd * t_b), 4),
+         overhead_in_loop=round(sum(tdd_times) / clock.since(mark), 4))
 
     # teacher: diffusers' Euler on the Karras σ schedule, frame-wise CFG 1→3 batched (2B) — the stock recipe
     euler = EulerDiscreteScheduler.from_config(fam.scheduler_config, prediction_type="sample")
@@ -130,9 +147,11 @@ def main(argv=None) -> int:
                 x = euler.step(x0, t, x).prev_sample
         return x
     st_t = SamplingStats()
+    mark = clock.total
     t_teacher = timed(lambda: teacher(st_t), 1)[0]
     emit(bench="sampler", what="teacher_euler_cfg", steps=args.teacher_steps, unet_passes=st_t.unet_passes,
-         wall_s=round(t_teacher, 3), overhead=round(t_teacher / (args.teacher_steps * t_2b), 4))
+         wall_s=round(t_teacher, 3), overhead=round(t_teacher / (args.teacher_steps * t_2b), 4),
+         overhead_in_loop=round(t_teacher / clock.since(mark), 4))
     emit(bench="sampler", what="speedup", tdd_steps=args.steps, teacher_steps=args.teacher_steps,
          speedup=round(t_teacher / t_tdd, 2), ideal_from_passes=round(st_t.unet_passes / passes_tdd, 2),
          ideal_from_pass_times=round(args.teacher_steps * t_2b / (args.steps * t_b), 2))
