@@ -32,6 +32,10 @@ def build_family(cfg, backend, run_dir: Path):
             save(folder, seed=m.tiny_seed)
         backend.barrier()
         path = str(folder)
+    else:   # a toy-zoo name (e.g. toy-sdxl) -> its folder; local paths and hub ids pass through
+        from tdd_video.zoo import is_zoo_name, resolve_model
+        if is_zoo_name(path):
+            path = str(resolve_model(path))
     if m.dtype == "fp16" and backend.device.type != "cuda":
         raise ConfigError("model.dtype", "fp16 weights need a CUDA GPU; on CPU use bf16 or fp32")
     return load_family(m.family, path, dtype=DTYPES[m.dtype], device=backend.device)
@@ -51,8 +55,26 @@ def synthetic_data(cfg, backend, run_dir: Path):
     return replace(d, path=str(manifest), source="manifest")
 
 
+def synthetic_images(cfg, backend, run_dir: Path):
+    """Image data config pointing at toy captioned images (tdd_video.zoo.sdxl_synthetic), written once."""
+    from tdd_video.zoo.sdxl_synthetic import write_folder
+    d = cfg.data
+    out = run_dir / "synthetic_images"
+    if backend.is_main and not (out / "done").is_file():
+        write_folder(out, num=d.synthetic_num, size=max(d.sizes()[0]), seed=cfg.run.seed)
+        (out / "done").write_text("ok\n")
+    backend.barrier()
+    return replace(d, path=str(out), source="folder")
+
+
 def build_loader(cfg, backend, run_dir: Path):
     """This rank's VideoLoader (state_dict/load_state_dict for exact resume)."""
+    if cfg.model.family == "sdxl":   # image-text pairs (tdd_video.data.images)
+        from tdd_video.data.images import build_image_loader
+        data = cfg.data
+        if data.path in SYNTHETIC + ("",):
+            data = synthetic_images(cfg, backend, run_dir)
+        return build_image_loader(data, rank=backend.rank, world_size=backend.world_size, seed=cfg.run.seed)
     from tdd_video.data.dataset import build_video_loader
     data = cfg.data
     if not data.use_cache and data.path in SYNTHETIC:

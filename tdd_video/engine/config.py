@@ -231,15 +231,18 @@ def build_section(cls, values: dict | None, prefix: str):
     return obj
 
 
-def _build_data(values):
+def _build_data(values, family: str = "svd"):
     try:
         from tdd_video.data.config import VideoDataConfig
     except ImportError:  # the data package is not importable: keep the raw mapping
         return values
+    data_cls = VideoDataConfig
+    if family == "sdxl":   # image-text data (tdd_video.data.images) for the image family
+        from tdd_video.data.images import ImageDataConfig as data_cls
     if values is None:
         values = {}
     try:
-        cfg = VideoDataConfig.from_dict(values)
+        cfg = data_cls.from_dict(values)
         cfg.validate()
     except ConfigError as e:
         key = e.key if e.key.startswith("data.") else f"data.{e.key}"
@@ -291,15 +294,16 @@ def config_from_dict(raw: dict) -> Config:
     method_raw = dict(raw.get("method") or {})
     method_name = method_raw.pop("name", "tdd")
     mcls = method_config_class(method_name)
+    model = build_section(ModelConfig, raw.get("model"), "model")
     cfg = Config(
         run=build_section(RunConfig, raw.get("run"), "run"),
-        model=build_section(ModelConfig, raw.get("model"), "model"),
+        model=model,
         trainable=build_section(TrainableConfig, raw.get("trainable"), "trainable"),
         method=build_section(mcls, method_raw, "method"),
         train=build_section(TrainConfig, raw.get("train"), "train"),
         validation=build_section(ValidationConfig, raw.get("validation"), "validation"),
         export=build_section(ExportConfig, raw.get("export"), "export"),
-        data=_build_data(raw.get("data")),
+        data=_build_data(raw.get("data"), model.family),
         method_name=method_name,
     )
     _cross_checks(cfg)
