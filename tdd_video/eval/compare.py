@@ -168,6 +168,15 @@ def _metrics(video: Tensor, lat: Tensor, ref_video: Tensor, ref_lat: Tensor, ima
             "first_frame_psnr": M.first_frame_psnr(video, image)}
 
 
+def _loadavg() -> float | None:
+    """1-minute load average (wall times are only comparable on an otherwise idle machine)."""
+    import os
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _mean(values: list[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
@@ -275,7 +284,8 @@ def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
             "num_images": len(images), "seeds": list(cfg.seeds), "frames": frames, "height": height, "width": width,
             "grid_layout": "rows = (image, seed) in the order of per_sample; columns = contenders",
             "settings": {k: v for k, v in vars(cfg).items() if k not in ("progress",)},
-            "fvd_note": fvd_note, "notes": notes, "torch_threads": torch.get_num_threads()}
+            "fvd_note": fvd_note, "notes": notes, "torch_threads": torch.get_num_threads(),
+            "loadavg_1min_at_end": _loadavg()}
     md, js = report.write_tables(out, rows, per_sample, meta)
     files.update(markdown=str(md), json=str(js))
     return CompareResult(rows, per_sample, files, reference.label, notes)

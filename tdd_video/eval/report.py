@@ -91,6 +91,9 @@ def write_tables(out_dir: Path, rows: list[dict], per_sample: list[dict], meta: 
           "UNet passes count every sample-batch evaluation of a UNet (a CFG step counts 2). "
           "frame Δ = mean |x_(f+1) − x_f| (lower = smoother); sharpness = mean squared Laplacian of the luma. "
           "∞ = identical to the reference; — = not measured."]
+    if meta.get("loadavg_1min_at_end") is not None:
+        md += ["", f"Wall time measured with {meta['torch_threads']} torch thread(s); 1-min load average at the end: "
+                   f"{meta['loadavg_1min_at_end']} (times are only comparable on an otherwise idle machine)."]
     if meta.get("fvd_note"):
         md += ["", meta["fvd_note"]]
     for note in meta.get("notes", []):
