@@ -201,15 +201,15 @@ class ImageTextDataset(Dataset):
         for i, b in enumerate(self.bucket_of):
             self.members.setdefault(b, []).append(i)
         self.stats = FailureStats()
-        self._bad: dict[str, str] = {}
+        self._bad: dict[str, tuple[str, str]] = {}
         self.shards = ShardReader(cfg.shard_cache_size)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def read(self, rec: ImageRecord) -> np.ndarray:
-        if rec.path in self._bad:
-            raise ImageReadError(self._bad[rec.path])
+        if rec.path in self._bad:                 # known bad: fail fast with the same reason and kind
+            raise ImageReadError(*self._bad[rec.path])
         if rec.member is not None:
             try:
                 data = self.shards.read(rec.member)
@@ -256,7 +256,7 @@ class ImageTextDataset(Dataset):
         if rec.path not in s.examples:
             s.examples[rec.path] = str(error)
             logger.warning("skipping image (%s): %s", error.kind, error)
-        self._bad.setdefault(rec.path, str(error))
+        self._bad.setdefault(rec.path, (str(error), error.kind))
         if s.attempts >= cfg.failure_check_after and s.fraction() > cfg.max_failure_fraction:
             raise DataFailureError(
                 f"{s.failed} of {s.attempts} images failed to load ({s.fraction():.0%} > data.max_failure_fraction "
