@@ -220,3 +220,17 @@ def test_recipe_configs_validate_and_match_tdd_budget():
     assert real.method_name == "animatelcm" and real.train.lr == 1e-6 and real.data.num_frames == 25
     with pytest.raises(ConfigError, match="method.guidance_min_choices"):
         load_config(root / "configs/toy/animatelcm_svd_tiny.yaml", ["method.guidance_min_choices=[]"])
+
+
+def test_render_sample_uses_animatelcm_sampler(tiny_svd):
+    from tdd_video.methods import AnimateLCMConfig, build_method
+    fam = tiny_svd
+    _, cond = _batch(fam, b=1, f=2)
+    null = fam.null_conditioning(cond)
+    method = build_method("animatelcm", AnimateLCMConfig(), fam)
+    a = method.render_sample(cond, null, (1, 2, 4, 16, 16), 2, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn((1, 2, 4, 16, 16), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    torch.randn((1, 2, 4, 16, 16), generator=gen)          # the draw render_sample made for its noise
+    b = sample_animatelcm(lambda x, u: fam.denoise(x, u, cond), noise, 2, gen)
+    assert a.shape == (1, 2, 4, 16, 16) and torch.allclose(a, b)

@@ -119,5 +119,24 @@ class AnimateLCM(DistillMethod):
                  "loss": per_sample.detach().cpu(), "target_skipped": (~inner).to(torch.int64)}
         return StepOutput(loss=per_sample.mean(), stats=stats)
 
+    @torch.no_grad()
+    def render_sample(self, cond, null, shape: tuple[int, ...], steps: int, *, guidance=1.0, unet=None,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """Validation renders with this method's own sampler (AnimateLCM multistep, SPEC §8), not TDD's.
+        shape [B, F, C, h, w]; guidance g or frame-wise (g_min, g_max); returns x0 latents (float32)."""
+        from tdd_video.sampling.animatelcm import sample_animatelcm
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        g = guidance if isinstance(guidance, (tuple, list)) else (float(guidance), float(guidance))
+        w = None if g[0] == g[1] == 1.0 else framewise_scale(g[0], g[1], shape[1], ndim=len(shape))
+
+        def denoise(x, u):
+            if w is None:
+                return self.family.denoise(x, u, cond, unet=unet)
+            both = self.family.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet=unet)
+            return cfg_combine(*both.float().chunk(2), w.to(x.device))
+
+        return sample_animatelcm(denoise, noise.to(self.family.device), steps, generator, self.schedule,
+                                 self.cfg.num_grid)
+
 
 register_method("animatelcm", AnimateLCMConfig, AnimateLCM)
