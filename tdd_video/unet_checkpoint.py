@@ -10,7 +10,9 @@ built from the base model's `unet` config (VAE and image encoder stay the base's
 Keys and shapes are checked *before* any tensor is read (for .safetensors, from the file header), so a
 wrong file is refused quickly with counts and the first few missing / unexpected keys and shape
 mismatches. A file whose keys all carry one of the prefixes "unet.", "model.", "module." is accepted
-with the prefix removed. .bin/.pt/.pth files are read with torch.load(weights_only=True).
+with the prefix removed. .bin/.pt/.pth files are read with torch.load(weights_only=True). A diffusers
+UNet folder (what `save_pretrained` / the engine's full fine-tune export writes) is accepted too: its
+diffusion_pytorch_model(.fp16).safetensors / .bin is used (single-file weights only).
 """
 from __future__ import annotations
 
@@ -84,6 +86,26 @@ def _read_shapes(path: Path) -> tuple[dict[str, tuple], dict[str, torch.Tensor] 
                           "expected .safetensors, .bin, .pt or .pth")
 
 
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                "diffusion_pytorch_model.bin")
+
+
+def resolve_checkpoint_file(path: str | Path) -> Path:
+    """The weights file of `path`: the file itself, or the single-file weights inside a diffusers UNet folder."""
+    path = Path(path)
+    if path.is_dir():
+        for name in WEIGHT_NAMES:
+            if (path / name).is_file():
+                return path / name
+        if any(path.glob("*.index.json")):
+            raise CheckpointError(f"{path} holds sharded weights; pass a single-file state dict "
+                                  "(or load the folder with UNetSpatioTemporalConditionModel.from_pretrained)")
+        raise CheckpointError(f"{path} is a folder without {' / '.join(WEIGHT_NAMES)}")
+    if not path.is_file():
+        raise CheckpointError(f"UNet checkpoint not found: {path}")
+    return path
+
+
 def _strip_prefix(keys) -> str:
     keys = list(keys)
     for p in STRIP_PREFIXES:
@@ -94,9 +116,7 @@ def _strip_prefix(keys) -> str:
 
 def check_unet_checkpoint(unet: nn.Module, path: str | Path) -> LoadReport:
     """Compare a checkpoint's keys/shapes with `unet.state_dict()` without loading it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"UNet checkpoint not found: {path}")
+    path = resolve_checkpoint_file(path)
     shapes, _ = _read_shapes(path)
     return _compare(unet, path, shapes)
 
@@ -118,9 +138,7 @@ def load_unet_checkpoint(unet: nn.Module, path: str | Path, strict: bool = True)
 
     strict=True (default) refuses any missing/unexpected key or shape mismatch with CheckpointError
     listing them (counts + first few); strict=False loads the matching tensors and returns the report."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"UNet checkpoint not found: {path}")
+    path = resolve_checkpoint_file(path)
     shapes, tensors = _read_shapes(path)
     report = _compare(unet, path, shapes)
     if strict and not report.ok:

@@ -90,3 +90,13 @@ def test_wrong_model_lora_and_broken_files(tmp_path):
     save_file(nan_state, str(nan_path))
     with pytest.raises(CheckpointError, match="non-finite"):
         load_unet_checkpoint(unet, nan_path)
+
+
+def test_diffusers_unet_folder(tmp_path, source_state):
+    src = tiny_svd_unet(seed=1)
+    src.save_pretrained(tmp_path / "unet")
+    unet = tiny_svd_unet(seed=0)
+    assert load_unet_checkpoint(unet, tmp_path / "unet").ok and _same(unet, source_state)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="folder without"):
+        load_unet_checkpoint(unet, tmp_path / "empty")
