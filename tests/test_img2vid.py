@@ -152,3 +152,10 @@ def test_cli_end_to_end_subprocess(tmp_path):
                           "--no-progress"], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.exists() and "wrote" in res.stdout and "[denoise]" in res.stdout
+
+
+def test_import_is_cheap_and_api_is_lazy():
+    code = ("import sys, tdd_video; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules; "
+            "assert callable(tdd_video.load_img2vid) and callable(tdd_video.export_pipeline)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr[-1500:]
