@@ -114,7 +114,9 @@ def sample(family, cond, null_cond=None, *, steps: int = 4, eta: float = 0.3, sc
     latents: unit-variance starting noise [B, ...] (like the diffusers pipelines' ``latents``; it is
     multiplied by the scheduler's init_noise_sigma), or drawn from `generator` with `shape`.
     guidance: g (plain CFG on the student; 1 = one forward per step) or (g_min, g_max) frame-wise.
-    refine: a `RefineSettings` (Distillation++, SPEC §7) or None. `stats` is filled in place."""
+    refine: a `RefineSettings` (Distillation++, SPEC §7) or None. `stats` is filled in place.
+    scheduler: use this sampler object instead of a TDDScheduler built from (eta, schedule, clip);
+    timesteps: custom levels in the scheduler's units instead of `steps`."""
     from tdd_video.sampling.refine import refine_x0
     check_range("steps", steps, 1, None)
     check_range("eta", eta, 0.0, 1.0, hi_open=True)
