@@ -113,6 +113,18 @@ def test_shared_noise_and_determinism(files, tmp_path):
     assert alcm["latent_mse"] < 1e-1
 
 
+def test_lora_contender_twice_on_one_family(files, tmp_path):
+    from tdd_video.eval.compare import CompareConfig, run_compare
+    from tdd_video.families import load_family
+    fam = load_family("svd", "tiny")
+    kw = dict(contenders=["teacher@1", "tdd@1"], tdd_lora=files["lora"], seeds=[0], frames=2,
+              num_default_images=1, progress=False, teacher_guidance=(1.0, 1.0))
+    a = run_compare(CompareConfig(out=str(tmp_path / "a"), **kw), family=fam)
+    b = run_compare(CompareConfig(out=str(tmp_path / "b"), **kw), family=fam)
+    assert [r["latent_mse"] for r in a.per_sample] == [r["latent_mse"] for r in b.per_sample]
+    assert a.per_sample[1]["latent_mse"] > 0          # the LoRA changes the output
+
+
 def test_missing_weights_and_wrong_checkpoint_are_clear(files, tmp_path):
     from tdd_video.eval.compare import CompareConfig, run_compare
     from tdd_video.families import load_family

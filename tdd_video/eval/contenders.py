@@ -79,7 +79,7 @@ def euler_sample(family, cond, null, noise: Tensor, steps: int, guidance) -> Ten
     from tdd_video.core import jump
     from tdd_video.sampling.animatelcm import animatelcm_grid_u
     from tdd_video.sampling.sample import guidance_scale, guided_denoise
-    us = animatelcm_grid_u(steps)
+    us = animatelcm_grid_u(steps) if steps > 1 else torch.tensor([1.0, 0.0], dtype=torch.float64)
     sigma0 = float(family.schedule.sigma(us[0]))
     x = noise.float() * math.sqrt(sigma0 ** 2 + 1.0)
     scale = guidance_scale(tuple(guidance), x)
@@ -113,13 +113,32 @@ class Contenders:
                                                        "--animatelcm-lora FILE")
             if cfg.animatelcm_unet:
                 self.units["animatelcm"] = self._full_unet(cfg.animatelcm_unet)
-        if "tdd" in methods and cfg.tdd_lora:
-            lora.load_lora(self.base, cfg.tdd_lora, name="tdd")
-        if "animatelcm" in methods and cfg.animatelcm_lora:
-            lora.load_lora(self.base, cfg.animatelcm_lora, name="animatelcm")
+        self.adapters: dict[str, str] = {}
+        for method, path in (("tdd", cfg.tdd_lora), ("animatelcm", cfg.animatelcm_lora)):
+            if method in methods and path:
+                self.adapters[method] = self._load_adapter(method, path)
         self.counter = PassCounter()
         for m in {id(u): u for u in [self.base, *self.units.values()]}.values():
             self.counter.attach(m)
+
+    def _load_adapter(self, method: str, path: str) -> str:
+        """Inject a LoRA file as adapter '<method>_<file hash>' (reused if this base already has it)."""
+        import hashlib
+        from pathlib import Path
+
+        from tdd_video import lora
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(p.rglob("*.safetensors"))
+            if not files:
+                raise ConfigError(f"--{method}-lora", f"folder {str(p)!r} has no .safetensors LoRA file")
+            p = files[0]
+        if not p.is_file():
+            raise ConfigError(f"--{method}-lora", f"file not found: {str(p)!r}")
+        name = f"{method}_{hashlib.sha1(p.read_bytes()).hexdigest()[:10]}"
+        if name not in lora.adapter_names(self.base):
+            lora.load_lora(self.base, p, name=name)
+        return name
 
     def _full_unet(self, path: str) -> torch.nn.Module:
         """A UNet of the base's config with a full state dict loaded strictly (unet_checkpoint)."""
@@ -142,7 +161,7 @@ class Contenders:
         self.family.unet = unet
         try:
             if unet is self.base and c.method in ("tdd", "animatelcm"):
-                with lora.use_adapter(unet, c.method):
+                with lora.use_adapter(unet, self.adapters[c.method]):
                     yield unet
             elif lora.adapter_names(unet):
                 with lora.adapters_disabled(unet):
