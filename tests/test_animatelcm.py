@@ -114,23 +114,35 @@ def test_loop_sampler_matches_scheduler():
     assert torch.allclose(x, loop)
 
 
-def test_drop_in_svd_pipeline():
+def test_drop_in_svd_pipeline_equals_family_loop():
+    """StableVideoDiffusionPipeline + AnimateLCMScheduler == the family sampling loop with the same scheduler."""
     from tdd_video.families import load_family
+    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image
+    from tdd_video.sampling.sample import SamplingStats, sample
     fam = load_family("svd", "tiny")
+    image, _ = fit_image(load_image(None)[0], 64, 64)
+    noise = torch.randn(1, 4, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     sched = AnimateLCMScheduler.from_config(fam.scheduler_config)
     pipe = fam.pipeline(scheduler=sched)
     pipe.set_progress_bar_config(disable=True)
-    from PIL import Image
-    image = Image.fromarray((torch.rand(64, 64, 3) * 255).to(torch.uint8).numpy())
 
     def run(seed):
         sched.set_generator(torch.Generator().manual_seed(seed))
-        return pipe(image, height=64, width=64, num_frames=4, num_inference_steps=2, min_guidance_scale=1.0,
-                    max_guidance_scale=1.2, output_type="latent", generator=torch.Generator().manual_seed(0)).frames
+        return pipe(image, height=64, width=64, num_frames=4, num_inference_steps=3, min_guidance_scale=1.0,
+                    max_guidance_scale=1.2, fps=7, motion_bucket_id=127, noise_aug_strength=0.02, latents=noise,
+                    output_type="latent", generator=torch.Generator().manual_seed(0)).frames
 
-    a, b, c = run(0), run(0), run(1)
+    a, b, c = run(2), run(2), run(3)
     assert a.shape == (1, 4, 4, 16, 16) and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.equal(a, c)
+    cond = fam.encode_conditioning({"first_frame": image_to_tensor(image)}, generator=torch.Generator().manual_seed(0),
+                                   train=False, noise_aug=0.02, fps_id=6, motion_bucket_id=127)
+    stats = SamplingStats()
+    ours = sample(fam, cond, steps=3, guidance=(1.0, 1.2), latents=noise, generator=torch.Generator().manual_seed(2),
+                  progress=False, stats=stats, scheduler=AnimateLCMScheduler.from_config(fam.scheduler_config))
+    scale = float(a.abs().max())
+    assert torch.allclose(ours, a.float(), atol=2e-4 * scale, rtol=1e-3), float((ours - a).abs().max())
+    assert stats.unet_passes == 6
 
 
 # --------------------------------------------------------------------------- the training recipe

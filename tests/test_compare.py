@@ -137,3 +137,23 @@ def test_missing_weights_and_wrong_checkpoint_are_clear(files, tmp_path):
         run_compare(CompareConfig(contenders=["animatelcm@4"], **base), family=fam)
     with pytest.raises(CheckpointError, match="not a full state dict"):
         run_compare(CompareConfig(contenders=["animatelcm@4"], animatelcm_unet=files["lora"], **base), family=fam)
+
+
+def test_teacher_sampler_equals_svd_pipeline_euler():
+    """euler_sample (the teacher contender) == StableVideoDiffusionPipeline with its own Euler scheduler."""
+    from tdd_video.eval.contenders import euler_sample
+    from tdd_video.families import load_family
+    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image
+    fam = load_family("svd", "tiny")
+    image, _ = fit_image(load_image(None)[0], 64, 64)
+    noise = torch.randn(1, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    pipe = fam.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(image, height=64, width=64, num_frames=3, num_inference_steps=5, min_guidance_scale=1.0,
+               max_guidance_scale=3.0, fps=7, motion_bucket_id=127, noise_aug_strength=0.02, latents=noise,
+               output_type="latent", generator=torch.Generator().manual_seed(0)).frames
+    cond = fam.encode_conditioning({"first_frame": image_to_tensor(image)}, generator=torch.Generator().manual_seed(0),
+                                   train=False, noise_aug=0.02, fps_id=6, motion_bucket_id=127)
+    ours = euler_sample(fam, cond, fam.null_conditioning(cond), noise, 5, (1.0, 3.0))
+    scale = float(ref.abs().max())
+    assert torch.allclose(ours, ref.float(), atol=2e-4 * scale, rtol=1e-3), float((ours - ref).abs().max())
