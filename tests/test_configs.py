@@ -12,7 +12,8 @@ from tdd_video.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("**/*.yaml"))
-TRAIN_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts]
+TRAIN_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts
+                 and not p.name.startswith("pretrain_")]   # pretrain_*: toy-zoo build configs, not recipes
 DS_JSONS = sorted((ROOT / "configs" / "deepspeed").glob("*.json"))
 
 
