@@ -41,9 +41,12 @@ class VAESection:
     block_out_channels: list = field(default_factory=lambda: [32, 32, 64])   # 3 levels = factor 4
     layers_per_block: int = 1
     latent_channels: int = 4
-    steps: int = 2000
-    batch_clips: int = 2             # clips per step (each num_frames frames, decoded as one clip)
-    lr: float = 1e-3
+    steps: int = 3000
+    window_frames: int = 2           # phase 1: random windows of this many consecutive frames ...
+    window_batch_clips: int = 8      # ... from this many clips per step (content diversity per FLOP)
+    full_clip_fraction: float = 0.15 # phase 2 (last fraction of steps): whole clips, decoded as one clip
+    batch_clips: int = 2             # clips per step in phase 2 (each num_frames frames)
+    lr: float = 2e-3
     lr_min: float = 5e-5
     warmup_steps: int = 50
     kl_weight: float = 1e-6          # on the per-element mean KL
@@ -57,6 +60,9 @@ class VAESection:
                               f"(the temporal decoder's GroupNorm uses 32 groups), got {self.block_out_channels}")
         check_range(f"{p}.steps", self.steps, 0, 10**7)
         check_range(f"{p}.batch_clips", self.batch_clips, 1, 4096)
+        check_range(f"{p}.window_frames", self.window_frames, 1, 1024)
+        check_range(f"{p}.window_batch_clips", self.window_batch_clips, 1, 4096)
+        check_range(f"{p}.full_clip_fraction", self.full_clip_fraction, 0.0, 1.0)
         check_range(f"{p}.lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range(f"{p}.lr_min", self.lr_min, 0.0, self.lr)
         check_range(f"{p}.kl_weight", self.kl_weight, 0.0, 1.0)
@@ -81,9 +87,9 @@ class ImageEncoderSection:
 
 @dataclass
 class UNetSection:
-    block_out_channels: list = field(default_factory=lambda: [64, 128])
-    layers_per_block: int = 2
-    num_attention_heads: list = field(default_factory=lambda: [2, 4])
+    block_out_channels: list = field(default_factory=lambda: [64, 96])
+    layers_per_block: int = 1
+    num_attention_heads: list = field(default_factory=lambda: [2, 3])
     addition_time_embed_dim: int = 32
     transformer_layers_per_block: int = 1
     steps: int = 3000
@@ -172,8 +178,18 @@ def _build(cls, d: dict, prefix: str):
         if sub is not None and dataclasses.is_dataclass(sub):
             kwargs[key] = _build(sub, value, dotted)
         else:
-            kwargs[key] = value
+            kwargs[key] = _coerce(value, known[key].default, dotted)
     return cls(**kwargs)
+
+
+def _coerce(value, default, key: str):
+    """PyYAML reads '2e-3' as a string: turn numeric strings into the field's number type."""
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+        try:
+            return type(default)(float(value)) if isinstance(default, float) else int(value)
+        except ValueError:
+            raise ConfigError(key, f"expected a number, got {value!r}") from None
+    return value
 
 
 def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:

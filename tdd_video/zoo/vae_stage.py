@@ -2,7 +2,10 @@
 
 Objective: per-pixel MSE of the reconstruction of a clip decoded as ONE clip
 (``decode(z, num_frames=F)``, so the temporal decoder's mixing is trained) from a posterior
-sample z, plus ``kl_weight`` × the per-element KL to N(0, I). The posterior log-variance starts at
+sample z. Two phases (measured here: learning is limited by how many different images a step
+sees, not by frames of the same clip): first short windows (``window_frames`` consecutive frames)
+from ``window_batch_clips`` clips, then for the last ``full_clip_fraction`` of the steps whole
+clips (``num_frames``) so the temporal decoder sees the clip length it decodes at inference. Loss: plus ``kl_weight`` × the per-element KL to N(0, I). The posterior log-variance starts at
 ``init_logvar`` (quant_conv's log-variance half zeroed, bias = init_logvar) so early training is
 not drowned in sampling noise. After training, the latent std over the training clips is measured
 and ``scaling_factor = 1/std`` is stored in the VAE config (a fresh VAE is far from SD's 0.18215).
@@ -87,8 +90,11 @@ def train_vae(cfg: VAESection, data: DataSection, train_clips: torch.Tensor, hel
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = torch.randint(0, n_train, (cfg.batch_clips,), generator=g)
-        x = train_clips[idx]
+        full = step >= int(round(cfg.steps * (1.0 - cfg.full_clip_fraction)))
+        n_frames = train_clips.shape[1] if full else min(cfg.window_frames, train_clips.shape[1])
+        idx = torch.randint(0, n_train, (cfg.batch_clips if full else cfg.window_batch_clips,), generator=g)
+        first = int(torch.randint(0, train_clips.shape[1] - n_frames + 1, (1,), generator=g))
+        x = train_clips[idx, first:first + n_frames]
         y, post = reconstruct(vae, x, sample=True, generator=g)
         mse = ((y - x.flatten(0, 1)) ** 2).mean()
         kl = post.kl().mean() / post.mean[0].numel()
@@ -99,14 +105,14 @@ def train_vae(cfg: VAESection, data: DataSection, train_clips: torch.Tensor, hel
         if step - start >= 2:                     # time steps from the third on
             t_steps += time.time() - ts
             steps_timed += 1
-        bar.set_postfix(mse=f"{mse.item():.4f}")
+        bar.set_postfix(mse=f"{mse.item():.4f}", frames=n_frames)
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.eval_every == 0 or last:
             vae.eval()
             psnr = heldout_psnr(vae, held_clips)
             vae.train()
             history.append({"step": step + 1, "heldout_psnr_db": round(psnr, 2)})
-            stage.log(step=step + 1, mse=float(mse), kl=float(kl), lr=lr, heldout_psnr_db=psnr)
+            stage.log(step=step + 1, mse=float(mse), kl=float(kl), lr=lr, frames=n_frames, heldout_psnr_db=psnr)
         if (step + 1) % cfg.checkpoint_every == 0 and not last:
             stage.save_checkpoint(step + 1, model=vae, opt=opt)
     vae.eval()
