@@ -34,8 +34,9 @@ def _pair(text: str) -> tuple[float, float]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("contenders", nargs="*", default=["teacher@25", "tdd@4", "animatelcm@4"],
-                   help="METHOD@STEPS[+refine] (default: teacher@25 tdd@4 animatelcm@4)")
+    p.add_argument("contenders", nargs="*", default=None,
+                   help="METHOD@STEPS[+refine] (default: teacher@25 teacher@4 tdd@4 animatelcm@4, students only "
+                        "when their weights are given or shipped with the zoo teacher)")
     p.add_argument("--model", default=None, help="base SVD: diffusers folder or hub id (default: toy zoo teacher, "
                                                  "else the tiny random model)")
     p.add_argument("--tdd-lora", default=None, help="TDD student LoRA (.safetensors or export folder)")
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
     from tdd_video.eval.report import markdown_table
     from tdd_video.unet_checkpoint import CheckpointError
     kw = {k: v for k, v in vars(args).items() if k != "quiet"}
+    kw["contenders"] = kw["contenders"] or None
     cfg = CompareConfig(**kw, progress=not args.quiet)
     try:
         result = run_compare(cfg)

@@ -26,6 +26,7 @@ from tdd_video.eval.contenders import Contender, Contenders, parse_contender
 
 Tensor = torch.Tensor
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+DEFAULT_CONTENDERS = ("teacher@25", "teacher@4", "tdd@4", "animatelcm@4")
 HELD_OUT_SEED = 90210        # synthetic first frames from a dataset seed no training recipe uses
 
 
@@ -33,7 +34,7 @@ HELD_OUT_SEED = 90210        # synthetic first frames from a dataset seed no tra
 class CompareConfig:
     """Everything infer/compare.py accepts (see its --help)."""
 
-    contenders: list[str] = field(default_factory=lambda: ["teacher@25", "tdd@4", "animatelcm@4"])
+    contenders: list[str] | None = None       # None: DEFAULT_CONTENDERS, students without weights dropped
     model: str | None = None                  # diffusers folder / hub id; None = default (zoo teacher or tiny)
     tdd_lora: str | None = None
     tdd_unet: str | None = None
@@ -148,9 +149,12 @@ class CompareResult:
 
 def _resolve(cfg: CompareConfig) -> tuple[list[Contender], Contender, list[str]]:
     notes = []
-    contenders = [parse_contender(s) for s in cfg.contenders]
+    specs = list(DEFAULT_CONTENDERS) if cfg.contenders is None else list(cfg.contenders)
+    if not specs:
+        raise ConfigError("contender", "give at least one contender (e.g. teacher@25 tdd@4)")
+    contenders = [parse_contender(s) for s in specs]
     if len({c.label for c in contenders}) != len(contenders):
-        raise ConfigError("contender", f"duplicate contenders in {cfg.contenders}")
+        raise ConfigError("contender", f"duplicate contenders in {specs}")
     teachers = [c for c in contenders if c.method == "teacher"]
     if not teachers:
         contenders.insert(0, parse_contender("teacher@25"))
@@ -206,6 +210,14 @@ def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
             notes.append(f"animatelcm student from the zoo: {students['animatelcm']}")
         family = load_family("svd", model)
         notes.append(f"model: {model}")
+    if cfg.contenders is None:                      # defaults: keep only contenders that have weights
+        have = {"teacher": True, "tdd": bool(cfg.tdd_lora or cfg.tdd_unet),
+                "animatelcm": bool(cfg.animatelcm_lora or cfg.animatelcm_unet)}
+        dropped = [c.label for c in contenders if not have[c.method]]
+        contenders = [c for c in contenders if have[c.method]]
+        if dropped:
+            notes.append(f"default contenders {', '.join(dropped)} skipped: no student weights "
+                         "(--tdd-lora / --animatelcm-unet / --animatelcm-lora, or a zoo teacher with students)")
     extractor = None
     if cfg.i3d:
         from tdd_video.eval.fvd import I3DFeatures
