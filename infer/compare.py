@@ -63,6 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--fps-id", type=int, default=6)
     p.add_argument("--motion-bucket-id", type=int, default=127)
     p.add_argument("--noise-aug", type=float, default=0.02)
+    p.add_argument("--decode-chunk", type=int, default=None, help="VAE-decode N frames at a time (saves memory)")
     p.add_argument("--format", dest="video_format", choices=("mp4", "gif"), default="mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)

@@ -57,6 +57,7 @@ class CompareConfig:
     refine_strength: float = 0.05
     animatelcm_guidance: tuple[float, float] = (1.0, 1.0)
     video_format: str = "mp4"
+    decode_chunk: int | None = None           # VAE-decode this many frames at a time (None: all)
     fps: int = 7
     progress: bool = True
 
@@ -253,7 +254,7 @@ def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
                     lat = bench.sample(c, cond, null, noise, seed * 1000 + i + 1).float()
                 wall = time.perf_counter() - start
                 with torch.no_grad():
-                    video = family.decode_latents(lat)[0].clamp(-1, 1).float().cpu()
+                    video = family.decode_latents(lat, cfg.decode_chunk)[0].clamp(-1, 1).float().cpu()
                 if c == reference:
                     ref_video, ref_lat = video, lat
                 row = {"contender": c.label, "image": names[i], "seed": seed, "unet_passes": bench.counter.passes,
