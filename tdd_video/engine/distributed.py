@@ -241,6 +241,10 @@ class DeepSpeedBackend(Backend):
 
     def setup(self, trainables) -> None:
         ds_cfg = deepspeed_config(self.cfg.deepspeed_config, self.cfg)
+        self.zero_stage = ds_cfg.get("zero_optimization", {}).get("stage", 0)
+        if trainables.ema is not None and self.zero_stage == 3:
+            raise ConfigError("method.target_ema", "an EMA target needs full (unpartitioned) trainable weights; "
+                                                   "with ZeRO-3 use target_ema: 0 or a ZeRO-2 config")
         ds_cfg["train_micro_batch_size_per_gpu"] = self.micro_batch
         ds_cfg["train_batch_size"] = self.micro_batch * self.cfg.grad_accum * self.world_size
         self.ds_cfg = ds_cfg

@@ -14,6 +14,7 @@ and `loader` (any iterable of batches with state_dict/load_state_dict for exact 
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import time
 from pathlib import Path
@@ -26,6 +27,9 @@ from tdd_video.engine.distributed import make_backend
 from tdd_video.engine.logging import MetricsLogger
 from tdd_video.engine.trainables import Trainables
 from tdd_video.methods import build_method
+
+
+logger = logging.getLogger("tdd_video.engine")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -136,6 +140,10 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
         bar = tqdm(total=cfg.train.max_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     losses: list[float] = []
     last_ckpt = None
+    zero3 = getattr(backend, "zero_stage", 0) == 3
+    if zero3 and cfg.validation.every > 0:
+        logger.warning("validation renders are skipped under ZeRO-3 (partitioned weights); "
+                       "render from the exported LoRA with infer/img2vid.py instead")
     try:
         for step in range(start, cfg.train.max_steps):
             t0, lr, micro_losses = time.perf_counter(), backend.lr(), []
@@ -144,7 +152,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
                 with torch.no_grad():
                     x0 = family.encode_latents(batch, generator)
                     cond = family.encode_conditioning(batch, generator, train=True)
-                if validator is None and cfg.validation.every > 0 and backend.is_main:
+                if validator is None and cfg.validation.every > 0 and backend.is_main and not zero3:
                     from tdd_video.engine.validation import Validator
                     validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
                                           getattr(cfg.method, "num_grid", 250))
