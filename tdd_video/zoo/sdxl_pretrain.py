@@ -130,8 +130,9 @@ def train_vae(cfg: ToySDXLConfig, pix: torch.Tensor, log=print):
         if (step + 1) % cfg.checkpoint_every == 0:
             stage.save_checkpoint(step + 1, model=vae, opt=opt)
     vae.eval()
-    with torch.no_grad():
-        hold = pix[-256:]
+    with torch.no_grad():   # held out: 256 fresh images from another seed (never trained on)
+        from tdd_video.zoo.sdxl_synthetic import make_images
+        hold = to_pixels(make_images(256, cfg.size, cfg.seed + 999)[0])
         rec = vae.decode(vae.encode(hold).latent_dist.mode()).sample.clamp(-1, 1)
         psnr = float(10 * torch.log10(4.0 / (rec - hold).pow(2).mean()))
         std = float(torch.cat([vae.encode(pix[i:i + 256]).latent_dist.mode() for i in range(0, min(1024, pix.shape[0]), 256)]).std())
