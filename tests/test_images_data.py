@@ -89,7 +89,7 @@ def test_webdataset_shards_txt_and_json_captions(tmp_path):
     items = [ds[i] for i in range(3)]
     assert [it["original_size"].tolist() for it in items] == [[20, 20], [24, 32], [32, 24]]
     assert [int(it["pixel_values"][2].mean().add(1).mul(127.5).round()) for it in items] == [1, 2, 3]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="cache_dir"):
         build_image_dataset(cfg(tmp_path / "s", source="webdataset", use_cache=True))
 
 
@@ -157,3 +157,36 @@ def test_synthetic_captions_and_exact_adherence_scores():
     assert np.array_equal(i2, imgs) and c2 == caps
     with pytest.raises(ValueError, match="caption"):
         parse_caption("a purple triangle")
+
+
+def test_latent_and_text_cache_roundtrip_resume_and_training_batches(tmp_path):
+    from tdd_video.data.image_cache import build_image_cache
+    from tdd_video.families.sdxl import SDXLFamily
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(5):
+        Image.fromarray(ramp(40, 64, 40 * i)).save(d / f"{i}.png")
+        (d / f"{i}.txt").write_text(f"a red circle {i}")
+    (d / "bad.png").write_bytes(b"")
+    fam = SDXLFamily.tiny(seed=0)
+    c = ImageDataConfig(path=str(d), height=32, width=32)
+    index = build_image_cache(fam, c, tmp_path / "cache", dtype="fp32", shard_size=4, progress=False)
+    meta = json.loads(index.read_text())
+    assert meta["total"] == 5 and len(meta["shards"]) == 2
+    skipped = json.loads((tmp_path / "cache" / "shard_00001.json").read_text())["skipped"]
+    assert len(skipped) == 1 and "bad.png" in skipped[0]["path"]
+    before = (tmp_path / "cache" / "shard_00000.safetensors").stat().st_mtime_ns
+    build_image_cache(fam, c, tmp_path / "cache", dtype="fp32", shard_size=4, progress=False)   # resume: no rework
+    assert (tmp_path / "cache" / "shard_00000.safetensors").stat().st_mtime_ns == before
+    with pytest.raises(ConfigError, match="other settings"):
+        build_image_cache(fam, c, tmp_path / "cache", dtype="fp16", shard_size=4, progress=False)
+    batch = next(iter(build_image_loader({"use_cache": True, "cache_dir": str(tmp_path / "cache"), "batch_size": 2,
+                                          "num_workers": 0, "height": 32, "width": 32}, seed=0)))
+    assert batch["latents"].shape == (2, 4, 8, 8) and batch["prompt_embeds"].shape == (2, 77, 64)
+    assert batch["original_size"].tolist()[0] == [40, 64] and batch["crop_coords"].tolist()[0] == [0, 10]
+    cached = fam.encode_conditioning(batch)
+    fresh = fam.encode_conditioning({"caption": batch["caption"], "original_size": batch["original_size"],
+                                     "crop_coords": batch["crop_coords"], "target_size": batch["target_size"]})
+    assert torch.allclose(cached.prompt_embeds, fresh.prompt_embeds, atol=1e-5)
+    assert torch.allclose(cached.pooled, fresh.pooled, atol=1e-5)
+    assert torch.equal(cached.add_time_ids, fresh.add_time_ids)

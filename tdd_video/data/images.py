@@ -64,7 +64,7 @@ class ImageDataConfig:
     failure_check_after: int = 50
     drop_last: bool = True
     check_files: bool = True
-    use_cache: bool = False              # not implemented for images yet (ConfigError if true)
+    use_cache: bool = False              # read the latent + text-embedding cache (tdd_video.data.image_cache)
     cache_dir: str = ""
     synthetic_num: int = 512             # path: synthetic → this many toy captioned images (seeded by run.seed)
     extensions: list = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
@@ -95,9 +95,9 @@ class ImageDataConfig:
                 check_range(name, v, 8, 8192)
                 if v % 8:
                     raise ConfigError(name, f"got {v}, must be a multiple of 8 (the VAE factor)")
-        if self.use_cache:
-            raise ConfigError("data.use_cache", "an image latent/text-embedding cache is not implemented yet; "
-                                                "set data.use_cache: false")
+        if self.use_cache and not self.cache_dir:
+            raise ConfigError("data.cache_dir", "required when data.use_cache is true "
+                                                "(build one with `python -m tdd_video.data.image_cache`)")
         check_range("data.min_side", self.min_side, 0, 100000)
         check_range("data.batch_size", self.batch_size, 1, 100000)
         check_range("data.num_workers", self.num_workers, 0, 256)
@@ -295,9 +295,14 @@ def build_image_dataset(cfg: ImageDataConfig | dict, seed: int = 0) -> ImageText
 
 def build_image_loader(cfg: ImageDataConfig | dict, rank: int = 0, world_size: int = 1, seed: int = 0,
                        epoch: int = 0) -> VideoLoader:
-    """Seeded, rank-sharded, bucket-aware, resumable loader (state_dict/load_state_dict) of SDXL batches."""
-    dataset = build_image_dataset(cfg, seed)
-    c = dataset.cfg
+    """Seeded, rank-sharded, bucket-aware, resumable loader (state_dict/load_state_dict) of SDXL batches:
+    raw images, or the latent + text-embedding cache when ``use_cache``."""
+    c = (cfg if isinstance(cfg, ImageDataConfig) else ImageDataConfig.from_dict(cfg)).validate()
+    if c.use_cache:
+        from tdd_video.data.image_cache import ImageLatentCacheDataset
+        dataset = ImageLatentCacheDataset(c.cache_dir)
+    else:
+        dataset = build_image_dataset(c, seed)
     sampler = ShardedBatchSampler(len(dataset), c.batch_size, dataset.bucket_of, rank, world_size, seed,
                                   shuffle=c.train, drop_last=c.drop_last)
     return VideoLoader(dataset, sampler, collate, c.num_workers, c.prefetch_factor, epoch)
