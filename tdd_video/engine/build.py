@@ -72,7 +72,7 @@ def build_loader(cfg, backend, run_dir: Path):
     if cfg.model.family == "sdxl":   # image-text pairs (tdd_video.data.images)
         from tdd_video.data.images import build_image_loader
         data = cfg.data
-        if data.path in SYNTHETIC + ("",):
+        if not data.use_cache and data.path in SYNTHETIC + ("",):
             data = synthetic_images(cfg, backend, run_dir)
         return build_image_loader(data, rank=backend.rank, world_size=backend.world_size, seed=cfg.run.seed)
     from tdd_video.data.dataset import build_video_loader
