@@ -5,9 +5,10 @@ then compare both against the teacher on held-out images and seeds. One JSON lin
   OMP_NUM_THREADS=2 python bench/toy_compare.py                       # zoo teacher 'toy-svd'
   python bench/toy_compare.py --model runs/my_teacher --out runs/toy_compare --set train.max_steps=60
 
-Both recipes are the shipped toy configs (configs/toy/tdd_svd_tiny.yaml, animatelcm_svd_tiny.yaml)
-with model.path = the teacher and the same train.max_steps × data.batch_size; wall time of each
-training run is measured here. The comparison uses infer/compare.py's logic with held-out seeds.
+Both recipes are the shipped zoo-student configs (configs/toy/tdd_svd_zoo.yaml,
+animatelcm_svd_zoo.yaml: the teacher's own clips, LoRA rank 8, the same train.max_steps ×
+data.batch_size; `--recipes tiny` uses the *_svd_tiny.yaml pair on synthetic 64 px clips) with
+model.path = the teacher; wall time of each training run is measured here. The comparison uses infer/compare.py's logic with held-out seeds.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="toy-svd", help="teacher: zoo name or diffusers folder")
     p.add_argument("--out", default="runs/toy_compare")
+    p.add_argument("--recipes", choices=("zoo", "tiny"), default="zoo", help="which recipe pair to train")
     p.add_argument("--seeds", nargs="+", type=int, default=[100, 101])
     p.add_argument("--num-images", type=int, default=3)
     p.add_argument("--contenders", nargs="+", default=["teacher@25", "tdd@4", "tdd@4+refine", "tdd@8",
@@ -59,8 +61,9 @@ def main(argv=None) -> int:
         from tdd_video import zoo
         model = str(zoo.resolve_model("toy-svd"))
     out = Path(args.out)
-    tdd_lora, _ = train_one("configs/toy/tdd_svd_tiny.yaml", model, out / "tdd", args.overrides)
-    alcm_lora, _ = train_one("configs/toy/animatelcm_svd_tiny.yaml", model, out / "animatelcm", args.overrides)
+    suffix = "zoo" if args.recipes == "zoo" else "tiny"
+    tdd_lora, _ = train_one(f"configs/toy/tdd_svd_{suffix}.yaml", model, out / "tdd", args.overrides)
+    alcm_lora, _ = train_one(f"configs/toy/animatelcm_svd_{suffix}.yaml", model, out / "animatelcm", args.overrides)
     cfg = CompareConfig(contenders=args.contenders, model=model, tdd_lora=tdd_lora, animatelcm_lora=alcm_lora,
                         seeds=args.seeds, num_default_images=args.num_images, out=str(out / "compare"),
                         progress=False)

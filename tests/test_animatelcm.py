@@ -229,6 +229,13 @@ def test_recipe_configs_validate_and_match_tdd_budget():
     assert toy.train.max_steps * toy.data.batch_size * toy.train.grad_accum == \
         tdd.train.max_steps * tdd.data.batch_size * tdd.train.grad_accum
     assert (toy.trainable.kind, toy.trainable.lora_rank) == (tdd.trainable.kind, tdd.trainable.lora_rank)
+    zoo_alcm = load_config(root / "configs/toy/animatelcm_svd_zoo.yaml")
+    zoo_tdd = load_config(root / "configs/toy/tdd_svd_zoo.yaml")
+    assert zoo_alcm.method_name == "animatelcm"
+    for key in ("max_steps", "grad_accum", "lr"):
+        assert getattr(zoo_alcm.train, key) == getattr(zoo_tdd.train, key), key
+    assert (zoo_alcm.data.batch_size, zoo_alcm.data.path, zoo_alcm.model.path, zoo_alcm.trainable.lora_rank) == \
+        (zoo_tdd.data.batch_size, zoo_tdd.data.path, zoo_tdd.model.path, zoo_tdd.trainable.lora_rank)
     real = load_config(root / "configs/svd/animatelcm_svd_xt_1_1.yaml")
     assert real.method_name == "animatelcm" and real.train.lr == 1e-6 and real.data.num_frames == 25
     with pytest.raises(ConfigError, match="method.guidance_min_choices"):
