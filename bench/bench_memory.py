@@ -59,7 +59,7 @@ def real_svd_unet(dtype):
     return unet.eval()
 
 
-def run_layout(layout: str, frames: int, px: int, rank: int) -> dict:
+def run_layout(layout: str, frames: int, px: int, rank: int, grad_ckpt: bool = False) -> dict:
     import torch
     from torch import nn
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -75,9 +75,12 @@ def run_layout(layout: str, frames: int, px: int, rank: int) -> dict:
     fam = SVDFamily(unet, nn.Identity(), nn.Identity(), None)
     cfg = TDDConfig(guidance_min_range=[1.0, 1.5], guidance_max_range=[2.0, 3.0], p_uncond=0.0)
     if layout == "shared":
-        nets = Trainables(fam, "lora", lora_rank=rank, lora_alpha=rank, lora_preset="attn")
+        nets = Trainables(fam, "lora", lora_rank=rank, lora_alpha=rank, lora_preset="attn",
+                          gradient_checkpointing=grad_ckpt)
         params = nets.parameters()
     else:
+        if grad_ckpt:
+            unet.enable_gradient_checkpointing()
         teacher = copy.deepcopy(unet).requires_grad_(False)
         lora.add_lora(unet, "student", rank=rank, alpha=rank, preset="attn")
         target = copy.deepcopy(unet).requires_grad_(False)
@@ -99,7 +102,8 @@ def run_layout(layout: str, frames: int, px: int, rank: int) -> dict:
     opt.step()
     step_s = time.perf_counter() - t1
     return {"bench": "memory", "layout": layout, "unet_params": n_params, "lora_rank": rank,
-            "trainable_params": n_train, "frames": frames, "px": px, "loss": float(out.loss),
+            "trainable_params": n_train, "frames": frames, "px": px, "gradient_checkpointing": grad_ckpt,
+            "loss": float(out.loss),
             "rss_start_gb": round(base_rss, 3), "rss_after_build_gb": round(built_rss, 3),
             "peak_rss_gb": round(rss_gb(), 3), "step_s": round(step_s, 2),
             "total_s": round(time.perf_counter() - t0, 1)}
@@ -112,14 +116,15 @@ def main():
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--px", type=int, default=64)
     p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing on the UNet")
     a = p.parse_args()
     if a.layout:
-        print(json.dumps(run_layout(a.layout, a.frames, a.px, a.rank)), flush=True)
+        print(json.dumps(run_layout(a.layout, a.frames, a.px, a.rank, a.grad_ckpt)), flush=True)
         return
     results = {}
     for layout in ("shared", "three_copy"):
         proc = subprocess.run([sys.executable, __file__, "--layout", layout, "--frames", str(a.frames), "--px",
-                               str(a.px), "--rank", str(a.rank)], capture_output=True, text=True)
+                               str(a.px), "--rank", str(a.rank)] + (["--grad-ckpt"] if a.grad_ckpt else []), capture_output=True, text=True)
         line = [l for l in proc.stdout.splitlines() if l.startswith("{")]
         if proc.returncode != 0 or not line:
             print(json.dumps({"bench": "memory", "layout": layout, "error": proc.stderr[-2000:]}))

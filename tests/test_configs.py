@@ -37,7 +37,8 @@ def test_real_recipe_matches_the_issue():
     assert (cfg.trainable.kind, cfg.trainable.lora_rank) == ("lora", 64)
     m = cfg.method
     assert (m.num_grid, m.k_min, m.k_max, m.eta_max, m.p_uncond) == (250, 4, 8, 0.3, 0.2)
-    assert cfg.data.num_frames in (14, 25) and (576, 1024) in cfg.data.sizes()
+    assert cfg.data.num_frames in (14, 25) and (320, 576) in cfg.data.sizes()
+    assert "576,1024" in (ROOT / "configs/svd/tdd_svd_xt_1_1.yaml").read_text()   # the second stage
 
 
 @pytest.mark.parametrize("path", DS_JSONS, ids=lambda p: p.name)
