@@ -1,5 +1,6 @@
 """End to end: `train/distill_svd.py` on the tiny SVD with synthetic clips (the no-argument default
-recipe, shortened): LoRA on the shared base, checkpoint, validation render, diffusers-format LoRA."""
+recipe, shortened): LoRA on the shared base, real video loader, checkpoint + exact resume,
+validation render, diffusers-format LoRA and fused UNet export."""
 import json
 import sys
 from pathlib import Path
@@ -7,27 +8,33 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["train.progress=false", "data.num_frames=4", "train.checkpoint_every=1", "validation.steps=[2]"]
 
 
-def test_toy_recipe_end_to_end(tmp_path, capsys):
+def _losses(run):
+    return [json.loads(l)["loss"] for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+
+
+def test_toy_recipe_end_to_end_with_exact_resume(tmp_path, capsys):
     pytest.importorskip("tdd_video.lora")
     sys.path.insert(0, str(ROOT / "train"))
     import distill_svd
-    run = tmp_path / "run"
-    rc = distill_svd.main([f"run.output_dir={run}", "train.max_steps=2", "train.checkpoint_every=1",
-                           "train.progress=false", "validation.every=2", "validation.steps=[2]",
-                           "data.num_frames=4", "export.fused_unet=true"])
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert distill_svd.main([f"run.output_dir={ref}", "train.max_steps=2", "validation.every=0",
+                             "export.lora=false", *COMMON]) == 0
+    assert distill_svd.main([f"run.output_dir={run}", "train.max_steps=1", "validation.every=0",
+                             "export.lora=false", *COMMON]) == 0
+    rc = distill_svd.main([f"run.output_dir={run}", "train.max_steps=2", "validation.every=2",
+                           "export.fused_unet=true", "--resume", "auto", *COMMON])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "done: 2 steps on plain x1" in out
+    assert "done: 1 steps on plain x1" in out
+    assert _losses(run) == _losses(ref)          # resumed run = uninterrupted run, bit for bit
     assert (run / "config.yaml").is_file() and (run / "tiny_model" / "model_index.json").is_file()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
     assert list((run / "validation" / "step_000002").glob("k2_seed0_img0.gif"))
-    lora_file = run / "export" / "lora" / "pytorch_lora_weights.safetensors"
     from tdd_video.lora import read_lora
-    state, diffusers_meta, ours = read_lora(lora_file)
+    state, _, ours = read_lora(run / "export" / "lora" / "pytorch_lora_weights.safetensors")
     assert state and ours["rank"] == 8 and ours["alpha"] == 8 and ours["method"] == "tdd"
     assert (run / "export" / "unet" / "config.json").is_file()
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
     assert (run / "tensorboard").is_dir()

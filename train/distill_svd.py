@@ -34,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", default=None, help="'auto' (latest checkpoint in run.output_dir) or a checkpoint folder")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5 method.k_max=6")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv=None) -> int:
