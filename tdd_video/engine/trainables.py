@@ -85,7 +85,7 @@ class Trainables:
         return [p for _, p in self.named_parameters()]
 
     def num_trainable(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return sum(getattr(p, "ds_numel", p.numel()) for p in self.parameters())   # ZeRO-3: full size
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Trainable weights only, fp32 on CPU (what a checkpoint stores)."""
