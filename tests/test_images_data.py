@@ -14,6 +14,15 @@ from tdd_video.errors import ConfigError
 from tdd_video.zoo.sdxl_synthetic import adherence, make_images, mean_adherence, parse_caption
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread (no OpenMP spin contention); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def ramp(h, w, seed=0):
     """An image whose every column is distinct: R = column index·2, G = row·3, B = seed."""
     img = np.zeros((h, w, 3), np.uint8)
