@@ -57,9 +57,11 @@ def main():
     ckpt = Path(out["checkpoint"]) / "deepspeed"
     for f in ckpt.glob(f"*rank_{rank}_*optim_states.pt") if ckpt.is_dir() else []:
         opt_bytes += f.stat().st_size
-    print(json.dumps({"rank": out["rank"], "world_size": out["world_size"], "backend": out["backend"],
-                      "losses": out["losses"], "optimizer_file_bytes": opt_bytes,
-                      "optimizer_state_bytes": out["optimizer_state_bytes"]}), flush=True)
+    line = json.dumps({"rank": out["rank"], "world_size": out["world_size"], "backend": out["backend"],
+                       "losses": out["losses"], "optimizer_file_bytes": opt_bytes,
+                       "optimizer_state_bytes": out["optimizer_state_bytes"]})
+    (Path(a.out) / f"result_rank{rank}.json").write_text(line)   # ranks share stdout; files do not interleave
+    print(line, flush=True)
 
 
 if __name__ == "__main__":
