@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 {cfg.method.guidance_max_range} in Imagen form). Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in
 {(time.time() - t0) / 60:.1f} min on CPU; logged loss {losses[0]:.4g} (first step) → {losses[-1]:.4g} (last step).
 
-Rebuild: `{cmd.strip()}` (writes runs/tdd_sdxl_tiny/, then copies the export here).
+Rebuild: `{cmd.strip()}` (writes {cfg.run.output_dir}/, then copies the export here).
 Use: `python infer/txt2img.py --steps 4` (the default), or in stock diffusers:
 `StableDiffusionXLPipeline.from_pretrained(<toy-sdxl>).load_lora_weights("{dest.relative_to(ROOT)}")` with
 `TDDScheduler.from_config(pipe.scheduler.config)`, 4 steps, guidance_scale 1.
