@@ -42,7 +42,9 @@ through exactly the same code paths.
 Seed {c['seed']}; work files (clips, checkpoints, logs) in `{c['work_dir']}/`; re-running resumes/skips finished stages.
 Wall time of this build: data {tm.get('data_s')} s, VAE {tm.get('vae_s')} s, latent cache {tm.get('latent_cache_s')} s,
 UNet {tm.get('unet_s')} s, export + reference render {tm.get('export_s')} s (total {tm.get('total_this_run_s')} s for the
-run that finished the build; an earlier interrupted run's time is not included).
+run that finished the build, on a CPU shared with other jobs; an earlier interrupted run's time is not included).
+`threads: 1` because on a shared 2-core machine two OpenMP threads ran 4–8× slower per step than one (measured
+here); on an idle machine `threads=2` is faster.
 
 ## Training data
 `tdd_video.data.synthetic` (seed {d['seed']}): {d['num_clips']} mp4 clips ({d['num_clips'] - d['holdout']} train,
@@ -57,10 +59,13 @@ over slowly panning photos. Read through the project's `build_video_loader` (str
 ## VAE (AutoencoderKLTemporalDecoder)
 block_out_channels {v['block_out_channels']}, layers_per_block {v['layers_per_block']}, {v['latent_channels']} latent
 channels (factor {2 ** (len(v['block_out_channels']) - 1)}), {vae['params']/1e6:.2f} M params. Adam, lr {v['lr']} → {v['lr_min']}
-cosine ({v['warmup_steps']} warm-up), {v['steps']} steps × {v['batch_clips']} clips (each decoded as one clip with
-`num_frames={d['num_frames']}`), loss = MSE + {v['kl_weight']}·KL, posterior log-variance initialised at {v['init_logvar']}.
-**Held-out reconstruction PSNR: {vae['heldout_psnr_db']} dB** (mode latents, pixels in [−1, 1], peak-to-peak 2).
-Progress: {hist_vae}. Latent std {vae['latent_std']:.4f} → `scaling_factor` = {vae['scaling_factor']:.4f} (stored in
+cosine ({v['warmup_steps']} warm-up), {v['steps']} steps: first windows of {v['window_frames']} consecutive frames from
+{v['window_batch_clips']} clips per step, then for the last {v['full_clip_fraction']:.0%} of the steps {v['batch_clips']} whole clips
+per step (each decoded as one clip with `num_frames={d['num_frames']}`); loss = MSE + {v['kl_weight']}·KL, posterior
+log-variance initialised at {v['init_logvar']}.
+**Held-out reconstruction PSNR: {vae['heldout_psnr_db']} dB** (whole held-out clips decoded with `num_frames={d['num_frames']}`,
+mode latents, pixels in [−1, 1], peak-to-peak 2). Progress: {hist_vae} — the jump at the end is the whole-clip phase:
+the temporal decoder trained on short windows decodes full clips poorly until it sees them. Latent std {vae['latent_std']:.4f} → `scaling_factor` = {vae['scaling_factor']:.4f} (stored in
 vae/config.json). {vae['sec_per_step']} s/step.
 
 ## Image encoder (CLIPVisionModelWithProjection)
@@ -90,7 +95,7 @@ Held-out x0-MSE of the exported EMA UNet by noise level (fixed noise, 32 held-ou
 `reference.json`: image `{ref['image']}`, seed {ref['seed']}, {ref['num_inference_steps']} Euler steps, guidance
 {ref['min_guidance_scale']}→{ref['max_guidance_scale']} (frame-wise), fps {ref['fps']}, motion bucket
 {ref['motion_bucket_id']}, noise_aug {ref['noise_aug_strength']}. SHA-256 of the uint8 frames:
-`{ref['sha256_uint8_frames']}` (rendered with {ref['torch_threads']} torch threads; other thread counts may differ
+`{ref['sha256_uint8_frames']}` (rendered with torch threads = {ref['torch_threads']}; other thread counts may differ
 by float rounding, so the test compares against `samples/reference_frames.png` with a tolerance).
 
 ![reference](samples/reference_strip.png)
