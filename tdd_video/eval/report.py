@@ -48,11 +48,14 @@ def grid_video(rows: list[list[Tensor]], pad: int = 2, pad_value: float = 1.0) -
 
 
 def frame_strip(videos: list[Tensor], labels: list[str], max_frames: int = 8, pad: int = 2, label_width: int = 150):
-    """PIL image: one row per video with its label on the left and up to `max_frames` evenly spaced frames."""
+    """PIL image: one row per video with its label on the left and up to `max_frames` evenly spaced frames
+    (frames under 128 px are enlarged by an integer factor, nearest-neighbour)."""
     from PIL import Image, ImageDraw
 
     from tdd_video.data.video_io import to_uint8_frames
     f, _, h, w = videos[0].shape
+    up = max(1, 128 // max(h, w))                 # small (toy) frames are enlarged, nearest-neighbour
+    h, w = h * up, w * up
     n = min(max_frames, f)
     idx = sorted({round(i * (f - 1) / max(n - 1, 1)) for i in range(n)})
     width = label_width + len(idx) * (w + pad) + pad
@@ -64,7 +67,10 @@ def frame_strip(videos: list[Tensor], labels: list[str], max_frames: int = 8, pa
         y = pad + r * (h + pad)
         draw.text((4, y + max(0, h // 2 - 6)), label, fill=(0, 0, 0))
         for k, fr in enumerate(frames):
-            img.paste(Image.fromarray(fr), (label_width + pad + k * (w + pad), y))
+            tile = Image.fromarray(fr)
+            if up > 1:
+                tile = tile.resize((w, h), Image.Resampling.NEAREST)
+            img.paste(tile, (label_width + pad + k * (w + pad), y))
     return img
 
 
