@@ -7,7 +7,7 @@ install:
 	$(PY) -m pip install -q -e ".[dev]"
 
 demo: install
-	$(PY) -m tdd_video.demo
+	$(PY) infer/img2vid.py --steps 4 --out outputs/demo/tdd_4step.gif
 
 test: install
 	OMP_NUM_THREADS=2 $(PY) -m pytest tests

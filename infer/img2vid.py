@@ -7,8 +7,9 @@
   python infer/img2vid.py --image in.png --model DIR --lora L.safetensors --teacher-refine 0.05 --refine-steps 1
   python infer/img2vid.py --model DIR --lora L.safetensors --fuse --export-pipeline svd-tdd-4step
 
-Without --model the bundled TINY model with RANDOM weights is used (a demo of the code path, not
-of quality). Same arguments and --seed give identical frames.
+Without --model the bundled toy zoo is used: the trained toy teacher `toy-svd` (32x32, 8 frames) with
+its shipped TDD 4-step student LoRA. `--model toy-svd` alone is the teacher without the student;
+`--model tiny` is a tiny RANDOM-weight model (a code-path demo). Same arguments and --seed give identical frames.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--image", default=None, help="conditioning image file (default: the bundled sample image)")
-    a("--model", default=None, help="diffusers SVD folder or hub id (default: bundled tiny random-weight model)")
+    a("--model", default=None, help="diffusers SVD folder, hub id, zoo name (toy-svd) or tiny (default: toy-svd + its TDD student LoRA)")
     a("--lora", default=None, help="TDD LoRA .safetensors for this base (refused if made for another base)")
     a("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
     a("--fuse", action="store_true", help="fuse the LoRA into the UNet (faster; disables --teacher-refine)")

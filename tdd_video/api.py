@@ -48,11 +48,36 @@ def default_model_dir() -> Path:
     return folder
 
 
+ZOO_NOTE = ("default model: the bundled toy zoo (toy-svd, a tiny SVD-architecture teacher trained here on "
+            "synthetic 32x32 clips) with its TDD 4-step student LoRA. Pass --model <diffusers folder or hub id> "
+            "for real results")
+
+
 def resolve_model(model) -> tuple[str, bool]:
-    """(model path or hub id, is_default_tiny)."""
+    """(model path or hub id, is_default_tiny).
+
+    None/'' → the zoo's trained toy teacher (``toy-svd``) when it is installed, else the tiny
+    random-weight model; 'tiny' → the tiny random-weight model; a zoo name → its folder;
+    anything else (folder or hub id) passes through."""
+    from tdd_video import zoo
     if model is None or model == "":
+        if zoo.is_zoo_name(zoo.DEFAULT_SVD):
+            return str(zoo.zoo_path(zoo.DEFAULT_SVD)), False
         return str(default_model_dir()), True
+    if model == "tiny":
+        return str(default_model_dir()), True
+    if zoo.is_zoo_name(str(model)):
+        return str(zoo.zoo_path(str(model))), False
     return str(model), False
+
+
+def default_lora(model, lora):
+    """The LoRA to apply: the caller's, or — when no model was named — the zoo's shipped TDD student."""
+    if lora is not None or model not in (None, ""):
+        return lora
+    from tdd_video import zoo
+    path = zoo.default_student_lora()
+    return None if path is None or not zoo.is_zoo_name(zoo.DEFAULT_SVD) else str(path)
 
 
 def parse_dtype(dtype) -> torch.dtype:

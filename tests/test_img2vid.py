@@ -24,7 +24,7 @@ def cache(tmp_path_factory, monkeypatch):
 
 
 def fast(tmp_path, **kw):
-    base = dict(steps=2, frames=2, progress=False, out=str(tmp_path / "out.gif"))
+    base = dict(model="tiny", steps=2, frames=2, progress=False, out=str(tmp_path / "out.gif"))
     base.update(kw)
     return Img2VidSettings(**base)
 
@@ -48,6 +48,19 @@ def test_default_render_is_deterministic_and_creates_output_folder(tmp_path):
     assert len(list((tmp_path / "frames").glob("*.png"))) == 2
     c = render_img2vid(fast(tmp_path, steps=4, eta=0.3, seed=1))
     assert frame_hash(a.frames) != frame_hash(c.frames)
+
+
+def test_default_is_the_zoo_student(tmp_path):
+    """No --model: the trained toy teacher with its shipped TDD LoRA; `--model toy-svd` is the bare teacher."""
+    from tdd_video import zoo
+    if not zoo.is_zoo_name(zoo.DEFAULT_SVD) or zoo.default_student_lora() is None:
+        pytest.skip("toy zoo weights not installed")
+    a = render_img2vid(fast(tmp_path, model=None, frames=None, steps=4))
+    assert any("toy zoo" in n for n in a.notes)
+    assert a.stats.unet_passes == 4 and a.frames.shape == (8, 3, 32, 32)
+    teacher = render_img2vid(fast(tmp_path, model="toy-svd", frames=None, steps=4))
+    assert not any("toy zoo" in n for n in teacher.notes)
+    assert frame_hash(a.frames) != frame_hash(teacher.frames)   # the student LoRA is really applied
 
 
 @pytest.mark.parametrize("kw,key", [(dict(steps=0), "steps"), (dict(eta=1.0), "eta"), (dict(eta=-0.5), "eta"),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from tdd_video.api import default_lora
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.sampling.refine import RefineSettings
 from tdd_video.sampling.sample import ClipSettings, SamplingStats, make_scheduler, sample
@@ -75,13 +76,13 @@ class Img2VidSettings:
                 check_range(key, getattr(self, key), 0.0, None)
         if self.teacher_refine is not None:
             check_range("teacher_refine", self.teacher_refine, 0.0, 1.0)
-            if self.lora is None:
+            if self.lora is None and default_lora(self.model, None) is None:
                 raise ConfigError("teacher_refine", "Distillation++ needs --lora: the teacher is the base model with "
                                                     "the LoRA student disabled")
             if self.fuse:
                 raise ConfigError("teacher_refine", "cannot refine with a fused LoRA: the teacher is the base with "
                                                     "the adapter disabled; drop --fuse")
-        if self.fuse and self.lora is None:
+        if self.fuse and self.lora is None and default_lora(self.model, None) is None:
             raise ConfigError("fuse", "--fuse needs --lora")
         suffix = Path(self.out).suffix.lower()
         if suffix and suffix not in VIDEO_OUT:
@@ -117,7 +118,7 @@ def default_size(family, image) -> tuple[int, int]:
 
 def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     """Run one image-to-video render (see module docstring); `log` receives progress lines."""
-    from tdd_video.api import TINY_NOTE, load_img2vid, parse_dtype, resolve_model
+    from tdd_video.api import TINY_NOTE, ZOO_NOTE, default_lora, load_img2vid, parse_dtype, resolve_model
     from tdd_video.data.video_io import write_video
     from tdd_video.families.svd import SVDFamily
     from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image, round_size
@@ -136,10 +137,12 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
 
     image, img_notes = load_image(s.image)                       # fail fast on a bad image, before the model
     model, is_tiny = resolve_model(s.model)
-    if is_tiny:
-        notes.append(TINY_NOTE)
-        log("note: " + TINY_NOTE)
-    pipe = load_img2vid(model, lora=s.lora, lora_scale=s.lora_scale, fuse=s.fuse, steps=s.steps, dtype=dtype,
+    lora_file = default_lora(s.model, s.lora)
+    default_note = TINY_NOTE if is_tiny else ZOO_NOTE if s.model in (None, "") else None
+    if default_note:
+        notes.append(default_note)
+        log("note: " + default_note)
+    pipe = load_img2vid(model, lora=lora_file, lora_scale=s.lora_scale, fuse=s.fuse, steps=s.steps, dtype=dtype,
                         device=s.device, eta=s.eta, schedule=s.schedule)
     family = SVDFamily.from_pipeline(pipe, device=s.device)
     stage("load")

@@ -71,6 +71,15 @@ def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
                                          f"zoo models available: {listing}")
 
 
+DEFAULT_STUDENT = "tdd-4step"
+
+
+def default_student_lora(teacher: str = DEFAULT_SVD, student: str = DEFAULT_STUDENT) -> Path | None:
+    """The shipped TDD student LoRA of a zoo teacher (``<teacher>/students/<student>/*.safetensors``), or None."""
+    path = ZOO_DIR / teacher / "students" / student / "pytorch_lora_weights.safetensors"
+    return path if path.is_file() else None
+
+
 def model_card(name: str) -> str:
     """Text of a zoo entry's MODEL_CARD.md."""
     path = resolve_model(name)
