@@ -124,18 +124,13 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
 
 
 def _fused_plain_unet(unet) -> None:
-    """Merge every LoRA adapter into its base layer and remove the PEFT wrappers, in place."""
+    """Merge every active LoRA adapter into its base layer and remove the PEFT wrappers, in place."""
     from peft.tuners.lora import LoraLayer
-    for name, module in list(unet.named_modules()):
-        if isinstance(module, LoraLayer):
-            if not module.merged:
-                module.merge(adapter_names=list(module.active_adapters))
-            parent_name, _, child = name.rpartition(".")
-            parent = unet.get_submodule(parent_name) if parent_name else unet
-            setattr(parent, child, module.get_base_layer())
-    for attr in ("peft_config", "_hf_peft_config_loaded"):
-        if attr in unet.__dict__:
-            delattr(unet, attr)
+    from tdd_video.lora import unwrap_peft
+    for module in unet.modules():
+        if isinstance(module, LoraLayer) and not module.merged:
+            module.merge(adapter_names=list(module.active_adapters))
+    unwrap_peft(unet)
 
 
 def export_pipeline(pipe, folder) -> Path:

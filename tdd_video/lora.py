@@ -359,6 +359,12 @@ def fuse_lora(unet: nn.Module, name: str = "student", scale: float = 1.0) -> nn.
         if name in layer.lora_A:
             layer.set_scale(name, scale)
             layer.merge(adapter_names=[name])
+    return unwrap_peft(unet)
+
+
+def unwrap_peft(unet: nn.Module) -> nn.Module:
+    """Replace every peft LoRA wrapper by its base layer (merged weights stay; unmerged adapters are
+    dropped) and forget the peft config, in place: the result is a plain diffusers module."""
     wrapped = [(n, m) for n, m in unet.named_modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")]
     for n, m in wrapped:
         parent_name, _, child = n.rpartition(".")
