@@ -25,11 +25,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "toy" / "tdd_
 
 def main(argv=None) -> int:
     """Run the shared training CLI with the toy SDXL recipe as the default config."""
-    _cli.DEFAULT_CONFIG = DEFAULT_CONFIG
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
-    return _cli.main(argv)
+    return _cli.main(argv, default_config=DEFAULT_CONFIG)
 
 
 if __name__ == "__main__":

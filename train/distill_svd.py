@@ -21,14 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "toy" / "tdd_svd_tiny.yaml"
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, default_config: Path = DEFAULT_CONFIG):
     p = argparse.ArgumentParser(
         description="Target-Driven Distillation (TDD) of SVD / SDXL into a few-step student. "
                     "Runs as plain python (single process), under `deepspeed` (ZeRO, see configs/deepspeed/) "
                     "or under `accelerate launch`.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", default=None,
-                   help=f"YAML recipe (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[2])}, the tiny "
+                   help=f"YAML recipe (default: {default_config.relative_to(default_config.parents[2])}, the toy "
                         "CPU recipe)")
     p.add_argument("--dry-run", action="store_true", help="validate, print the resolved config and exit")
     p.add_argument("--resume", default=None, help="'auto' (latest checkpoint in run.output_dir) or a checkpoint folder")
@@ -37,15 +37,16 @@ def parse_args(argv=None):
     return p.parse_intermixed_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, default_config: Path = DEFAULT_CONFIG) -> int:
+    """Run the training CLI; `default_config` is the recipe used when --config is not given."""
+    args = parse_args(argv, default_config)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     from tdd_video.engine.config import load_config
     from tdd_video.errors import ConfigError
     overrides = list(args.overrides) + ([f"run.resume={args.resume}"] if args.resume else [])
     try:
-        cfg = load_config(args.config or DEFAULT_CONFIG, overrides)
+        cfg = load_config(args.config or default_config, overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
