@@ -117,3 +117,13 @@ def test_losses_by_hand():
     assert distill_loss("huber", torch.zeros(3, 2), torch.zeros(3, 2), reduce=False).shape == (3,)
     with pytest.raises(ConfigError, match="loss"):
         distill_loss("l1", p, t)
+
+
+def test_guidance_weights_video_ramp_and_image_scalar():
+    from tdd_video.core import guidance_weights
+    lo, hi = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 2.0])
+    w, a, b = guidance_weights(lo, hi, torch.zeros(2, 5, 4, 2, 2))
+    assert w.shape == (2, 5, 1, 1, 1) and torch.equal(a, lo)
+    torch.testing.assert_close(w[0, :, 0, 0, 0], torch.linspace(1, 3, 5))
+    w, a, b = guidance_weights(lo, hi, torch.zeros(2, 4, 8, 8))
+    assert w.shape == (2, 1, 1, 1) and torch.equal(w.flatten(), hi) and torch.equal(a, hi)

@@ -2,7 +2,7 @@
 from tdd_video.core.clipping import clip_x0, clip_x0_dynamic, clip_x0_static
 from tdd_video.core.grid import (TargetSample, grid_u, nonuniform_schedule_indices, schedule_indices,
                                  select_targets, source_density, tau_table, validate_tdd_params)
-from tdd_video.core.guidance import cfg, framewise_scale, null_mask, sample_guidance_range, where_null
+from tdd_video.core.guidance import cfg, framewise_scale, guidance_weights, null_mask, sample_guidance_range, where_null
 from tdd_video.core.jump import add_noise, ddim_jump, jump, renoise
 from tdd_video.core.losses import distill_loss, l2_loss, pseudo_huber_loss
 from tdd_video.core.schedules import EDMSchedule, VPSchedule, make_schedule, scaled_linear_alphas_cumprod

@@ -29,6 +29,16 @@ def framewise_scale(w_min, w_max, num_frames: int, ndim: int = 5) -> Tensor:
     return w.reshape(w.shape[0], num_frames, *([1] * (ndim - 2)))
 
 
+def guidance_weights(w_min: Tensor, w_max: Tensor, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-sample guidance weights shaped for x0: video [B, F, ...] gets the frame-wise ramp
+    linspace(w_min, w_max, F); an image [B, C, H, W] gets w_max. Returns (w, w_min, w_max), with
+    w_min := w_max for images so logs show the weight actually used."""
+    b = x0.shape[0]
+    if x0.ndim == 5:
+        return framewise_scale(w_min, w_max, x0.shape[1], ndim=5).to(x0.device), w_min, w_max
+    return w_max.reshape(b, *([1] * (x0.ndim - 1))).to(x0.device), w_max, w_max
+
+
 def sample_guidance_range(batch: int, w_min_range, w_max_range, generator=None) -> tuple[Tensor, Tensor]:
     """Draw per-sample (w_min, w_max) uniformly from [lo, hi] ranges (a single number = fixed). [B] each."""
     def draw(r):

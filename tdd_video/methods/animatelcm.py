@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tdd_video.core import add_noise, cfg as cfg_combine, distill_loss, framewise_scale, jump
+from tdd_video.core import add_noise, cfg as cfg_combine, distill_loss, framewise_scale, guidance_weights, jump
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
 from tdd_video.sampling.animatelcm import animatelcm_grid_u
@@ -77,12 +77,7 @@ class AnimateLCM(DistillMethod):
         b = x0.shape[0]
         w_min = _choose(self.cfg.guidance_min_choices, b, generator)
         w_max = _choose(self.cfg.guidance_max_choices, b, generator)
-        if x0.ndim == 5:
-            w = framewise_scale(w_min, w_max, x0.shape[1], ndim=5)
-        else:
-            w_min = w_max
-            w = w_max.reshape(b, *([1] * (x0.ndim - 1)))
-        return w.to(x0.device), w_min, w_max
+        return guidance_weights(w_min, w_max, x0)
 
     def training_step(self, x0: Tensor, cond, nets: NetworkRoles,
                       generator: torch.Generator | None = None) -> StepOutput:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tdd_video.core import (cfg as cfg_combine, distill_loss, framewise_scale, jump, add_noise, null_mask,
+from tdd_video.core import (cfg as cfg_combine, distill_loss, guidance_weights, jump, add_noise, null_mask,
                             sample_guidance_range, select_targets, source_density, validate_tdd_params)
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
@@ -93,12 +93,7 @@ class TDD(DistillMethod):
         """(w broadcastable to x0, w_min [B], w_max [B]). Video [B, F, ...]: frame-wise; image: scalar."""
         b = x0.shape[0]
         w_min, w_max = sample_guidance_range(b, self.cfg.guidance_min_range, self.cfg.guidance_max_range, generator)
-        if x0.ndim == 5:
-            w = framewise_scale(w_min, w_max, x0.shape[1], ndim=5)
-        else:
-            w_min = w_max
-            w = w_max.reshape(b, *([1] * (x0.ndim - 1)))
-        return w.to(x0.device), w_min, w_max
+        return guidance_weights(w_min, w_max, x0)
 
     def guided_teacher(self, teacher, x: Tensor, u: Tensor, cond, null, w: Tensor | None) -> Tensor:
         """x0_ψ = x0_ψ(∅) + w·(x0_ψ(c) − x0_ψ(∅)) from ONE batched forward on [∅; c] (2B).
