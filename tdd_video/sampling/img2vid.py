@@ -8,7 +8,6 @@ diffusers pipeline uses.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from tdd_video.api import default_lora
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.sampling.refine import RefineSettings
-from tdd_video.sampling.sample import ClipSettings, SamplingStats, make_scheduler, sample
+from tdd_video.sampling.sample import ClipSettings, SamplingStats, StageTimer, make_scheduler, sample
 
 VIDEO_OUT = (".mp4", ".gif")
 
@@ -125,15 +124,8 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     s.validate()
     dtype = parse_dtype(s.dtype)
     notes: list[str] = []
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def stage(name):
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
-        log(f"[{name}] {timings[name]:.2f} s")
+    stage = StageTimer(log)
+    timings = stage.timings
 
     image, img_notes = load_image(s.image)                       # fail fast on a bad image, before the model
     model, is_tiny = resolve_model(s.model)

@@ -40,6 +40,22 @@ class ClipSettings:
     quantile: float = 0.995
 
 
+class StageTimer:
+    """Wall time per named stage of a render: call ``timer(name)`` when a stage ends; the time since the
+    previous call is stored in ``timer.timings[name]`` and reported through ``log``."""
+
+    def __init__(self, log=lambda msg: None):
+        self._now, self._log = time.perf_counter, log
+        self.timings: dict[str, float] = {}
+        self._clock = self._now()
+
+    def __call__(self, name: str) -> None:
+        now = self._now()
+        self.timings[name] = now - self._clock
+        self._clock = now
+        self._log(f"[{name}] {self.timings[name]:.2f} s")
+
+
 @dataclass
 class SamplingStats:
     """What a sampling run cost: UNet passes (per-sample-batch evaluations), forward calls, wall time."""

@@ -13,7 +13,6 @@ exactly what the student was trained with for its unconditional branch); a text 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.sampling.refine import RefineSettings
-from tdd_video.sampling.sample import ClipSettings, SamplingStats, make_scheduler, sample
+from tdd_video.sampling.sample import ClipSettings, SamplingStats, StageTimer, make_scheduler, sample
 
 DEFAULT_ZOO = "toy-sdxl"
 STUDENT_LORA = Path("students") / "tdd" / "pytorch_lora_weights.safetensors"
@@ -169,15 +168,8 @@ def load_txt2img_family(model: str, lora: str | None, *, lora_scale: float = 1.0
 def render_txt2img(s: Txt2ImgSettings, log=lambda msg: None, family=None) -> Txt2ImgResult:
     """Run one text-to-image render (see module docstring); `log` receives progress lines."""
     s.validate()
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def stage(name):
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
-        log(f"[{name}] {timings[name]:.2f} s")
+    stage = StageTimer(log)
+    timings = stage.timings
 
     model, lora, notes = resolve_txt2img_model(s.model, s.lora)
     for n in notes:
