@@ -62,11 +62,15 @@ class FailureStats:
         return self.failed / max(1, self.attempts)
 
 
-class VideoClipDataset(Dataset):
-    """Map-style dataset of clips; index it with SampleKey(index, epoch) (or a plain int = epoch 0)."""
+class SkippingDataset(Dataset):
+    """Records grouped in aspect buckets; a sample that fails to load with one of `skip_errors` is
+    replaced by a seeded random record of the same bucket (up to MAX_ATTEMPTS), and the failure is
+    counted by the subclass's `_record_failure`. Subclasses implement `load(index, rng)`.
+    Index with SampleKey(index, epoch) (or a plain int = epoch 0)."""
 
-    def __init__(self, records: list[VideoRecord], cfg: VideoDataConfig, seed: int = 0,
-                 bucket_of: list[int] | None = None):
+    skip_errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self, records: list, cfg, seed: int = 0, bucket_of: list[int] | None = None):
         self.records, self.cfg, self.seed = records, cfg, int(seed)
         self.sizes = cfg.sizes()
         self.bucket_of = bucket_of if bucket_of is not None else [0] * len(records)
@@ -74,17 +78,9 @@ class VideoClipDataset(Dataset):
         for i, b in enumerate(self.bucket_of):
             self.members.setdefault(b, []).append(i)
         self.stats = FailureStats()
-        self._bad: dict[str, str] = {}
-        self._pool: ReaderPool | None = None
 
     def __len__(self) -> int:
         return len(self.records)
-
-    @property
-    def pool(self) -> ReaderPool:
-        if self._pool is None:  # created lazily: one pool per worker process
-            self._pool = ReaderPool(self.cfg.reader, self.cfg.reader_cache_size, self.cfg.reader_threads)
-        return self._pool
 
     def __getitem__(self, key) -> dict:
         index, epoch = (key.index, key.epoch) if isinstance(key, SampleKey) else (int(key), 0)
@@ -96,14 +92,30 @@ class VideoClipDataset(Dataset):
                 candidate = same_bucket[int(rng.integers(0, len(same_bucket)))]
             self.stats.attempts += 1
             try:
-                item = self.load(candidate, rng)
-            except (VideoReadError, ClipTooShort) as e:
+                return self.load(candidate, rng)
+            except self.skip_errors as e:
                 self._record_failure(self.records[candidate], e)
-                continue
-            return item
         raise DataFailureError(f"{MAX_ATTEMPTS} attempts in a row failed for sample {index}; "
                                f"failures so far: {dict(self.stats.failures)}; e.g. "
                                f"{list(self.stats.examples.items())[:3]}")
+
+
+class VideoClipDataset(SkippingDataset):
+    """Map-style dataset of clips; index it with SampleKey(index, epoch) (or a plain int = epoch 0)."""
+
+    skip_errors = (VideoReadError, ClipTooShort)
+
+    def __init__(self, records: list[VideoRecord], cfg: VideoDataConfig, seed: int = 0,
+                 bucket_of: list[int] | None = None):
+        super().__init__(records, cfg, seed, bucket_of)
+        self._bad: dict[str, str] = {}
+        self._pool: ReaderPool | None = None
+
+    @property
+    def pool(self) -> ReaderPool:
+        if self._pool is None:  # created lazily: one pool per worker process
+            self._pool = ReaderPool(self.cfg.reader, self.cfg.reader_cache_size, self.cfg.reader_threads)
+        return self._pool
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
         """Load one clip of record ``index`` (raises VideoReadError / ClipTooShort)."""

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from tdd_video.data.dataset import MAX_ATTEMPTS, DataFailureError, FailureStats, collate
-from tdd_video.data.sampler import SampleKey, ShardedBatchSampler, VideoLoader
+from tdd_video.data.dataset import DataFailureError, SkippingDataset, collate
+from tdd_video.data.sampler import ShardedBatchSampler, VideoLoader
 from tdd_video.data.transforms import crop_offsets, nearest_bucket, resize_crop
 from tdd_video.errors import ConfigError, check_range
 
@@ -188,24 +187,17 @@ def resize_crop_image(img: np.ndarray, height: int, width: int, train: bool, rng
     return pixels, (top, left)
 
 
-class ImageTextDataset(Dataset):
+class ImageTextDataset(SkippingDataset):
     """Map-style dataset of image-text pairs; index with SampleKey(index, epoch) (or an int = epoch 0)."""
+
+    skip_errors = (ImageReadError,)
 
     def __init__(self, records: list[ImageRecord], cfg: ImageDataConfig, seed: int = 0,
                  bucket_of: list[int] | None = None):
         from tdd_video.data.webdataset import ShardReader
-        self.records, self.cfg, self.seed = records, cfg, int(seed)
-        self.sizes = cfg.sizes()
-        self.bucket_of = bucket_of if bucket_of is not None else [0] * len(records)
-        self.members: dict[int, list[int]] = {}
-        for i, b in enumerate(self.bucket_of):
-            self.members.setdefault(b, []).append(i)
-        self.stats = FailureStats()
+        super().__init__(records, cfg, seed, bucket_of)
         self._bad: dict[str, tuple[str, str]] = {}
         self.shards = ShardReader(cfg.shard_cache_size)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def read(self, rec: ImageRecord) -> np.ndarray:
         if rec.path in self._bad:                 # known bad: fail fast with the same reason and kind
@@ -233,22 +225,6 @@ class ImageTextDataset(Dataset):
         return {"pixel_values": pixels, "original_size": torch.tensor([h, w]),
                 "crop_coords": torch.tensor([top, left]), "target_size": torch.tensor([height, width]),
                 "caption": rec.caption, "path": rec.path}
-
-    def __getitem__(self, key) -> dict:
-        index, epoch = (key.index, key.epoch) if isinstance(key, SampleKey) else (int(key), 0)
-        candidate = index
-        for attempt in range(MAX_ATTEMPTS):
-            rng = np.random.default_rng([self.seed, epoch, index, attempt])
-            if attempt > 0:
-                same = self.members[self.bucket_of[index]]
-                candidate = same[int(rng.integers(0, len(same)))]
-            self.stats.attempts += 1
-            try:
-                return self.load(candidate, rng)
-            except ImageReadError as e:
-                self._record_failure(self.records[candidate], e)
-        raise DataFailureError(f"{MAX_ATTEMPTS} attempts in a row failed for sample {index}; failures so far: "
-                               f"{dict(self.stats.failures)}; e.g. {list(self.stats.examples.items())[:3]}")
 
     def _record_failure(self, rec: ImageRecord, error: ImageReadError) -> None:
         s, cfg = self.stats, self.cfg
