@@ -19,6 +19,19 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SYNTHETIC = ("synthetic",)
 
 
+def check_init_unet(cfg) -> None:
+    """Fail before any model loads when stage 2's `trainable.init_unet` does not exist yet."""
+    path = cfg.trainable.init_unet
+    if path is None:
+        return
+    from tdd_video.unet_checkpoint import CheckpointError, resolve_checkpoint_file
+    try:
+        resolve_checkpoint_file(path)
+    except (CheckpointError, FileNotFoundError, OSError) as e:
+        raise ConfigError("trainable.init_unet", f"{path!r}: {e} (run the earlier stage first; its trained UNet "
+                                                 f"is <run>/export/unet)") from None
+
+
 def build_family(cfg, backend, run_dir: Path):
     """The model family of `cfg.model`, on the backend's device."""
     from tdd_video.families import load_family

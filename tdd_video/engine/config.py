@@ -51,12 +51,20 @@ class TrainableConfig:
     lora_alpha: typing.Optional[float] = None   # None = rank (scale 1)
     lora_preset: str = "attn"               # tdd_video.lora preset of target modules
     gradient_checkpointing: bool = False
+    # Staged training (AnimateLCM's spatial → temporal): a full UNet state dict (.safetensors/.bin or a
+    # diffusers UNet folder, e.g. stage 1's <run>/export/unet) loaded strictly into the STUDENT after
+    # the frozen teacher copy is made — the teacher stays the base. Only for spatial | temporal | full.
+    init_unet: typing.Optional[str] = None
 
     def validate(self, p: str) -> None:
         _choice(f"{p}.kind", self.kind, ("lora", "spatial", "temporal", "full"))
         check_range(f"{p}.lora_rank", self.lora_rank, 1, 4096)
         if self.lora_alpha is not None:
             check_range(f"{p}.lora_alpha", self.lora_alpha, 0.0, None, lo_open=True)
+        if self.init_unet is not None and self.kind == "lora":
+            raise ConfigError(f"{p}.init_unet", "a LoRA student shares the base with the teacher, so a different "
+                                                "student UNet would also change the teacher; use kind spatial, "
+                                                "temporal or full (the teacher is then a frozen copy of the base)")
 
 
 @dataclass

@@ -8,6 +8,11 @@ Layouts (`trainable.kind`):
   ``spatial_res_block``) or temporal (``temporal_transformer_blocks``, ``temporal_res_block``,
   ``time_mixer``, ``time_pos_embed``) parts of the SVD UNet; the teacher is a frozen copy.
 * ``full``: every UNet weight trains; the teacher is a frozen copy.
+
+Staged training (AnimateLCM: spatial blocks first, then temporal blocks): stage 2 passes
+``init_unet`` = stage 1's trained UNet (its ``export/unet`` folder or a state-dict file). The frozen
+teacher copy is taken from the base BEFORE that UNet is loaded (strictly) into the student, so
+stage 2's student starts from stage 1 while its teacher stays the original model.
 """
 from __future__ import annotations
 
@@ -53,18 +58,25 @@ class Trainables:
     """Sets requires_grad per layout, owns the optional EMA, and implements NetworkRoles."""
 
     def __init__(self, family, kind: str = "lora", *, lora_rank: int = 64, lora_alpha: float | None = None,
-                 lora_preset: str = "attn", gradient_checkpointing: bool = False, ema_decay: float = 0.0):
+                 lora_preset: str = "attn", gradient_checkpointing: bool = False, ema_decay: float = 0.0,
+                 init_unet: str | None = None):
         self.family, self.kind = family, kind
         self.module: nn.Module = family.unet
         self.module.requires_grad_(False)
         self.teacher_module: nn.Module | None = None
         self.lora_rank, self.lora_alpha = lora_rank, (lora_alpha if lora_alpha is not None else float(lora_rank))
         if kind == "lora":
+            if init_unet is not None:
+                raise ConfigError("trainable.init_unet", "not with a LoRA student (it shares the base with the "
+                                                         "teacher); use kind spatial, temporal or full")
             _lora_api().add_lora(self.module, STUDENT, rank=lora_rank, alpha=self.lora_alpha, preset=lora_preset)
             for n, p in self.module.named_parameters():
                 p.requires_grad_(f".{STUDENT}." in f".{n}." or n.endswith(f".{STUDENT}"))
         else:
             self.teacher_module = copy.deepcopy(self.module).requires_grad_(False).eval()
+            if init_unet is not None:       # staged training: the student starts from an earlier stage
+                from tdd_video.unet_checkpoint import load_unet_checkpoint
+                load_unet_checkpoint(self.module, init_unet, strict=True)
             for n, p in self.module.named_parameters():
                 p.requires_grad_(kind == "full" or bool((SPATIAL_RE if kind == "spatial" else TEMPORAL_RE).search(n)))
         if not any(p.requires_grad for p in self.module.parameters()):

@@ -116,12 +116,14 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
     seed_everything(cfg.run.seed * 1000 + backend.rank)
-    from tdd_video.engine.build import build_family, build_loader
+    from tdd_video.engine.build import build_family, build_loader, check_init_unet
+    check_init_unet(cfg)
     family = family if family is not None else build_family(cfg, backend, run_dir)
     t = cfg.trainable
     method = build_method(cfg.method_name, cfg.method, family)
     trainables = Trainables(family, t.kind, lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_preset=t.lora_preset,
-                            gradient_checkpointing=t.gradient_checkpointing, ema_decay=method.target_ema)
+                            gradient_checkpointing=t.gradient_checkpointing, ema_decay=method.target_ema,
+                            init_unet=t.init_unet)
     backend.setup(trainables)
     loader = loader if loader is not None else build_loader(cfg, backend, run_dir)
     generator = torch.Generator().manual_seed(cfg.run.seed * 1000 + backend.rank + 1)
@@ -155,7 +157,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
                 if validator is None and cfg.validation.every > 0 and backend.is_main and not zero3:
                     from tdd_video.engine.validation import Validator
                     validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
-                                          getattr(cfg.method, "num_grid", 250))
+                                          getattr(cfg.method, "num_grid", 250), method=method)
                 with backend.autocast():
                     out = method.training_step(x0, cond, trainables, generator)
                 bad = backend.all_reduce_max(torch.tensor([0.0 if torch.isfinite(out.loss.detach()) else 1.0],

@@ -2,9 +2,10 @@
 
 The conditioning batch is taken once, at the start of training, from the first `num_images`
 samples of the data (inference conditioning: `train=False`, so SVD uses σ_aug = 0.02). Renders
-use the student (LoRA on / trained weights) with the TDD sampler of tdd_video.sampling when it
-provides `sample`, else the same algorithm written here from tdd_video.core (SPEC §5): DDIM jumps
-on S_K with γ-sampling re-noise. Files: <run>/validation/step_000100/k4_seed0_img0.gif (or .mp4).
+use the student (LoRA on / trained weights) with the sampler of the method being trained: a method
+with its own sampler provides `render_sample` (AnimateLCM: its multistep sampler, SPEC §8); TDD
+uses tdd_video.sampling.sample on the shared base, else the same algorithm written here from
+tdd_video.core (SPEC §5): DDIM jumps on S_K with γ-sampling re-noise. Files: <run>/validation/step_000100/k4_seed0_img0.gif (or .mp4).
 """
 from __future__ import annotations
 
@@ -52,8 +53,10 @@ def _sampler():
 class Validator:
     """Renders the student every `cfg.every` steps on rank 0."""
 
-    def __init__(self, cfg, family, batch: dict, latent_shape: tuple[int, ...], run_dir: Path, num_grid: int):
+    def __init__(self, cfg, family, batch: dict, latent_shape: tuple[int, ...], run_dir: Path, num_grid: int,
+                 method=None):
         self.cfg, self.family, self.run_dir, self.num_grid = cfg, family, Path(run_dir), num_grid
+        self.render_sample = getattr(method, "render_sample", None)   # the method's own sampler, if any
         n = min(cfg.num_images, latent_shape[0])
         small = {k: (v[:n] if hasattr(v, "__getitem__") and not isinstance(v, str) else v) for k, v in batch.items()}
         gen = torch.Generator().manual_seed(0)
@@ -75,7 +78,10 @@ class Validator:
                 for seed in self.cfg.seeds:
                     gen = torch.Generator().manual_seed(seed)
                     sample = _sampler()
-                    if sample is not None and unet is self.family.unet:
+                    if self.render_sample is not None:
+                        lat = self.render_sample(self.cond, self.null, self.shape, k, guidance=self.cfg.guidance,
+                                                 unet=unet, generator=gen)
+                    elif sample is not None and unet is self.family.unet:
                         lat = sample(self.family, self.cond, self.null, steps=k, eta=self.cfg.eta,
                                      guidance=float(self.cfg.guidance), generator=gen, shape=self.shape,
                                      progress=False)
