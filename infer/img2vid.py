@@ -6,6 +6,8 @@
       --lora tdd_svd.safetensors --steps 4 --out out.mp4 --device cuda --dtype bf16
   python infer/img2vid.py --image in.png --model DIR --lora L.safetensors --teacher-refine 0.05 --refine-steps 1
   python infer/img2vid.py --model DIR --lora L.safetensors --fuse --export-pipeline svd-tdd-4step
+  python infer/img2vid.py --image in.png --model stabilityai/stable-video-diffusion-img2vid-xt-1-1 \
+      --unet AnimateLCM-SVD-xt-1.1.safetensors --sampler animatelcm --steps 4 --guidance-min 1 --guidance-max 1.2
 
 Without --model the bundled toy zoo is used: the trained toy teacher `toy-svd` (32x32, 8 frames) with
 its shipped TDD 4-step student LoRA. `--model toy-svd` alone is the teacher without the student;
@@ -41,10 +43,17 @@ def parse_args(argv=None):
     a("--image", default=None, help="conditioning image file (default: the bundled sample image)")
     a("--model", default=None, help="diffusers SVD folder, hub id, zoo name (toy-svd) or tiny (default: toy-svd + its TDD student LoRA)")
     a("--lora", default=None, help="TDD LoRA .safetensors for this base (refused if made for another base)")
+    a("--unet", default=None, metavar="FILE",
+      help="full UNet state dict for the base (.safetensors/.bin, or a diffusers UNet folder such as a training "
+           "run's export/unet), loaded strictly — e.g. the released AnimateLCM-SVD-xt-1.1.safetensors")
+    a("--sampler", choices=["tdd", "animatelcm"], default="tdd",
+      help="tdd (default) or animatelcm: AnimateLCM's multistep sampler for AnimateLCM students "
+           "(--eta, --schedule, --clip-x0 and --teacher-refine apply to the TDD sampler)")
     a("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
     a("--fuse", action="store_true", help="fuse the LoRA into the UNet (faster; disables --teacher-refine)")
     a("--steps", type=int, default=4, help="sampling steps K (default 4)")
-    a("--eta", type=float, default=0.3, help="γ-sampling η in [0, 1): re-noise fraction per step (default 0.3)")
+    a("--eta", type=float, default=None, help="γ-sampling η in [0, 1): re-noise fraction per step (default 0.3; "
+                                                "TDD sampler only)")
     a("--schedule", choices=["equidistant", "tdd-nonuniform"], default="equidistant",
       help="timestep schedule: S_K, or short hops early / long hops late (both on the training set)")
     a("--guidance", type=float, default=1.0, help="CFG scale on the student; 1 = one UNet pass per step (default)")
@@ -79,11 +88,15 @@ def main(argv=None) -> int:
     from tdd_video.errors import ConfigError
     from tdd_video.sampling.img2vid import Img2VidSettings, render_img2vid
     from tdd_video.sampling.sample import ClipSettings
+    if args.sampler == "animatelcm" and args.eta is not None:
+        print("error: eta: --eta is the TDD sampler's γ; the AnimateLCM sampler re-noises fully (SPEC §8)",
+              file=sys.stderr)
+        return 2
     clip = args.clip_x0 or ClipSettings()
     clip.steps = args.clip_steps if clip.mode != "none" else 0
     settings = Img2VidSettings(
-        image=args.image, model=args.model, lora=args.lora, lora_scale=args.lora_scale, fuse=args.fuse,
-        steps=args.steps, eta=args.eta, schedule=args.schedule, guidance=args.guidance,
+        image=args.image, model=args.model, lora=args.lora, unet=args.unet, sampler=args.sampler,
+        lora_scale=args.lora_scale, fuse=args.fuse, steps=args.steps, eta=0.3 if args.eta is None else args.eta, schedule=args.schedule, guidance=args.guidance,
         guidance_min=args.guidance_min, guidance_max=args.guidance_max, clip=clip, frames=args.frames,
         fps=args.fps, motion_bucket=args.motion_bucket, noise_aug=args.noise_aug, height=args.height,
         width=args.width, seed=args.seed, decode_chunk=args.decode_chunk, device=args.device, dtype=args.dtype,

@@ -101,11 +101,14 @@ def apply_lora(unet, path, scale: float = 1.0, fuse: bool = False):
 
 
 def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = False, steps: int = 4,
-                 dtype="fp32", device="cpu", eta: float = 0.3, schedule: str = "equidistant", **scheduler_kwargs):
+                 dtype="fp32", device="cpu", eta: float = 0.3, schedule: str = "equidistant", unet=None,
+                 sampler: str = "tdd", **scheduler_kwargs):
     """A StableVideoDiffusionPipeline with the TDD student (base + LoRA) and the TDDScheduler.
 
-    model: diffusers folder or hub id (None: the tiny random default). `steps` is set on the
-    scheduler (call the pipeline with ``num_inference_steps=steps``)."""
+    model: diffusers folder, hub id or zoo name (None: the zoo teacher). unet: a full UNet state dict
+    (e.g. AnimateLCM-SVD-xt-1.1.safetensors) loaded strictly into the base's UNet before any LoRA.
+    sampler "animatelcm" installs the AnimateLCMScheduler (SPEC §8) instead of the TDDScheduler.
+    `steps` is set on the scheduler (call the pipeline with ``num_inference_steps=steps``)."""
     from diffusers import StableVideoDiffusionPipeline
     from tdd_video.families import check_model_folder
     from tdd_video.families.svd import SVD_COMPONENTS
@@ -116,9 +119,20 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
         pipe = StableVideoDiffusionPipeline.from_pretrained(path, dtype=parse_dtype(dtype))
     except (OSError, ValueError) as e:
         raise ConfigError("model", f"could not load SVD pipeline {path!r}: {e}") from e
+    if unet is not None:
+        from tdd_video.unet_checkpoint import CheckpointError, load_unet_checkpoint
+        try:
+            load_unet_checkpoint(pipe.unet, unet, strict=True)
+        except CheckpointError as e:
+            raise ConfigError("unet", str(e)) from None
     if lora is not None:
         apply_lora(pipe.unet, lora, lora_scale, fuse)
-    pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config, eta=eta, schedule=schedule, **scheduler_kwargs)
+    if sampler == "animatelcm":
+        from tdd_video.sampling.animatelcm import AnimateLCMScheduler
+        pipe.scheduler = AnimateLCMScheduler.from_config(pipe.scheduler.config, **scheduler_kwargs)
+    else:
+        pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config, eta=eta, schedule=schedule,
+                                                  **scheduler_kwargs)
     pipe.scheduler.set_timesteps(steps)
     return pipe.to(device)
 
@@ -134,16 +148,18 @@ def _fused_plain_unet(unet) -> None:
 
 
 def export_pipeline(pipe, folder) -> Path:
-    """Save a ready-to-use diffusers folder: base + fused LoRA (in place on `pipe.unet`) + TDD scheduler.
+    """Save a ready-to-use diffusers folder: base + fused LoRA (in place on `pipe.unet`) + the few-step
+    scheduler (TDDScheduler, or the AnimateLCMScheduler when the pipe has it).
 
     model_index.json names diffusers' EulerDiscreteScheduler so plain diffusers loads the folder
-    without tdd_video; ``scheduler/scheduler_config.json`` holds the TDD settings:
+    without tdd_video; ``scheduler/scheduler_config.json`` holds the few-step sampler's settings:
         pipe = StableVideoDiffusionPipeline.from_pretrained(folder)
         pipe.scheduler = TDDScheduler.from_pretrained(folder, subfolder="scheduler")"""
-    from tdd_video.sampling import TDDScheduler
+    from tdd_video.sampling import AnimateLCMScheduler, TDDScheduler
     folder = Path(folder)
-    if not isinstance(pipe.scheduler, TDDScheduler):
+    if not isinstance(pipe.scheduler, (TDDScheduler, AnimateLCMScheduler)):
         pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config)
+    sched_name = type(pipe.scheduler).__name__
     _fused_plain_unet(pipe.unet)
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -153,11 +169,11 @@ def export_pipeline(pipe, folder) -> Path:
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     steps = pipe.scheduler.num_inference_steps
     (folder / "README.md").write_text(
-        "# TDD few-step image-to-video pipeline (exported by tdd_video)\n\n"
-        "Base model with the TDD LoRA fused into the UNet; `scheduler/` holds the TDD sampler settings.\n\n"
-        "```python\nfrom diffusers import StableVideoDiffusionPipeline\nfrom tdd_video.sampling import TDDScheduler\n\n"
+        "# Few-step image-to-video pipeline (exported by tdd_video)\n\n"
+        f"Base model with the student fused into the UNet; `scheduler/` holds the {sched_name} settings.\n\n"
+        f"```python\nfrom diffusers import StableVideoDiffusionPipeline\nfrom tdd_video.sampling import {sched_name}\n\n"
         f"pipe = StableVideoDiffusionPipeline.from_pretrained(\"{folder.name}\")\n"
-        f"pipe.scheduler = TDDScheduler.from_pretrained(\"{folder.name}\", subfolder=\"scheduler\")\n"
+        f"pipe.scheduler = {sched_name}.from_pretrained(\"{folder.name}\", subfolder=\"scheduler\")\n"
         f"frames = pipe(image, num_inference_steps={steps}, min_guidance_scale=1.0, max_guidance_scale=1.0).frames[0]\n"
         "```\n")
     return folder

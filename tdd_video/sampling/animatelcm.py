@@ -89,6 +89,15 @@ class AnimateLCMScheduler(SchedulerMixin, ConfigMixin):
         self._own_generator = True
         self.set_timesteps(4)
 
+    @classmethod
+    def for_schedule(cls, schedule: EDMSchedule, **kwargs) -> "AnimateLCMScheduler":
+        """The scheduler on a family's EDM schedule (same σ range, ρ and σ_data)."""
+        if not isinstance(schedule, EDMSchedule):
+            raise ConfigError("sampler", f"the AnimateLCM sampler needs an EDM (σ) schedule like SVD's, "
+                                         f"got {type(schedule).__name__}")
+        return cls(sigma_min=schedule.sigma_min, sigma_max=schedule.sigma_max, rho=schedule.rho,
+                   sigma_data=schedule.sigma_data, **kwargs)
+
     # -- diffusers interface -------------------------------------------------------------------
     @property
     def init_noise_sigma(self) -> float:

@@ -1,5 +1,9 @@
 """Image-to-video rendering with a TDD student: what ``python infer/img2vid.py`` runs.
 
+The sampler is TDD's (SPEC §5–7) or, with ``sampler="animatelcm"``, AnimateLCM's multistep sampler
+(SPEC §8) — e.g. for the released AnimateLCM-SVD-xt-1.1 UNet given as ``unet=`` (loaded strictly
+into the base's UNet; no LoRA is applied on top of it unless one is named).
+
 Stages (each timed): load model (+ LoRA), prepare image, encode conditioning, denoise (the family
 sampling loop, SPEC §5–7), decode, write. Same settings and seed → identical frames: every random
 draw (noise augmentation of the conditioning frame, starting noise, γ-sampling and Distillation++
@@ -19,6 +23,7 @@ from tdd_video.sampling.refine import RefineSettings
 from tdd_video.sampling.sample import ClipSettings, SamplingStats, StageTimer, make_scheduler, sample
 
 VIDEO_OUT = (".mp4", ".gif")
+SAMPLERS = ("tdd", "animatelcm")
 
 
 @dataclass
@@ -28,6 +33,8 @@ class Img2VidSettings:
     image: str | None = None
     model: str | None = None
     lora: str | None = None
+    unet: str | None = None           # full UNet state dict (e.g. AnimateLCM-SVD-xt-1.1.safetensors) for the base
+    sampler: str = "tdd"              # tdd | animatelcm (SPEC §8 multistep; eta/schedule/clip do not apply)
     lora_scale: float = 1.0
     fuse: bool = False
     steps: int = 4
@@ -56,6 +63,19 @@ class Img2VidSettings:
     def validate(self) -> None:
         """Every bad value → ConfigError naming the flag and the allowed range (before any model loads)."""
         check_range("steps", self.steps, 1, 250)
+        if self.sampler not in SAMPLERS:
+            raise ConfigError("sampler", f"got {self.sampler!r}, allowed values are {', '.join(SAMPLERS)}")
+        if self.sampler == "animatelcm":
+            from tdd_video.sampling.animatelcm import ANIMATELCM_NUM_GRID
+            check_range("steps", self.steps, 1, ANIMATELCM_NUM_GRID)
+            if self.schedule != "equidistant":
+                raise ConfigError("schedule", "the AnimateLCM sampler has its own grid (SPEC §8); "
+                                              "--schedule applies to the TDD sampler")
+            if self.clip.mode != "none":
+                raise ConfigError("clip", "x0 clipping is part of the TDD sampler; drop --clip-x0 with --sampler animatelcm")
+        if self.unet is not None and self.teacher_refine is not None:
+            raise ConfigError("teacher_refine", "Distillation++ uses the base UNet with the LoRA disabled as the "
+                                                "teacher; with --unet the base UNet is replaced, so there is no teacher")
         check_range("eta", self.eta, 0.0, 1.0, hi_open=True)
         check_range("fps", self.fps, 1, None)
         check_range("motion_bucket", self.motion_bucket, 0, 1023)
@@ -75,19 +95,23 @@ class Img2VidSettings:
                 check_range(key, getattr(self, key), 0.0, None)
         if self.teacher_refine is not None:
             check_range("teacher_refine", self.teacher_refine, 0.0, 1.0)
-            if self.lora is None and default_lora(self.model, None) is None:
+            if self.lora is None and self.default_lora() is None:
                 raise ConfigError("teacher_refine", "Distillation++ needs --lora: the teacher is the base model with "
                                                     "the LoRA student disabled")
             if self.fuse:
                 raise ConfigError("teacher_refine", "cannot refine with a fused LoRA: the teacher is the base with "
                                                     "the adapter disabled; drop --fuse")
-        if self.fuse and self.lora is None and default_lora(self.model, None) is None:
+        if self.fuse and self.lora is None and self.default_lora() is None:
             raise ConfigError("fuse", "--fuse needs --lora")
         suffix = Path(self.out).suffix.lower()
         if suffix and suffix not in VIDEO_OUT:
             raise ConfigError("out", f"got {self.out!r}; write .mp4, .gif, or a folder (no suffix) of PNG frames")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("device", f"got {self.device!r} but CUDA is not available here; use --device cpu")
+
+    def default_lora(self) -> str | None:
+        """The LoRA to apply: --lora, else the zoo student when no model was named — but never on top of --unet."""
+        return self.lora if self.unet is not None else default_lora(self.model, self.lora)
 
     @property
     def guidance_value(self):
@@ -117,7 +141,7 @@ def default_size(family, image) -> tuple[int, int]:
 
 def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     """Run one image-to-video render (see module docstring); `log` receives progress lines."""
-    from tdd_video.api import TINY_NOTE, ZOO_NOTE, default_lora, load_img2vid, parse_dtype, resolve_model
+    from tdd_video.api import TINY_NOTE, ZOO_NOTE, load_img2vid, parse_dtype, resolve_model
     from tdd_video.data.video_io import write_video
     from tdd_video.families.svd import SVDFamily
     from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image, round_size
@@ -129,13 +153,13 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
 
     image, img_notes = load_image(s.image)                       # fail fast on a bad image, before the model
     model, is_tiny = resolve_model(s.model)
-    lora_file = default_lora(s.model, s.lora)
+    lora_file = s.default_lora()
     default_note = TINY_NOTE if is_tiny else ZOO_NOTE if s.model in (None, "") else None
     if default_note:
         notes.append(default_note)
         log("note: " + default_note)
-    pipe = load_img2vid(model, lora=lora_file, lora_scale=s.lora_scale, fuse=s.fuse, steps=s.steps, dtype=dtype,
-                        device=s.device, eta=s.eta, schedule=s.schedule)
+    pipe = load_img2vid(model, lora=lora_file, unet=s.unet, lora_scale=s.lora_scale, fuse=s.fuse, steps=s.steps,
+                        dtype=dtype, device=s.device, eta=s.eta, schedule=s.schedule, sampler=s.sampler)
     family = SVDFamily.from_pipeline(pipe, device=s.device)
     stage("load")
     height, width = default_size(family, image)
@@ -155,7 +179,11 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     refine = None
     if s.teacher_refine is not None and s.refine_steps > 0:
         refine = RefineSettings(strength=s.teacher_refine, steps=s.refine_steps)
-    sched = make_scheduler(family, eta=s.eta, schedule=s.schedule, clip=s.clip)
+    if s.sampler == "animatelcm":
+        from tdd_video.sampling.animatelcm import AnimateLCMScheduler
+        sched = AnimateLCMScheduler.for_schedule(family.schedule)
+    else:
+        sched = make_scheduler(family, eta=s.eta, schedule=s.schedule, clip=s.clip)
     stats = SamplingStats()
     latents = sample(family, cond, steps=s.steps, guidance=s.guidance_value, refine=refine, generator=generator,
                      shape=family.latent_shape(1, frames, height, width), progress=s.progress, stats=stats,
