@@ -18,11 +18,14 @@ Batch contract (what data loaders hand to ``encode_conditioning``), per family:
 """
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
+
+from tdd_video.errors import ConfigError
 
 Tensor = torch.Tensor
 
@@ -59,7 +62,7 @@ class Conditioning:
 
 
 class Family(ABC):
-    """A model family adapter. Concrete: SVDFamily (EDM), SDXLFamily (VP)."""
+    """A model family adapter. Concrete: SVDFamily (EDM), SDXLFamily (VP), via DiffusersFamily."""
 
     name: str
     schedule: object          # tdd_video.core.EDMSchedule | VPSchedule
@@ -89,3 +92,78 @@ class Family(ABC):
 
         x: noisy latents [B, ...]; u: [B] on the shared time axis (float64); returns float32 x0
         of x's shape. u = 0 returns x exactly. `unet` overrides self.unet (e.g. a frozen teacher copy)."""
+
+    def denoise_cfg(self, x: Tensor, u, cond: Conditioning, scale, null: Conditioning | None = None,
+                    unet: nn.Module | None = None) -> Tensor:
+        """Guided x0 = x0(∅) + w·(x0(c) − x0(∅)) with ONE batched forward of 2B ([∅; c]) — SPEC §4.
+
+        scale: number, or weights broadcastable to x (e.g. per frame: core.framewise_scale);
+        scale == 1 is a single unguided forward. null defaults to ``null_conditioning(cond)``."""
+        from tdd_video.core.guidance import cfg
+        if isinstance(scale, (int, float)) and scale == 1:
+            return self.denoise(x, u, cond, unet)
+        null = self.null_conditioning(cond) if null is None else null
+        b = x.shape[0]
+        u = torch.as_tensor(u, dtype=torch.float64, device=x.device).reshape(-1).expand(b)
+        both = self.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet)
+        return cfg(both[:b], both[b:], scale)
+
+
+def place_modules(components: dict, keys: tuple[str, ...], dtype: torch.dtype, device) -> dict:
+    """Move the nn.Modules ``components[k]`` for k in `keys` to `device` (and `dtype` unless float32), in place."""
+    for k in keys:
+        components[k].to(device)
+        if dtype != torch.float32:
+            components[k].to(dtype)
+    return components
+
+
+class DiffusersFamily(Family):
+    """A family backed by one diffusers pipeline class: shared loading and VAE/UNet properties.
+
+    Subclasses set ``name``, ``components`` (the pipeline's component subfolders) and
+    ``pipeline_class`` (the diffusers class name), and implement ``from_pipeline``."""
+
+    components: tuple[str, ...]
+    pipeline_class: str
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id, dtype: torch.dtype = torch.float32, device="cpu",
+                        variant: str | None = None, **kwargs) -> "DiffusersFamily":
+        """Load a diffusers pipeline folder or hub id of this family (the real loading path).
+
+        A local folder is checked for every component subfolder first; a load failure is a
+        ConfigError on key 'model' naming the folder / hub id."""
+        from tdd_video.families import check_model_folder
+        if path_or_hub_id is None:
+            raise ConfigError("model", f"no model given for family {cls.name!r} (a diffusers folder or hub id)")
+        check_model_folder(path_or_hub_id, cls.components, cls.name)
+        pipeline_cls = getattr(importlib.import_module("diffusers"), cls.pipeline_class)
+        try:
+            pipe = pipeline_cls.from_pretrained(str(path_or_hub_id), dtype=dtype, variant=variant, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ConfigError("model", f"could not load {cls.name.upper()} pipeline {str(path_or_hub_id)!r}: {e}") from e
+        return cls.from_pipeline(pipe, device=device)
+
+    @classmethod
+    @abstractmethod
+    def from_pipeline(cls, pipe, device="cpu") -> "DiffusersFamily":
+        """This family around the modules of a loaded diffusers pipeline (moved to `device`)."""
+
+    @staticmethod
+    def default_scheduler(scheduler, scheduler_config: dict):
+        """`scheduler`, or the Euler scheduler the stock pipeline ships with when None."""
+        from diffusers import EulerDiscreteScheduler
+        return scheduler or EulerDiscreteScheduler.from_config(scheduler_config)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device

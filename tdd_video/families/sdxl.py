@@ -13,10 +13,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from tdd_video.core.guidance import cfg
 from tdd_video.core.schedules import VPSchedule
 from tdd_video.errors import ConfigError
-from tdd_video.families.base import Conditioning, Family
+from tdd_video.families.base import Conditioning, DiffusersFamily, place_modules
 
 Tensor = torch.Tensor
 SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
@@ -40,11 +39,12 @@ def _sizes(batch: dict, key: str, b: int, default) -> Tensor:
     return t
 
 
-class SDXLFamily(Family):
+class SDXLFamily(DiffusersFamily):
     """SDXL adapter: owns unet, vae, both text encoders/tokenizers and the VP schedule."""
 
     name = "sdxl"
     components = SDXL_COMPONENTS
+    pipeline_class = "StableDiffusionXLPipeline"
 
     def __init__(self, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.Module,
                  tokenizer, tokenizer_2, scheduler_config: dict | None = None):
@@ -66,21 +66,6 @@ class SDXLFamily(Family):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, path_or_hub_id, dtype: torch.dtype = torch.float32, device="cpu",
-                        variant: str | None = None, **kwargs) -> "SDXLFamily":
-        """Load a diffusers StableDiffusionXLPipeline folder or hub id (the real loading path)."""
-        from diffusers import StableDiffusionXLPipeline
-        from tdd_video.families import check_model_folder
-        if path_or_hub_id is None:
-            raise ConfigError("model", "no model given for family 'sdxl' (a diffusers folder or hub id)")
-        check_model_folder(path_or_hub_id, SDXL_COMPONENTS, "sdxl")
-        try:
-            pipe = StableDiffusionXLPipeline.from_pretrained(str(path_or_hub_id), dtype=dtype, variant=variant, **kwargs)
-        except (OSError, ValueError) as e:
-            raise ConfigError("model", f"could not load SDXL pipeline {str(path_or_hub_id)!r}: {e}") from e
-        return cls.from_pipeline(pipe, device=device)
-
-    @classmethod
     def from_pipeline(cls, pipe, device="cpu") -> "SDXLFamily":
         pipe.to(device)
         return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.tokenizer, pipe.tokenizer_2,
@@ -91,26 +76,11 @@ class SDXLFamily(Family):
         """Tiny random-weight SDXL built in memory (tests/demo only; see families/tiny.py)."""
         from tdd_video.families.tiny import tiny_sdxl_components
         c = tiny_sdxl_components(seed)
-        for k in ("unet", "vae", "text_encoder", "text_encoder_2"):
-            c[k].to(device)
-            if dtype != torch.float32:
-                c[k].to(dtype)
+        place_modules(c, ("unet", "vae", "text_encoder", "text_encoder_2"), dtype, device)
         return cls(c["unet"], c["vae"], c["text_encoder"], c["text_encoder_2"], c["tokenizer"], c["tokenizer_2"],
                    dict(c["scheduler"].config))
 
     # ------------------------------------------------------------------ properties
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
     def latent_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
         f = self.vae_scale_factor
         return (batch, int(self.unet.config.in_channels), height // f, width // f)
@@ -201,21 +171,10 @@ class SDXLFamily(Family):
             x0 = out
         return torch.where((t >= 0).view(-1, 1, 1, 1), x0, x32)
 
-    def denoise_cfg(self, x: Tensor, u, cond: SDXLConditioning, scale, null: SDXLConditioning | None = None,
-                    unet: nn.Module | None = None) -> Tensor:
-        """Guided x0 = x0(∅) + w·(x0(c) − x0(∅)) with ONE batched forward of 2B ([∅; c]) — SPEC §4."""
-        if isinstance(scale, (int, float)) and scale == 1:
-            return self.denoise(x, u, cond, unet)
-        null = self.null_conditioning(cond) if null is None else null
-        b = x.shape[0]
-        u = torch.as_tensor(u, dtype=torch.float64, device=x.device).reshape(-1).expand(b)
-        both = self.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet)
-        return cfg(both[:b], both[b:], scale)
-
     def pipeline(self, scheduler=None):
         """A StableDiffusionXLPipeline sharing this family's modules (force_zeros_for_empty_prompt=True)."""
-        from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-        scheduler = scheduler or EulerDiscreteScheduler.from_config(self.scheduler_config)
+        from diffusers import StableDiffusionXLPipeline
+        scheduler = self.default_scheduler(scheduler, self.scheduler_config)
         return StableDiffusionXLPipeline(vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,
                                          tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=self.unet,
                                          scheduler=scheduler, force_zeros_for_empty_prompt=True)

@@ -13,10 +13,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from tdd_video.core.guidance import cfg
 from tdd_video.core.schedules import EDMSchedule
 from tdd_video.errors import ConfigError
-from tdd_video.families.base import Conditioning, Family
+from tdd_video.families.base import Conditioning, DiffusersFamily, place_modules
 
 Tensor = torch.Tensor
 SVD_COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "scheduler")
@@ -39,11 +38,12 @@ def _per_sample(value, batch: int, name: str, dtype=torch.float32) -> Tensor:
     return t
 
 
-class SVDFamily(Family):
+class SVDFamily(DiffusersFamily):
     """SVD / SVD-xt adapter: owns unet, vae, image_encoder, feature_extractor and the EDM schedule."""
 
     name = "svd"
     components = SVD_COMPONENTS
+    pipeline_class = "StableVideoDiffusionPipeline"
 
     def __init__(self, unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, feature_extractor,
                  scheduler_config: dict | None = None):
@@ -57,22 +57,6 @@ class SVDFamily(Family):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, path_or_hub_id, dtype: torch.dtype = torch.float32, device="cpu",
-                        variant: str | None = None, **kwargs) -> "SVDFamily":
-        """Load a diffusers StableVideoDiffusionPipeline folder or hub id (the real loading path)."""
-        from diffusers import StableVideoDiffusionPipeline
-        from tdd_video.families import check_model_folder
-        if path_or_hub_id is None:
-            raise ConfigError("model", "no model given for family 'svd' (a diffusers folder or hub id)")
-        check_model_folder(path_or_hub_id, SVD_COMPONENTS, "svd")
-        try:
-            pipe = StableVideoDiffusionPipeline.from_pretrained(str(path_or_hub_id), dtype=dtype,
-                                                                variant=variant, **kwargs)
-        except (OSError, ValueError) as e:
-            raise ConfigError("model", f"could not load SVD pipeline {str(path_or_hub_id)!r}: {e}") from e
-        return cls.from_pipeline(pipe, device=device)
-
-    @classmethod
     def from_pipeline(cls, pipe, device="cpu") -> "SVDFamily":
         pipe.to(device)
         return cls(pipe.unet, pipe.vae, pipe.image_encoder, pipe.feature_extractor, dict(pipe.scheduler.config))
@@ -82,28 +66,13 @@ class SVDFamily(Family):
         """Tiny random-weight SVD built in memory (tests/demo only; see families/tiny.py)."""
         from tdd_video.families.tiny import tiny_svd_components
         c = tiny_svd_components(seed, num_frames)
-        for k in ("unet", "vae", "image_encoder"):
-            c[k].to(device)
-            if dtype != torch.float32:
-                c[k].to(dtype)
+        place_modules(c, ("unet", "vae", "image_encoder"), dtype, device)
         return cls(c["unet"], c["vae"], c["image_encoder"], c["feature_extractor"], dict(c["scheduler"].config))
 
     # ------------------------------------------------------------------ properties
     @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
     def num_frames(self) -> int:
         return int(self.unet.config.num_frames)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
 
     def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
         """Shape [B, F, C, H/f, W/f] of the video latents for a pixel size."""
@@ -224,22 +193,9 @@ class SVDFamily(Family):
         x0 = c_skip.view(view) * x32 + c_out.view(view) * out
         return torch.where((sigma > 0).view(view), x0, x32)
 
-    def denoise_cfg(self, x: Tensor, u, cond: SVDConditioning, scale, null: SVDConditioning | None = None,
-                    unet: nn.Module | None = None) -> Tensor:
-        """Guided x0 = x0(∅) + w·(x0(c) − x0(∅)) with ONE batched forward of 2B ([∅; c]) — SPEC §4.
-
-        scale: number, or per-frame weights broadcastable to x (e.g. core.framewise_scale)."""
-        if isinstance(scale, (int, float)) and scale == 1:
-            return self.denoise(x, u, cond, unet)
-        null = self.null_conditioning(cond) if null is None else null
-        b = x.shape[0]
-        u = torch.as_tensor(u, dtype=torch.float64, device=x.device).reshape(-1).expand(b)
-        both = self.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet)
-        return cfg(both[:b], both[b:], scale)
-
     def pipeline(self, scheduler=None):
         """A StableVideoDiffusionPipeline sharing this family's modules (default: the Euler scheduler)."""
-        from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
-        scheduler = scheduler or EulerDiscreteScheduler.from_config(self.scheduler_config)
+        from diffusers import StableVideoDiffusionPipeline
+        scheduler = self.default_scheduler(scheduler, self.scheduler_config)
         return StableVideoDiffusionPipeline(vae=self.vae, image_encoder=self.image_encoder, unet=self.unet,
                                             scheduler=scheduler, feature_extractor=self.feature_extractor)
