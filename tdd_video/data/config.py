@@ -2,7 +2,8 @@
 
 Build it from a dict (e.g. the YAML ``data:`` mapping) with ``VideoDataConfig.from_dict(d)``,
 which rejects unknown keys by name; ``validate()`` raises ConfigError naming the key and its
-allowed range or values.
+allowed range or values. ``DataConfig`` (and ``check_choice`` / ``check_size``) hold what it
+shares with the image section, ``tdd_video.data.images.ImageDataConfig``.
 """
 from __future__ import annotations
 
@@ -16,8 +17,75 @@ SHORT_POLICIES = ("skip", "reduce_stride")
 EVAL_STARTS = ("center", "zero")
 
 
+def check_choice(key: str, value, allowed) -> None:
+    """Raise ConfigError on `key` unless `value` is one of `allowed` (listed in the message)."""
+    if value not in allowed:
+        raise ConfigError(key, f"got {value!r}, allowed values are {list(allowed)}")
+
+
+def check_size(key: str, value, what: str | None = None) -> None:
+    """A pixel size: in [8, 8192] and a multiple of 8 (the VAE factor); `what` is shown instead of value."""
+    check_range(key, value, 8, 8192)
+    if int(value) % 8:
+        raise ConfigError(key, f"got {value if what is None else what}, must be a multiple of 8 (the VAE factor)")
+
+
+class DataConfig:
+    """What the video and the image ``data:`` sections share: dict round trip, target sizes and the
+    checks of the keys both have (sizes/buckets, latent cache, loader settings).
+
+    Subclasses are dataclasses with the fields height, width, buckets, use_cache, cache_dir,
+    batch_size, num_workers, prefetch_factor, max_failure_fraction and failure_check_after."""
+
+    @classmethod
+    def from_dict(cls, d: dict | None):
+        """Construct from a mapping; unknown keys raise ConfigError naming them."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"data.{key}", f"unknown key; known keys: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """Target sizes (h, w): the buckets, or the single (height, width)."""
+        if self.buckets:
+            return [(int(h), int(w)) for h, w in self.buckets]
+        return [(int(self.height), int(self.width))]
+
+    def check_sizes(self) -> None:
+        """data.height / data.width, and data.buckets (null, or a non-empty list of [h, w] pairs)."""
+        for key in ("height", "width"):
+            check_size(f"data.{key}", getattr(self, key))
+        if self.buckets is None:
+            return
+        if not isinstance(self.buckets, (list, tuple)) or not self.buckets:
+            raise ConfigError("data.buckets", "must be a non-empty list of [height, width] pairs or null")
+        for i, pair in enumerate(self.buckets):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ConfigError(f"data.buckets[{i}]", f"must be [height, width], got {pair!r}")
+            for v in pair:
+                check_size(f"data.buckets[{i}]", v, what=repr(pair))
+
+    def check_cache(self, how: str = "") -> None:
+        """data.cache_dir is required with data.use_cache; `how` tells how to build one."""
+        if self.use_cache and not self.cache_dir:
+            raise ConfigError("data.cache_dir", "required when data.use_cache is true" + (f" ({how})" if how else ""))
+
+    def check_loader(self) -> None:
+        """Batch size, worker settings and the failure budget shared by the video and image loaders."""
+        check_range("data.batch_size", self.batch_size, 1, 100000)
+        check_range("data.num_workers", self.num_workers, 0, 256)
+        check_range("data.prefetch_factor", self.prefetch_factor, 1, 64)
+        check_range("data.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
+        check_range("data.failure_check_after", self.failure_check_after, 1, 10**9)
+
+
 @dataclass
-class VideoDataConfig:
+class VideoDataConfig(DataConfig):
     """Video clip data settings. Sizes are (height, width) in pixels."""
 
     source: str = "auto"                 # auto | folder | manifest (CSV/JSONL) | webvid (CSV)
@@ -50,39 +118,15 @@ class VideoDataConfig:
     cache_dir: str = ""
     extensions: list[str] = field(default_factory=lambda: [".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".m4v"])
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "VideoDataConfig":
-        """Construct from a mapping; unknown keys raise ConfigError naming them."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"data.{key}", f"unknown key; known keys: {', '.join(sorted(known))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def sizes(self) -> list[tuple[int, int]]:
-        """Target sizes (h, w): the buckets, or the single (height, width)."""
-        if self.buckets:
-            return [(int(h), int(w)) for h, w in self.buckets]
-        return [(int(self.height), int(self.width))]
-
     def validate(self) -> "VideoDataConfig":
         """Raise ConfigError for the first bad value (key named, allowed range given)."""
-        def one_of(key, value, allowed):
-            if value not in allowed:
-                raise ConfigError(f"data.{key}", f"got {value!r}, allowed values are {list(allowed)}")
-
-        one_of("source", self.source, SOURCE_KINDS)
-        one_of("reader", self.reader, READERS)
-        one_of("short_policy", self.short_policy, SHORT_POLICIES)
-        one_of("eval_start", self.eval_start, EVAL_STARTS)
+        check_choice("data.source", self.source, SOURCE_KINDS)
+        check_choice("data.reader", self.reader, READERS)
+        check_choice("data.short_policy", self.short_policy, SHORT_POLICIES)
+        check_choice("data.eval_start", self.eval_start, EVAL_STARTS)
         # an empty data.path is allowed here (the trainer maps "" / "synthetic" to generated clips);
         # build_video_dataset refuses it.
-        if self.use_cache and not self.cache_dir:
-            raise ConfigError("data.cache_dir", "required when data.use_cache is true")
+        self.check_cache()
         check_range("data.num_frames", self.num_frames, 1, 1024)
         if (self.target_fps is None) == (self.stride is None):
             raise ConfigError("data.target_fps", "set exactly one of data.target_fps and data.stride "
@@ -92,28 +136,10 @@ class VideoDataConfig:
         if self.stride is not None:
             check_range("data.stride", self.stride, 1, 1000)
         check_range("data.min_stride", self.min_stride, 1, 1000)
-        for key in ("height", "width"):
-            value = getattr(self, key)
-            check_range(f"data.{key}", value, 8, 8192)
-            if value % 8:
-                raise ConfigError(f"data.{key}", f"got {value}, must be a multiple of 8 (the VAE factor)")
-        if self.buckets is not None:
-            if not isinstance(self.buckets, (list, tuple)) or not self.buckets:
-                raise ConfigError("data.buckets", "must be a non-empty list of [height, width] pairs or null")
-            for i, pair in enumerate(self.buckets):
-                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                    raise ConfigError(f"data.buckets[{i}]", f"must be [height, width], got {pair!r}")
-                for v in pair:
-                    check_range(f"data.buckets[{i}]", v, 8, 8192)
-                    if int(v) % 8:
-                        raise ConfigError(f"data.buckets[{i}]", f"got {pair!r}, sizes must be multiples of 8")
-        check_range("data.batch_size", self.batch_size, 1, 100000)
-        check_range("data.num_workers", self.num_workers, 0, 256)
-        check_range("data.prefetch_factor", self.prefetch_factor, 1, 64)
+        self.check_sizes()
+        self.check_loader()
         check_range("data.reader_cache_size", self.reader_cache_size, 1, 1024)
         check_range("data.reader_threads", self.reader_threads, 0, 256)
-        check_range("data.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
-        check_range("data.failure_check_after", self.failure_check_after, 1, 10**9)
         check_range("data.default_motion_bucket_id", self.default_motion_bucket_id, 0, 1023)
         if self.default_fps is not None:
             check_range("data.default_fps", self.default_fps, 0, 1000, lo_open=True)

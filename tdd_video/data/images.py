@@ -27,12 +27,13 @@ import copy
 import io
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tdd_video.data.config import DataConfig, check_choice
 from tdd_video.data.dataset import DataFailureError, SkippingDataset, collate
 from tdd_video.data.sampler import ShardedBatchSampler, VideoLoader
 from tdd_video.data.transforms import crop_offsets, nearest_bucket, resize_crop
@@ -44,7 +45,7 @@ SOURCES = ("auto", "folder", "manifest", "webdataset")
 
 
 @dataclass
-class ImageDataConfig:
+class ImageDataConfig(DataConfig):
     """The ``data:`` section of an image (SDXL) recipe. Sizes are (height, width) in pixels."""
 
     source: str = "auto"                 # auto | folder | manifest | webdataset
@@ -68,42 +69,14 @@ class ImageDataConfig:
     synthetic_num: int = 512             # path: synthetic → this many toy captioned images (seeded by run.seed)
     extensions: list = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ImageDataConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"data.{key}", f"unknown key; known keys: {', '.join(sorted(known))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def sizes(self) -> list[tuple[int, int]]:
-        if self.buckets:
-            return [(int(h), int(w)) for h, w in self.buckets]
-        return [(int(self.height), int(self.width))]
-
     def validate(self) -> "ImageDataConfig":
-        if self.source not in SOURCES:
-            raise ConfigError("data.source", f"got {self.source!r}, allowed values are {list(SOURCES)}")
-        for i, (h, w) in enumerate(self.sizes()):
-            for key, v in (("height", h), ("width", w)):
-                name = f"data.buckets[{i}]" if self.buckets else f"data.{key}"
-                check_range(name, v, 8, 8192)
-                if v % 8:
-                    raise ConfigError(name, f"got {v}, must be a multiple of 8 (the VAE factor)")
-        if self.use_cache and not self.cache_dir:
-            raise ConfigError("data.cache_dir", "required when data.use_cache is true "
-                                                "(build one with `python -m tdd_video.data.image_cache`)")
+        """Raise ConfigError for the first bad value (key named, allowed range given)."""
+        check_choice("data.source", self.source, SOURCES)
+        self.check_sizes()
+        self.check_cache("build one with `python -m tdd_video.data.image_cache`")
         check_range("data.min_side", self.min_side, 0, 100000)
-        check_range("data.batch_size", self.batch_size, 1, 100000)
-        check_range("data.num_workers", self.num_workers, 0, 256)
-        check_range("data.prefetch_factor", self.prefetch_factor, 1, 64)
+        self.check_loader()
         check_range("data.shard_cache_size", self.shard_cache_size, 1, 1024)
-        check_range("data.max_failure_fraction", self.max_failure_fraction, 0.0, 1.0)
-        check_range("data.failure_check_after", self.failure_check_after, 1, 10**9)
         check_range("data.synthetic_num", self.synthetic_num, 1, 10**7)
         return self
 
