@@ -12,57 +12,40 @@ diffusers pipeline uses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tdd_video.api import default_lora
 from tdd_video.errors import ConfigError, check_range
-from tdd_video.sampling.refine import RefineSettings
-from tdd_video.sampling.sample import ClipSettings, SamplingStats, StageTimer, make_scheduler, sample
+from tdd_video.render_common import RenderSettings
+from tdd_video.sampling.sample import SamplingStats, StageTimer, make_scheduler, sample
 
 VIDEO_OUT = (".mp4", ".gif")
 SAMPLERS = ("tdd", "animatelcm")
 
 
 @dataclass
-class Img2VidSettings:
-    """All knobs of one render. None means 'the model's default' (frames, size)."""
+class Img2VidSettings(RenderSettings):
+    """All knobs of one render (the shared ones: RenderSettings). None means 'the model's default' (frames, size)."""
 
     image: str | None = None
-    model: str | None = None
-    lora: str | None = None
     unet: str | None = None           # full UNet state dict (e.g. AnimateLCM-SVD-xt-1.1.safetensors) for the base
     sampler: str = "tdd"              # tdd | animatelcm (SPEC §8 multistep; eta/schedule/clip do not apply)
-    lora_scale: float = 1.0
-    fuse: bool = False
-    steps: int = 4
-    eta: float = 0.3
-    schedule: str = "equidistant"
-    guidance: float = 1.0
     guidance_min: float | None = None
     guidance_max: float | None = None
-    clip: ClipSettings = field(default_factory=ClipSettings)
     frames: int | None = None
     fps: int = 7
     motion_bucket: int = 127
     noise_aug: float = 0.02
-    height: int | None = None
-    width: int | None = None
-    seed: int = 0
     decode_chunk: int | None = None
-    device: str = "cpu"
-    dtype: str = "fp32"
     out: str = "outputs/img2vid.mp4"
-    teacher_refine: float | None = None
-    refine_steps: int = 1
     export_pipeline: str | None = None
-    progress: bool = True
 
     def validate(self) -> None:
         """Every bad value → ConfigError naming the flag and the allowed range (before any model loads)."""
-        check_range("steps", self.steps, 1, 250)
+        self.check_shared()
         if self.sampler not in SAMPLERS:
             raise ConfigError("sampler", f"got {self.sampler!r}, allowed values are {', '.join(SAMPLERS)}")
         if self.sampler == "animatelcm":
@@ -76,12 +59,9 @@ class Img2VidSettings:
         if self.unet is not None and self.teacher_refine is not None:
             raise ConfigError("teacher_refine", "Distillation++ uses the base UNet with the LoRA disabled as the "
                                                 "teacher; with --unet the base UNet is replaced, so there is no teacher")
-        check_range("eta", self.eta, 0.0, 1.0, hi_open=True)
         check_range("fps", self.fps, 1, None)
         check_range("motion_bucket", self.motion_bucket, 0, 1023)
         check_range("noise_aug", self.noise_aug, 0.0, None)
-        check_range("lora_scale", self.lora_scale, 0.0, None)
-        check_range("refine_steps", self.refine_steps, 0, None)
         if self.frames is not None:
             check_range("frames", self.frames, 1, None)
         if self.decode_chunk is not None:
@@ -90,24 +70,17 @@ class Img2VidSettings:
             raise ConfigError("guidance", "use either --guidance G or --guidance-min/--guidance-max, not both")
         if (self.guidance_min is None) != (self.guidance_max is None):
             raise ConfigError("guidance_min", "give both --guidance-min and --guidance-max (frame-wise), or --guidance")
-        for key in ("guidance", "guidance_min", "guidance_max"):
+        for key in ("guidance_min", "guidance_max"):
             if getattr(self, key) is not None:
                 check_range(key, getattr(self, key), 0.0, None)
-        if self.teacher_refine is not None:
-            check_range("teacher_refine", self.teacher_refine, 0.0, 1.0)
-            if self.lora is None and self.default_lora() is None:
-                raise ConfigError("teacher_refine", "Distillation++ needs --lora: the teacher is the base model with "
-                                                    "the LoRA student disabled")
-            if self.fuse:
-                raise ConfigError("teacher_refine", "cannot refine with a fused LoRA: the teacher is the base with "
-                                                    "the adapter disabled; drop --fuse")
+        if self.teacher_refine is not None and self.lora is None and self.default_lora() is None:
+            raise ConfigError("teacher_refine", "Distillation++ needs --lora: the teacher is the base model with "
+                                                "the LoRA student disabled")
         if self.fuse and self.lora is None and self.default_lora() is None:
             raise ConfigError("fuse", "--fuse needs --lora")
         suffix = Path(self.out).suffix.lower()
         if suffix and suffix not in VIDEO_OUT:
             raise ConfigError("out", f"got {self.out!r}; write .mp4, .gif, or a folder (no suffix) of PNG frames")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device", f"got {self.device!r} but CUDA is not available here; use --device cpu")
 
     def default_lora(self) -> str | None:
         """The LoRA to apply: --lora, else the zoo student when no model was named — but never on top of --unet."""
@@ -176,9 +149,7 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
                                       train=False, noise_aug=s.noise_aug, fps_id=s.fps - 1,
                                       motion_bucket_id=s.motion_bucket)
     stage("conditioning")
-    refine = None
-    if s.teacher_refine is not None and s.refine_steps > 0:
-        refine = RefineSettings(strength=s.teacher_refine, steps=s.refine_steps)
+    refine = s.refine_settings()
     if s.sampler == "animatelcm":
         from tdd_video.sampling.animatelcm import AnimateLCMScheduler
         sched = AnimateLCMScheduler.for_schedule(family.schedule)

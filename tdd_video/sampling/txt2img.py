@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from tdd_video.errors import ConfigError, check_range
-from tdd_video.sampling.refine import RefineSettings
-from tdd_video.sampling.sample import ClipSettings, SamplingStats, StageTimer, make_scheduler, sample
+from tdd_video.render_common import RenderSettings
+from tdd_video.sampling.sample import SamplingStats, StageTimer, make_scheduler, sample
 
 DEFAULT_ZOO = "toy-sdxl"
 STUDENT_LORA = Path("students") / "tdd" / "pytorch_lora_weights.safetensors"
@@ -30,56 +30,29 @@ TINY_NOTE = ("no toy-sdxl in the zoo: using the tiny SDXL with RANDOM weights (a
 
 
 @dataclass
-class Txt2ImgSettings:
-    """All knobs of one render. None = the model's default (size) or 'none' (negative prompt, LoRA)."""
+class Txt2ImgSettings(RenderSettings):
+    """All knobs of one render (the shared ones: RenderSettings). None = the model's default (size) or
+    'none' (negative prompt); lora None = the zoo student when the model is the default, "none" = no LoRA."""
 
     prompts: list = field(default_factory=lambda: ["a red circle above a blue square"])
     negative_prompt: str | None = None
-    model: str | None = None
-    lora: str | None = None               # None: the zoo student when the model is the default; "none": no LoRA
-    lora_scale: float = 1.0
-    fuse: bool = False
-    steps: int = 4
-    eta: float = 0.3
-    schedule: str = "equidistant"
-    guidance: float = 1.0
-    clip: ClipSettings = field(default_factory=ClipSettings)
-    teacher_refine: float | None = None
-    refine_steps: int = 1
     refine_guidance: float | None = None
     batch: int = 1                        # images per prompt
-    height: int | None = None
-    width: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "fp32"
     out: str = "outputs/txt2img.png"
-    progress: bool = True
 
     def validate(self) -> None:
         """Every bad value → ConfigError naming the flag and the allowed range (before any model loads)."""
+        self.check_shared()
         if not self.prompts or any(not isinstance(p, str) or not p.strip() for p in self.prompts):
             raise ConfigError("prompt", f"need at least one non-empty prompt, got {self.prompts!r}")
-        check_range("steps", self.steps, 1, 250)
-        check_range("eta", self.eta, 0.0, 1.0, hi_open=True)
-        check_range("guidance", self.guidance, 0.0, None)
-        check_range("lora_scale", self.lora_scale, 0.0, None)
         check_range("batch", self.batch, 1, 1024)
-        check_range("refine_steps", self.refine_steps, 0, None)
         for key in ("height", "width"):
             if getattr(self, key) is not None:
                 check_range(key, getattr(self, key), 8, 8192)
-        if self.teacher_refine is not None:
-            check_range("teacher_refine", self.teacher_refine, 0.0, 1.0)
-            if self.fuse:
-                raise ConfigError("teacher_refine", "cannot refine with a fused LoRA (the teacher is the base with "
-                                                    "the adapter disabled); drop --fuse")
         if self.fuse and self.lora == "none":
             raise ConfigError("fuse", "--fuse needs a LoRA")
         if Path(self.out).suffix and Path(self.out).suffix.lower() != ".png":
             raise ConfigError("out", f"got {self.out!r}; write a .png (one image or a grid) or a folder of PNGs")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device", f"got {self.device!r} but CUDA is not available here; use --device cpu")
 
 
 @dataclass
@@ -196,9 +169,7 @@ def render_txt2img(s: Txt2ImgSettings, log=lambda msg: None, family=None) -> Txt
         neg = family.encode_conditioning({**batch, "caption": [s.negative_prompt] * n}, train=False)
         null = neg
     stage("conditioning")
-    refine = None
-    if s.teacher_refine is not None and s.refine_steps > 0:
-        refine = RefineSettings(strength=s.teacher_refine, steps=s.refine_steps, guidance=s.refine_guidance)
+    refine = s.refine_settings(guidance=s.refine_guidance)
     generator = torch.Generator(s.device).manual_seed(s.seed)
     sched = make_scheduler(family, eta=s.eta, schedule=s.schedule, clip=s.clip)
     stats = SamplingStats()
