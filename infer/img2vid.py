@@ -21,19 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def clip_arg(text: str):
-    """'none' | 'static:B' | 'dynamic:B' (B: latent bound) → ClipSettings without steps."""
-    from tdd_video.sampling.sample import ClipSettings
-    mode, _, value = text.partition(":")
-    if mode not in ("none", "static", "dynamic"):
-        raise argparse.ArgumentTypeError(f"mode must be none, static or dynamic, got {mode!r}")
-    if mode != "none" and not value:
-        raise argparse.ArgumentTypeError(f"{mode} clipping needs a bound, e.g. {mode}:2.5 (latent units)")
-    try:
-        return ClipSettings(mode=mode, value=float(value) if value else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bound must be a number, got {value!r}") from None
+from tdd_video.render_common import add_shared_flags, clip_arg, clip_from_args, run_render  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,63 +39,52 @@ def parse_args(argv=None):
            "(--eta, --schedule, --clip-x0 and --teacher-refine apply to the TDD sampler)")
     a("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
     a("--fuse", action="store_true", help="fuse the LoRA into the UNet (faster; disables --teacher-refine)")
-    a("--steps", type=int, default=4, help="sampling steps K (default 4)")
+    add_shared_flags(p, "--steps")
     a("--eta", type=float, default=None, help="γ-sampling η in [0, 1): re-noise fraction per step (default 0.3; "
                                                 "TDD sampler only)")
     a("--schedule", choices=["equidistant", "tdd-nonuniform"], default="equidistant",
       help="timestep schedule: S_K, or short hops early / long hops late (both on the training set)")
-    a("--guidance", type=float, default=1.0, help="CFG scale on the student; 1 = one UNet pass per step (default)")
+    add_shared_flags(p, "--guidance")
     a("--guidance-min", type=float, default=None, help="frame-wise CFG: scale at the first frame")
     a("--guidance-max", type=float, default=None, help="frame-wise CFG: scale at the last frame")
     a("--clip-x0", type=clip_arg, default=None, metavar="MODE[:B]",
       help="x0 clipping: none | static:B | dynamic:B (B = latent bound; dynamic clips the top 0.5%% of |x0| "
            "but never below B)")
-    a("--clip-steps", type=int, default=1, help="clip x0 during the first N steps (default 1; needs --clip-x0)")
+    add_shared_flags(p, "--clip-steps")
     a("--frames", type=int, default=None, help="number of frames (default: the UNet's num_frames)")
     a("--fps", type=int, default=7, help="frame rate of the output and the fps conditioning (default 7)")
     a("--motion-bucket", type=int, default=127, help="motion bucket id (default 127)")
     a("--noise-aug", type=float, default=0.02, help="noise augmentation of the conditioning image (default 0.02)")
     a("--height", type=int, default=None, help="output height (default: 576 for real SVD, native for tiny)")
     a("--width", type=int, default=None, help="output width (default: 1024 for real SVD, native for tiny)")
-    a("--seed", type=int, default=0, help="random seed (default 0)")
+    add_shared_flags(p, "--seed")
     a("--decode-chunk", type=int, default=None, help="frames decoded at once (default: all)")
-    a("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    a("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="model dtype (default fp32)")
+    add_shared_flags(p, "--device", "--dtype")
     a("--out", default="outputs/img2vid.mp4", help=".mp4, .gif, or a folder for PNG frames (created if missing)")
-    a("--teacher-refine", type=float, default=None, metavar="LAMBDA",
-      help="Distillation++: lerp x0 toward the teacher (base with LoRA disabled) by LAMBDA, e.g. 0.05")
-    a("--refine-steps", type=int, default=1, help="refine the first k steps (default 1)")
+    add_shared_flags(p, "--teacher-refine", "--refine-steps")
     a("--export-pipeline", default=None, metavar="DIR",
       help="also save a plain diffusers pipeline folder (base + fused LoRA + TDD scheduler)")
-    a("--no-progress", action="store_true", help="hide the progress bar")
+    add_shared_flags(p, "--no-progress")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from tdd_video.errors import ConfigError
     from tdd_video.sampling.img2vid import Img2VidSettings, render_img2vid
-    from tdd_video.sampling.sample import ClipSettings
     if args.sampler == "animatelcm" and args.eta is not None:
         print("error: eta: --eta is the TDD sampler's γ; the AnimateLCM sampler re-noises fully (SPEC §8)",
               file=sys.stderr)
         return 2
-    clip = args.clip_x0 or ClipSettings()
-    clip.steps = args.clip_steps if clip.mode != "none" else 0
     settings = Img2VidSettings(
         image=args.image, model=args.model, lora=args.lora, unet=args.unet, sampler=args.sampler,
-        lora_scale=args.lora_scale, fuse=args.fuse, steps=args.steps, eta=0.3 if args.eta is None else args.eta, schedule=args.schedule, guidance=args.guidance,
-        guidance_min=args.guidance_min, guidance_max=args.guidance_max, clip=clip, frames=args.frames,
-        fps=args.fps, motion_bucket=args.motion_bucket, noise_aug=args.noise_aug, height=args.height,
-        width=args.width, seed=args.seed, decode_chunk=args.decode_chunk, device=args.device, dtype=args.dtype,
-        out=args.out, teacher_refine=args.teacher_refine, refine_steps=args.refine_steps,
-        export_pipeline=args.export_pipeline, progress=not args.no_progress)
-    try:
-        render_img2vid(settings, log=print)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        lora_scale=args.lora_scale, fuse=args.fuse, steps=args.steps, eta=0.3 if args.eta is None else args.eta,
+        schedule=args.schedule, guidance=args.guidance, guidance_min=args.guidance_min,
+        guidance_max=args.guidance_max, clip=clip_from_args(args), frames=args.frames, fps=args.fps,
+        motion_bucket=args.motion_bucket, noise_aug=args.noise_aug, height=args.height, width=args.width,
+        seed=args.seed, decode_chunk=args.decode_chunk, device=args.device, dtype=args.dtype, out=args.out,
+        teacher_refine=args.teacher_refine, refine_steps=args.refine_steps, export_pipeline=args.export_pipeline,
+        progress=not args.no_progress)
+    return run_render(render_img2vid, settings)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tdd_video.render_common import add_shared_flags, clip_arg, clip_from_args, run_render  # noqa: E402
 
 
 def parse_args(argv=None):
-    from img2vid import clip_arg   # the shared --clip-x0 parser of infer/img2vid.py
     p = argparse.ArgumentParser(description="TDD few-step text-to-image (SDXL).", epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
@@ -35,49 +35,35 @@ def parse_args(argv=None):
     a("--lora", default=None, help="TDD LoRA .safetensors; 'none' renders the base model (default: the zoo student)")
     a("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0 = as trained; alpha is in the file)")
     a("--fuse", action="store_true", help="fuse the LoRA into the UNet (disables --teacher-refine)")
-    a("--steps", type=int, default=4, help="sampling steps K (default 4)")
+    add_shared_flags(p, "--steps")
     a("--eta", type=float, default=0.3, help="γ-sampling η in [0, 1) (default 0.3)")
     a("--schedule", choices=["equidistant", "tdd-nonuniform"], default="equidistant",
       help="timesteps: S_K, or short hops early / long hops late (both on the training schedule set)")
-    a("--guidance", type=float, default=1.0, help="CFG scale on the student; 1 = one UNet pass per step (default)")
+    add_shared_flags(p, "--guidance")
     a("--clip-x0", type=clip_arg, default=None, metavar="MODE[:B]",
       help="x0 clipping: none | static:B | dynamic:B (B in latent units)")
-    a("--clip-steps", type=int, default=1, help="clip x0 during the first N steps (default 1; needs --clip-x0)")
-    a("--teacher-refine", type=float, default=None, metavar="LAMBDA",
-      help="Distillation++: lerp x0 toward the teacher (base with LoRA disabled) by LAMBDA, e.g. 0.05")
-    a("--refine-steps", type=int, default=1, help="refine the first k steps (default 1)")
+    add_shared_flags(p, "--clip-steps", "--teacher-refine", "--refine-steps")
     a("--refine-guidance", type=float, default=None, help="teacher CFG scale for refinement (default 5.0)")
     a("--batch", type=int, default=1, help="images per prompt (default 1)")
     a("--height", type=int, default=None, help="image height (default: the UNet's native size)")
     a("--width", type=int, default=None, help="image width (default: the UNet's native size)")
-    a("--seed", type=int, default=0, help="random seed (default 0)")
-    a("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    a("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="model dtype (default fp32)")
+    add_shared_flags(p, "--seed", "--device", "--dtype")
     a("--out", default="outputs/txt2img.png", help=".png (one image, or a grid: rows = prompts) or a folder of PNGs")
-    a("--no-progress", action="store_true", help="hide the progress bar")
+    add_shared_flags(p, "--no-progress")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from tdd_video.errors import ConfigError
-    from tdd_video.sampling.sample import ClipSettings
     from tdd_video.sampling.txt2img import Txt2ImgSettings, render_txt2img
-    clip = args.clip_x0 or ClipSettings()
-    clip.steps = args.clip_steps if clip.mode != "none" else 0
     kw = {} if args.prompt is None else {"prompts": args.prompt}
     settings = Txt2ImgSettings(
         **kw, negative_prompt=args.negative_prompt, model=args.model, lora=args.lora, lora_scale=args.lora_scale,
-        fuse=args.fuse, steps=args.steps, eta=args.eta, schedule=args.schedule, guidance=args.guidance, clip=clip,
-        teacher_refine=args.teacher_refine, refine_steps=args.refine_steps, refine_guidance=args.refine_guidance,
-        batch=args.batch, height=args.height, width=args.width, seed=args.seed, device=args.device,
-        dtype=args.dtype, out=args.out, progress=not args.no_progress)
-    try:
-        render_txt2img(settings, log=print)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        fuse=args.fuse, steps=args.steps, eta=args.eta, schedule=args.schedule, guidance=args.guidance,
+        clip=clip_from_args(args), teacher_refine=args.teacher_refine, refine_steps=args.refine_steps,
+        refine_guidance=args.refine_guidance, batch=args.batch, height=args.height, width=args.width,
+        seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, progress=not args.no_progress)
+    return run_render(render_txt2img, settings)
 
 
 if __name__ == "__main__":
