@@ -2,6 +2,7 @@
 
     python bench/bench_data.py                 # clips/s: decord vs PyAV vs imageio, 14/25 frames, 1/2 workers
     python bench/bench_data.py --train-ratio   # + training steps/s on the tiny SVD: raw videos vs latent cache
+    python bench/bench_data.py --skip-readers --consume-ratio   # loader clips/s ÷ clips/s a training run consumes
 
 Source files: ``--files`` H.264 mp4s made here with ffmpeg (imageio-ffmpeg), ``--src-size``
 (default 640x360), 24 fps, ``--seconds`` long, x264 CRF 23 with a keyframe every ``--gop``
@@ -160,6 +161,75 @@ def bench_train_ratio(folder: Path, work: Path, args) -> None:
     emit(bench="train_cache_over_raw", ratio=round(rates["cache"] / rates["raw"], 3))
 
 
+class MemoryLoader:
+    """Cycles through batches held in memory: training without any data cost (for the consume rate)."""
+
+    def __init__(self, batches):
+        self.batches, self.pos = batches, 0
+
+    def infinite(self):
+        while True:
+            yield self.batches[self.pos % len(self.batches)]
+            self.pos += 1
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state):
+        self.pos = state["pos"]
+
+
+def bench_consume_ratio(folder: Path, work: Path, args) -> None:
+    """The standard "data loading ≥ 3× faster than training consumes", measured on the toy recipe
+    (configs/toy/tdd_svd_zoo.yaml: the zoo teacher, 8 frames at 32×32, batch 2) reading the generated
+    h264 sources: (a) clips/s the real loader delivers alone with `--consume-workers` workers, from
+    the raw videos and from the latent cache (`python -m tdd_video.data.cache`); (b) clips/s a
+    training run consumes when its batches come from memory (no data cost). Ratio a/b."""
+    from tdd_video.data.cache import build_cache
+    from tdd_video.engine.config import load_config
+    from tdd_video.engine.trainer import train
+    from tdd_video.families import load_family
+    from tdd_video.zoo import resolve_model
+    root = Path(__file__).resolve().parents[1]
+    base = [f"data.path={folder}", "data.source=folder", "data.target_fps=7.0", "data.stride=null",
+            "data.drop_last=false", f"train.max_steps={args.train_steps}", "train.checkpoint_every=0",
+            "validation.every=0", "train.progress=false", "train.tensorboard=false", "export.lora=false"]
+    recipe = root / "configs/toy/tdd_svd_zoo.yaml"
+    cache_dir = work / "latent_cache_consume"
+    if "cache" in args.consume_modes and not (cache_dir / "done").exists():
+        cfg = load_config(recipe, base)
+        t0 = time.perf_counter()
+        build_cache(load_family("svd", str(resolve_model(cfg.model.path))), cfg.data, cache_dir, dtype="fp16",
+                    shard_size=16, progress=False)
+        (cache_dir / "done").write_text("ok\n")
+        emit(bench="latent_cache_build", clips=len(list(folder.glob("*.mp4"))), seconds=round(time.perf_counter() - t0, 2))
+    consume = None
+    for mode in args.consume_modes:
+        for workers in args.consume_workers:
+            extra = [f"data.num_workers={workers}", f"run.output_dir={work / f'run_consume_{mode}_w{workers}'}"]
+            if mode == "cache":
+                extra += ["data.use_cache=true", f"data.cache_dir={cache_dir}"]
+            cfg = load_config(recipe, base + extra)
+            bs = cfg.data.batch_size
+            loader = build_video_loader(cfg.data, seed=cfg.run.seed)
+            batches = max(4, args.clips // bs)
+            load_rate = batches * bs / time_loader(loader, batches, warmup=max(1, workers))
+            if consume is None:      # the training side does not depend on where batches come from
+                it = loader.infinite()
+                timed = TimedLoader(MemoryLoader([next(it) for _ in range(4)]))
+                del it
+                train(cfg, loader=timed, progress=False)
+                gaps = np.diff(timed.times)[3:]                      # skip start-up steps
+                consume = bs / float(np.mean(gaps))
+                emit(bench="train_clips_per_s", recipe="configs/toy/tdd_svd_zoo.yaml", frames=cfg.data.num_frames,
+                     size=f"{cfg.data.height}x{cfg.data.width}", batch=bs, steps=len(gaps),
+                     clips_per_s=round(consume, 3))
+            del loader
+            emit(bench="data_consume_ratio", data=mode, recipe="configs/toy/tdd_svd_zoo.yaml", workers=workers,
+                 source=f"{args.src_size} h264 24fps gop {args.gop}", loader_clips_per_s=round(load_rate, 3),
+                 train_clips_per_s=round(consume, 3), ratio=round(load_rate / consume, 3), target=3.0)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,6 +246,10 @@ def main(argv=None) -> int:
     p.add_argument("--train-ratio", action="store_true", help="also measure raw-video vs latent-cache steps/s")
     p.add_argument("--train-steps", type=int, default=23)
     p.add_argument("--train-workers", type=int, default=1)
+    p.add_argument("--consume-ratio", action="store_true",
+                   help="also measure loader clips/s over the clips/s the toy training recipe consumes")
+    p.add_argument("--consume-workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--consume-modes", nargs="+", choices=("raw", "cache"), default=["raw", "cache"])
     p.add_argument("--skip-readers", action="store_true")
     p.add_argument("--workdir", help="keep generated files here (default: a temp dir, deleted)")
     args = p.parse_args(argv)
@@ -192,6 +266,8 @@ def main(argv=None) -> int:
             bench_readers(folder, args)
         if args.train_ratio:
             bench_train_ratio(folder, work, args)
+        if args.consume_ratio:
+            bench_consume_ratio(folder, work, args)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

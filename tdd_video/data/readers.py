@@ -66,16 +66,35 @@ class DecordReader(_Reader):
         if _decord is None:
             raise VideoReadError("decord is not installed")
         self.path = Path(path)
+        self._hw: tuple[int, int] | None = None
         try:
             self._vr = _decord.VideoReader(str(path), ctx=_decord.cpu(0), num_threads=threads)
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
-            self.height, self.width = self._vr[0].shape[:2] if self.num_frames else (0, 0)
-            self._vr.seek(0)
         except Exception as e:
             raise VideoReadError(f"{path}: decord cannot open it ({type(e).__name__}: {str(e)[:200]})") from None
         if self.num_frames <= 0:
             raise VideoReadError(f"{path}: no video frames")
+
+    def _size(self) -> tuple[int, int]:
+        """(height, width), decoded from frame 0 on first use only: opening a file for a clip should not
+        pay for an extra decode (every clip of a large dataset opens a new file)."""
+        if self._hw is None:
+            try:
+                self._hw = tuple(self._vr[0].shape[:2])
+                self._vr.seek(0)
+            except Exception as e:
+                raise VideoReadError(f"{self.path}: decord cannot decode frame 0 "
+                                     f"({type(e).__name__}: {str(e)[:200]})") from None
+        return self._hw
+
+    @property
+    def height(self) -> int:
+        return self._size()[0]
+
+    @property
+    def width(self) -> int:
+        return self._size()[1]
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         idx = self._check(indices)
