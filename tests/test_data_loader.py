@@ -143,6 +143,24 @@ def test_corrupt_files_skipped_counted_logged_once(media, tmp_path, caplog):
         assert caplog.text.count(str(folder / name) + ":") == 1   # logged once per path
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_sums_skips_over_worker_processes(media, tmp_path, workers):
+    """Each worker process counts its own skips; the loader's data_stats() sums them (the trainer logs it)."""
+    folder = tmp_path / "mixed"
+    for i in range(3):
+        make_video(folder / f"good{i}.mp4", num_frames=30, fps=24)
+    make_broken_files(folder, folder / "good0.mp4")
+    cfg = dict(path=str(folder), num_frames=4, target_fps=8, height=32, width=32, batch_size=1,
+               num_workers=workers, max_failure_fraction=0.95)
+    loader = build_video_loader(cfg, seed=0)
+    batches = [b for b in loader]                      # one epoch over good + broken files
+    assert all("_data_stats" not in b for b in batches)
+    stats = loader.data_stats()
+    n_broken = len([p for p in folder.iterdir() if not p.name.startswith("good")])
+    assert stats["attempts"] == len(batches) + stats["skipped"]
+    assert stats["skipped"] >= n_broken and stats["skipped_unreadable"] == stats["skipped"]
+
+
 def test_failure_fraction_stops_with_clear_error(tmp_path):
     folder = tmp_path / "mostly_bad"
     make_video(folder / "good.mp4", num_frames=30)

@@ -77,6 +77,28 @@ class ShardedBatchSampler:
         return len(self.rank_batches(self.epoch))
 
 
+STATS_KEY = "_data_stats"
+
+
+class StatsCollate:
+    """Wraps a collate function; adds the worker's cumulative failure counts of the dataset (if it keeps
+    `stats`, a data.dataset.FailureStats) to each batch, so the main process can sum over workers."""
+
+    def __init__(self, collate_fn, dataset):
+        self.collate_fn, self.dataset = collate_fn, dataset
+
+    def __call__(self, items):
+        from torch.utils.data import get_worker_info
+        batch = self.collate_fn(items)
+        stats = getattr(self.dataset, "stats", None)
+        if stats is not None and isinstance(batch, dict):
+            info = get_worker_info()
+            batch[STATS_KEY] = {"worker": info.id if info is not None else -1, "attempts": stats.attempts,
+                                "skipped": stats.failed,
+                                **{f"skipped_{kind}": n for kind, n in stats.failures.items()}}
+        return batch
+
+
 class VideoLoader:
     """A DataLoader over a ShardedBatchSampler that tracks its position for exact resume.
 
@@ -91,15 +113,28 @@ class VideoLoader:
 
         self.dataset, self.sampler = dataset, sampler
         self.epoch, self.batches_consumed = int(epoch), 0
+        self._worker_stats: dict[int, dict] = {}
         extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
-        self.loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn,
+        self.loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=StatsCollate(collate_fn, dataset),
                                  num_workers=num_workers, **extra)
 
     def __iter__(self):
         self.sampler.set_position(self.epoch, self.batches_consumed)
         for batch in self.loader:
             self.batches_consumed += 1
+            stats = batch.pop(STATS_KEY, None)
+            if stats is not None:
+                self._worker_stats[stats.pop("worker")] = stats
             yield batch
+
+    def data_stats(self) -> dict[str, int]:
+        """Samples attempted and skipped (by reason) so far, summed over this rank's worker processes
+        (each worker counts its own; the counts ride along with its batches). Since this loader was built."""
+        total: dict[str, int] = {"attempts": 0, "skipped": 0}
+        for stats in self._worker_stats.values():
+            for k, v in stats.items():
+                total[k] = total.get(k, 0) + int(v)
+        return total
         self.epoch += 1
         self.batches_consumed = 0
 
