@@ -126,6 +126,8 @@ class VideoLoader:
             if stats is not None:
                 self._worker_stats[stats.pop("worker")] = stats
             yield batch
+        self.epoch += 1
+        self.batches_consumed = 0
 
     def data_stats(self) -> dict[str, int]:
         """Samples attempted and skipped (by reason) so far, summed over this rank's worker processes
@@ -135,8 +137,6 @@ class VideoLoader:
             for k, v in stats.items():
                 total[k] = total.get(k, 0) + int(v)
         return total
-        self.epoch += 1
-        self.batches_consumed = 0
 
     def infinite(self):
         """Batches forever, epoch after epoch (each epoch reshuffled from its seed)."""
