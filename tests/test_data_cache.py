@@ -57,6 +57,27 @@ def test_round_trip_equals_on_the_fly(family, videos, tmp_path):
         assert c["latents"].shape[0] == 4
 
 
+def test_several_augmented_clips_per_video(family, videos, tmp_path):
+    """clips_per_video = 3: the centre clip (identical to the 1-clip cache) + 2 random train-mode clips
+    (other start / crop / flip) per readable video; the broken video is skipped once."""
+    cfg = _cfg(videos, flip=True)
+    one = LatentCacheDataset(build_cache(family, cfg, tmp_path / "one", dtype="fp32", seed=3, progress=False).parent)
+    index = json.loads(build_cache(family, cfg, tmp_path / "three", dtype="fp32", shard_size=2, seed=3,
+                                   progress=False, clips_per_video=3).read_text())
+    assert index["num_samples"] == 9 and index["num_failed"] == 1 and index["clips_per_video"] == 3
+    three = LatentCacheDataset(tmp_path / "three")
+    for j, s in enumerate(one.samples):
+        k = next(n for n, t in enumerate(three.samples) if t["record"] == s["record"] and t["clip"] == 0)
+        assert torch.equal(one[j]["latents"], three[k]["latents"])
+    by_video = {}
+    for n, t in enumerate(three.samples):
+        by_video.setdefault(t["record"], []).append(three[n]["first_frame"])
+    for frames in by_video.values():     # the augmented clips are not copies of the centre clip
+        assert len(frames) == 3 and not torch.equal(frames[0], frames[1]) and not torch.equal(frames[1], frames[2])
+    with pytest.raises(ValueError, match="clips-per-video"):
+        build_cache(family, cfg, tmp_path / "bad", clips_per_video=0, progress=False)
+
+
 def test_cache_loader_batches_drive_the_family_like_raw(family, videos, tmp_path):
     cfg = _cfg(videos, buckets=None, height=32, width=32, train=False, batch_size=3)
     build_cache(family, cfg, tmp_path / "c", dtype="fp32", shard_size=8, progress=False)

@@ -21,8 +21,11 @@ keeps the augmentation fresh; the cost is one 1-frame VAE encode per sample per 
 of the raw path's VAE work: 1/14 or 1/25), plus ~H·W·3 bytes per sample (0.55 MB at 320×576).
 The CLIP embedding is of the *clean* frame, so it is cached.
 
-Clips are taken with the evaluation sampling of the data config (fixed start — centre by
-default — centre crop, no flip): one clip per video. Shards are written atomically (temp file +
+Clips: the first clip of a video is taken with the evaluation sampling of the data config (fixed
+start — centre by default — centre crop, no flip); with ``clips_per_video`` N > 1 (``--clips-per-video``)
+N − 1 more are drawn with the training sampling (random start, random crop, flip when
+``data.flip``), each seeded by (seed, video, clip), so the cached path keeps some of the raw path's
+augmentation. Every clip is one sample of the cache. Shards are written atomically (temp file +
 rename; the shard's JSON is written last and marks it done), so an interrupted run resumes by
 skipping finished shards. Videos that cannot be read are listed in the shard JSON and skipped.
 The trainer reads the cache with ``data.use_cache: true`` and ``data.cache_dir: DIR``.
@@ -56,7 +59,7 @@ def _write_json_atomic(path: Path, obj) -> None:
 
 
 def build_cache(family, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = "fp16", shard_size: int = 64,
-                seed: int = 0, model_name: str = "", progress: bool = True) -> Path:
+                seed: int = 0, model_name: str = "", progress: bool = True, clips_per_video: int = 1) -> Path:
     """Encode every video of ``cfg``'s source into ``out_dir``; returns the path of index.json.
 
     ``family`` needs ``encode_latents({'pixel_values': [1,F,3,H,W]}, generator) -> [1,F,4,h,w]`` and
@@ -65,19 +68,25 @@ def build_cache(family, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = 
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from tdd_video.data.dataset import ClipTooShort, build_video_dataset
+    from tdd_video.data.dataset import ClipTooShort, VideoClipDataset, build_video_dataset
     from tdd_video.data.readers import VideoReadError
 
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    if clips_per_video < 1:
+        raise ValueError(f"--clips-per-video must be >= 1, got {clips_per_video}")
+    train_cfg = replace(cfg, train=True, use_cache=False)
     cfg = replace(cfg, train=False, flip=False, use_cache=False)
     dataset = build_video_dataset(cfg, seed)
+    augmented = VideoClipDataset(dataset.records, train_cfg, seed, dataset.bucket_of) if clips_per_video > 1 else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"version": CACHE_VERSION, "model": str(model_name), "dtype": dtype, "shard_size": shard_size,
             "seed": seed, "num_records": len(dataset), "data": cfg.to_dict()}
+    if clips_per_video > 1:                     # absent for 1, so caches built before the option still resume
+        meta["clips_per_video"] = clips_per_video
     meta_path = out / "cache_meta.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
@@ -99,25 +108,28 @@ def build_cache(family, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = 
         tensors, samples, failed = {}, [], []
         for i in range(lo, hi):
             rec = dataset.records[i]
-            try:
-                item = dataset.load(i, np.random.default_rng([seed, 0, i, 0]))
-            except (VideoReadError, ClipTooShort) as e:
-                failed.append({"path": str(rec.path), "reason": str(e)})
-                bar.update(1)
-                continue
-            pix = item["pixel_values"][None]
-            gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
-            latents = family.encode_latents({"pixel_values": pix}, generator=gen)[0]
-            image_emb = family.encode_image_embedding(pix[:, 0])[0]
-            k = len(samples)
-            tensors[f"{k}.latents"] = latents.detach().to("cpu", store).contiguous()
-            tensors[f"{k}.image_emb"] = image_emb.detach().to("cpu", store).contiguous()
-            tensors[f"{k}.first_frame"] = ((pix[0, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-            samples.append({"key": k, "record": i, "path": item["path"], "caption": item["caption"],
-                            "fps_id": item["fps_id"], "fps": item["fps"],
-                            "motion_bucket_id": item["motion_bucket_id"],
-                            "frame_indices": item["frame_indices"].tolist(),
-                            "height": int(pix.shape[-2]), "width": int(pix.shape[-1])})
+            for c in range(clips_per_video):
+                try:
+                    if c == 0:
+                        item = dataset.load(i, np.random.default_rng([seed, 0, i, 0]))
+                    else:
+                        item = augmented.load(i, np.random.default_rng([seed, 1, i, c]))
+                except (VideoReadError, ClipTooShort) as e:
+                    failed.append({"path": str(rec.path), "reason": str(e)})
+                    break                               # a video that cannot be read is skipped once
+                pix = item["pixel_values"][None]
+                gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i + c * 7_919_000_003)
+                latents = family.encode_latents({"pixel_values": pix}, generator=gen)[0]
+                image_emb = family.encode_image_embedding(pix[:, 0])[0]
+                k = len(samples)
+                tensors[f"{k}.latents"] = latents.detach().to("cpu", store).contiguous()
+                tensors[f"{k}.image_emb"] = image_emb.detach().to("cpu", store).contiguous()
+                tensors[f"{k}.first_frame"] = ((pix[0, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+                samples.append({"key": k, "record": i, "clip": c, "path": item["path"], "caption": item["caption"],
+                                "fps_id": item["fps_id"], "fps": item["fps"],
+                                "motion_bucket_id": item["motion_bucket_id"],
+                                "frame_indices": item["frame_indices"].tolist(),
+                                "height": int(pix.shape[-2]), "width": int(pix.shape[-1])})
             bar.update(1)
         if tensors:
             tmp = out / f"{name}.safetensors.tmp"
@@ -193,6 +205,9 @@ def main(argv=None) -> int:
     p.add_argument("--num-frames", type=int), p.add_argument("--target-fps", type=float)
     p.add_argument("--stride", type=int), p.add_argument("--height", type=int), p.add_argument("--width", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips-per-video", type=int, default=1,
+                   help="clips cached per video: the centre clip + N-1 randomly started/cropped/flipped ones "
+                        "(default 1)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model-dtype", default="fp32", choices=list(DTYPES), help="dtype of the VAE/CLIP when encoding")
     args = p.parse_args(argv)
@@ -212,7 +227,8 @@ def main(argv=None) -> int:
     try:
         cfg = VideoDataConfig.from_dict(d).validate()
         family = load_family("svd", args.model, dtype=DTYPES[args.model_dtype], device=args.device)
-        index = build_cache(family, cfg, args.out, args.dtype, args.shard_size, args.seed, args.model)
+        index = build_cache(family, cfg, args.out, args.dtype, args.shard_size, args.seed, args.model,
+                            clips_per_video=args.clips_per_video)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
