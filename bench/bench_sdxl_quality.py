@@ -59,6 +59,7 @@ def main(argv=None) -> int:
         "tdd@4": (True, 4, 1.0, a.student_eta),
         "tdd@4_eta0": (True, 4, 1.0, 0.0),
         "tdd@8": (True, 8, 1.0, a.student_eta),
+        "tdd@8_eta0": (True, 8, 1.0, 0.0),
         "tdd@4_g1.5": (True, 4, 1.5, a.student_eta),
     }
     results: dict[str, dict] = {name: {"lat": [], "img": []} for name in methods}
