@@ -118,9 +118,21 @@ class ValidationConfig:
     guidance: float = 1.0
     format: str = "gif"                     # gif | mp4
     fps: int = 7
+    # Distillation distance (tdd_video.engine.validation): latent MSE of the student's K-step sample
+    # (each K in `steps`, same seeds / eta / guidance as the renders) to the teacher's many-step
+    # sample from the same noise; at step 0, every `metric_every` steps and at the end. 0 = off.
+    metric_every: int = 0
+    reference_steps: int = 25               # teacher steps of the reference (computed once, cached)
+    reference_guidance: list = field(default_factory=lambda: [1.0, 3.0])   # [g] or frame-wise [g_min, g_max]
 
     def validate(self, p: str) -> None:
         check_range(f"{p}.every", self.every, 0, None)
+        check_range(f"{p}.metric_every", self.metric_every, 0, None)
+        check_range(f"{p}.reference_steps", self.reference_steps, 1, 1000)
+        g = self.reference_guidance
+        if not 1 <= len(g) <= 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in g):
+            raise ConfigError(f"{p}.reference_guidance", f"got {g!r}, need [g] or [g_min, g_max] with numbers >= 0 "
+                                                         "(frame-wise g_min -> g_max for video; e.g. [1.0, 3.0])")
         if not self.steps or any(not isinstance(s, int) or s < 1 for s in self.steps):
             raise ConfigError(f"{p}.steps", f"got {self.steps!r}, need a non-empty list of ints >= 1")
         if not self.seeds or any(not isinstance(s, int) for s in self.seeds):

@@ -143,6 +143,8 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
     losses: list[float] = []
     last_ckpt = None
     zero3 = getattr(backend, "zero_stage", 0) == 3
+    from tdd_video.engine.validation import log_scalars, validation_duties
+    renders, metric = validation_duties(cfg.validation, backend.is_main, zero3)
     if zero3 and cfg.validation.every > 0:
         logger.warning("validation renders are skipped under ZeRO-3 (partitioned weights); "
                        "render from the exported LoRA with infer/img2vid.py instead")
@@ -154,10 +156,12 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
                 with torch.no_grad():
                     x0 = family.encode_latents(batch, generator)
                     cond = family.encode_conditioning(batch, generator, train=True)
-                if validator is None and cfg.validation.every > 0 and backend.is_main and not zero3:
+                if validator is None and (renders or metric):
                     from tdd_video.engine.validation import Validator
                     validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
-                                          getattr(cfg.method, "num_grid", 250), method=method)
+                                          getattr(cfg.method, "num_grid", 250), method=method, renders=renders)
+                    if metric and step == 0:        # distillation distance before the first update
+                        log_scalars(log, 0, validator.distances(trainables))
                 with backend.autocast():
                     out = method.training_step(x0, cond, trainables, generator)
                 bad = backend.all_reduce_max(torch.tensor([0.0 if torch.isfinite(out.loss.detach()) else 1.0],
@@ -183,6 +187,8 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
                 bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
             if validator is not None and validator.due(done):
                 validator.render(done, trainables)
+            if metric and validator.metric_due(done, cfg.train.max_steps):
+                log_scalars(log, done, validator.distances(trainables))
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
                 last_ckpt = save_checkpoint(run_dir, done, backend=backend, trainables=trainables, generator=generator,
                                             loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)

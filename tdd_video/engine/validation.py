@@ -6,9 +6,28 @@ use the student (LoRA on / trained weights) with the sampler of the method being
 with its own sampler provides `render_sample` (AnimateLCM: its multistep sampler, SPEC §8); TDD
 uses tdd_video.sampling.sample on the shared base, else the same algorithm written here from
 tdd_video.core (SPEC §5): DDIM jumps on S_K with γ-sampling re-noise. Files: <run>/validation/step_000100/k4_seed0_img0.gif (or .mp4).
+
+Distillation distance (`validation.metric_every` > 0): the consistency loss of TDD with an online
+target cannot show progress (it starts near 0 because student = teacher and grows as the student
+moves), so training progress is measured as the latent MSE between the student's K-step sample
+(exactly the render above: same sampler, seeds, η, guidance) and the teacher's many-step sample
+from THE SAME starting noise, on the same conditioning. The reference is bench_zoo_quality's /
+infer/compare.py's `teacher@25`: for EDM (video) families Euler on the Karras σ grid with
+frame-wise CFG `reference_guidance` (1 → 3, the SVD pipeline's default); for VP (image) families
+DDIM (the TDD sampler with η = 0) with CFG g, like bench_sdxl_quality. The teacher is
+`roles.teacher()` (LoRA off, or the frozen copy); the reference is computed once and cached.
+Every sampler draws its starting noise first, from a generator seeded with the seed, so the
+student and the reference start from the same ε. Logged as `val/mse_to_teacher_k{K}` (mean over
+images, seeds, latent elements) at step 0 (before the first update; student = teacher there for a
+zero-initialised LoRA), every `metric_every` steps and at the end.
+
+Ranks: renders and the metric run on rank 0 only, except that under ZeRO-3 every rank computes
+the metric (each forward all-gathers the partitioned weights, a collective, so every rank must
+make the same forward calls; the calls do not depend on the data, and rank 0 logs its values).
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -50,13 +69,48 @@ def _sampler():
         return None
 
 
+def validation_duties(cfg, is_main: bool, zero3: bool) -> tuple[bool, bool]:
+    """(renders, metric): what this rank does. Renders on rank 0 and not under ZeRO-3 (see the
+    trainer's warning); the metric on rank 0, and under ZeRO-3 on every rank (module docstring)."""
+    return cfg.every > 0 and is_main and not zero3, cfg.metric_every > 0 and (is_main or zero3)
+
+
+def metric_key(steps: int) -> str:
+    return f"val/mse_to_teacher_k{steps}"
+
+
+def log_scalars(log, step: int, values: dict[str, float]) -> None:
+    """Write `values` to metrics.jsonl and TensorBoard (tags as given, e.g. val/mse_to_teacher_k4)."""
+    if not values or not getattr(log, "enabled", False):
+        return
+    import json
+    log.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+    if log.writer is not None:
+        for k, v in values.items():
+            log.writer.add_scalar(k, v, step)
+
+
+@contextlib.contextmanager
+def _unet_of(family, unet):
+    """family.denoise(unet=None) and the samplers use family.unet: point it at `unet` for a while."""
+    old = family.unet
+    family.unet = unet
+    try:
+        yield unet
+    finally:
+        family.unet = old
+
+
 class Validator:
-    """Renders the student every `cfg.every` steps on rank 0."""
+    """Renders the student every `cfg.every` steps (if `renders`) and measures the distillation
+    distance every `cfg.metric_every` steps (module docstring)."""
 
     def __init__(self, cfg, family, batch: dict, latent_shape: tuple[int, ...], run_dir: Path, num_grid: int,
-                 method=None):
+                 method=None, renders: bool = True):
         self.cfg, self.family, self.run_dir, self.num_grid = cfg, family, Path(run_dir), num_grid
         self.render_sample = getattr(method, "render_sample", None)   # the method's own sampler, if any
+        self.renders = renders
+        self._reference: dict[int, torch.Tensor] | None = None       # seed -> teacher latents
         n = min(cfg.num_images, latent_shape[0])
         small = {k: (v[:n] if hasattr(v, "__getitem__") and not isinstance(v, str) else v) for k, v in batch.items()}
         gen = torch.Generator().manual_seed(0)
@@ -65,7 +119,64 @@ class Validator:
         self.shape = (n, *latent_shape[1:])
 
     def due(self, step: int) -> bool:
-        return self.cfg.every > 0 and step % self.cfg.every == 0
+        return self.renders and self.cfg.every > 0 and step % self.cfg.every == 0
+
+    def metric_due(self, step: int, max_steps: int) -> bool:
+        n = self.cfg.metric_every
+        return n > 0 and (step % n == 0 or step == max_steps)
+
+    def _student(self, k: int, seed: int, unet) -> torch.Tensor:
+        """The student's K-step x0 latents for `seed` with the method's sampler (renders and metric)."""
+        gen = torch.Generator().manual_seed(seed)
+        if self.render_sample is not None:
+            return self.render_sample(self.cond, self.null, self.shape, k, guidance=self.cfg.guidance, unet=unet,
+                                      generator=gen)
+        sample = _sampler()
+        if sample is not None and unet is self.family.unet:
+            return sample(self.family, self.cond, self.null, steps=k, eta=self.cfg.eta,
+                          guidance=float(self.cfg.guidance), generator=gen, shape=self.shape, progress=False)
+        return tdd_sample(self.family, self.cond, self.null, self.shape, k, num_grid=self.num_grid, eta=self.cfg.eta,
+                          guidance=self.cfg.guidance, unet=unet, generator=gen)
+
+    @torch.no_grad()
+    def reference(self, roles) -> dict[int, torch.Tensor]:
+        """Teacher latents per seed (cached): `reference_steps` steps, deterministic, CFG `reference_guidance`."""
+        if self._reference is None:
+            from tdd_video.errors import ConfigError
+            from tdd_video.eval.contenders import euler_sample
+            from tdd_video.sampling.sample import sample
+            g = [float(v) for v in self.cfg.reference_guidance]
+            g = (g[0], g[-1])
+            video = len(self.shape) == 5
+            if g[0] != g[1] and not video:
+                raise ConfigError("validation.reference_guidance", f"frame-wise {list(g)} needs video latents; "
+                                                                   "give one value for images, e.g. [4.5]")
+            edm = getattr(self.family.schedule, "kind", "vp") == "edm"
+            out = {}
+            with roles.teacher() as teacher, _unet_of(self.family, teacher):
+                for seed in self.cfg.seeds:
+                    noise = torch.randn(self.shape, generator=torch.Generator().manual_seed(seed))
+                    noise = noise.to(getattr(self.family, "device", noise.device))
+                    if edm:
+                        lat = euler_sample(self.family, self.cond, self.null, noise, self.cfg.reference_steps, g)
+                    else:
+                        lat = sample(self.family, self.cond, self.null, steps=self.cfg.reference_steps, eta=0.0,
+                                     guidance=g if g[0] != g[1] else g[0], latents=noise, progress=False)
+                    out[seed] = lat.float().cpu()
+            self._reference = out
+        return self._reference
+
+    @torch.no_grad()
+    def distances(self, roles) -> dict[str, float]:
+        """{'val/mse_to_teacher_k{K}': latent MSE of the student's K-step samples to the reference}."""
+        from tdd_video.eval.metrics import latent_mse
+        ref = self.reference(roles)
+        out = {}
+        with roles.target(False) as unet:      # the student weights, no autograd
+            for k in self.cfg.steps:
+                errs = [latent_mse(self._student(k, seed, unet).float().cpu(), ref[seed]) for seed in self.cfg.seeds]
+                out[metric_key(k)] = float(sum(errs) / len(errs))
+        return out
 
     @torch.no_grad()
     def render(self, step: int, roles) -> list[Path]:
@@ -76,18 +187,7 @@ class Validator:
         with roles.target(False) as unet:      # the student weights, no autograd
             for k in self.cfg.steps:
                 for seed in self.cfg.seeds:
-                    gen = torch.Generator().manual_seed(seed)
-                    sample = _sampler()
-                    if self.render_sample is not None:
-                        lat = self.render_sample(self.cond, self.null, self.shape, k, guidance=self.cfg.guidance,
-                                                 unet=unet, generator=gen)
-                    elif sample is not None and unet is self.family.unet:
-                        lat = sample(self.family, self.cond, self.null, steps=k, eta=self.cfg.eta,
-                                     guidance=float(self.cfg.guidance), generator=gen, shape=self.shape,
-                                     progress=False)
-                    else:
-                        lat = tdd_sample(self.family, self.cond, self.null, self.shape, k, num_grid=self.num_grid,
-                                         eta=self.cfg.eta, guidance=self.cfg.guidance, unet=unet, generator=gen)
+                    lat = self._student(k, seed, unet)
                     pix = self.family.decode_latents(lat)
                     for i in range(pix.shape[0]):
                         frames = pix[i] if pix.ndim == 5 else pix[i:i + 1]
