@@ -4,12 +4,15 @@ state sharded, and does it track a plain 1-process run of the same recipe?
 
   OMP_NUM_THREADS=1 python bench/bench_zero.py                          # 1000 steps: plain, ZeRO-2, ZeRO-3
   python bench/bench_zero.py --steps 300 --metric-every 25 --runs zero2     # quicker look
+  python bench/bench_zero.py --config configs/toy/tdd_svd_zoo.yaml --runs zero2   # the zoo student's recipe
 
-Every run is the real CLI: `deepspeed --num_gpus 2 train/distill_svd.py --config
-configs/toy/tdd_svd_tiny.yaml train.backend=deepspeed train.deepspeed_config=configs/deepspeed/zeroS.json
-…` (OMP_NUM_THREADS=1 and DS_ACCELERATOR=cpu per rank), or `python train/distill_svd.py …` for the
-plain run. Recipe: the zoo teacher toy-svd (32×32 px, 8 frames), rank-8 LoRA, lr 5e-4, synthetic
-clips, global batch 2 (2 ranks × 1, or 1 process × 2), fp32.
+Every run is the real CLI: `deepspeed --num_gpus 2 train/distill_svd.py --config RECIPE
+train.backend=deepspeed train.deepspeed_config=configs/deepspeed/zeroS.json …` (OMP_NUM_THREADS=1 and
+DS_ACCELERATOR=cpu per rank), or `python train/distill_svd.py …` for the plain run. Recipe (--config):
+the zoo teacher toy-svd (32×32 px, 8 frames), rank-8 LoRA, lr 5e-4, global batch 2 (2 ranks × 1, or
+1 process × 2), fp32; data: the tiny recipe's 16 synthetic clips, or the zoo recipe's 1024 clips
+(runs/pretrain_toy_svd/data, written by train/pretrain_toy.py). A run that hangs is killed after
+--timeout s (ZeRO-3 with 1 sample per rank can deadlock when one rank skips TDD's target forward).
 
 Progress is measured by the distillation distance (validation.metric_every, engine/validation.py):
 latent MSE of the student's K-step sample (TDD sampler, η = `--eta`, g = 1) to the teacher's 25-step
@@ -57,11 +60,11 @@ def command(run: str, world: int, steps: int, out: Path, a) -> list[str]:
     main_run = steps > a.opt_steps
     keys += [f"validation.metric_every={a.metric_every if main_run else 0}", f"export.lora={str(main_run).lower()}"]
     if run == "plain":
-        return [sys.executable, str(ROOT / "train" / "distill_svd.py"), "--config", str(RECIPE), *keys,
+        return [sys.executable, str(ROOT / "train" / "distill_svd.py"), "--config", str(a.config), *keys,
                 "train.backend=plain", f"data.batch_size={a.global_batch}"]
     ds = ROOT / "configs" / "deepspeed" / f"{run}.json"
     return ["deepspeed", "--num_gpus", str(world), "--master_port", str(free_port()),
-            str(ROOT / "train" / "distill_svd.py"), "--config", str(RECIPE), *keys, "train.backend=deepspeed",
+            str(ROOT / "train" / "distill_svd.py"), "--config", str(a.config), *keys, "train.backend=deepspeed",
             f"train.deepspeed_config={ds}", f"data.batch_size={a.global_batch // world}"]
 
 
@@ -163,6 +166,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", default=["plain", "zero2", "zero3"], choices=["plain", "zero2", "zero3"])
+    p.add_argument("--config", default=str(RECIPE), help="recipe (configs/toy/tdd_svd_zoo.yaml: the zoo student's, "
+                   "1024 clips from train/pretrain_toy.py; default: the tiny recipe, 16 synthetic clips)")
     p.add_argument("--steps", type=int, default=1000, help="the zoo student's budget (1000 steps, batch 2)")
     p.add_argument("--metric-every", type=int, default=100)
     p.add_argument("--window", type=int, default=50, help="loss means over the first / last this many steps")
