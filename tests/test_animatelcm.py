@@ -300,3 +300,34 @@ def test_engine_trains_animatelcm_and_resumes_exactly(tmp_path):
     train(cfg("split", 2), family=ToyFamily("edm"), loader=_Loader())
     second = train(cfg("split", 4, resume="auto"), family=ToyFamily("edm"), loader=_Loader())
     assert second["losses"] == pytest.approx(full["losses"][2:], rel=1e-6)
+
+
+def test_target_forward_runs_on_the_boundary_too():
+    """Rows whose next grid point is σ_N = 0 need no target network (D(x, 0) = x), but the forward still
+    runs on the whole batch: a data-dependent skip would desynchronise ZeRO-3 ranks."""
+    import copy
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from standin_family import ToyFamily
+    from tdd_video.methods import AnimateLCMConfig, StaticRoles, build_method
+
+    class Counting(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.calls = net, 0
+
+        def forward(self, *a):
+            self.calls += 1
+            return self.net(*a)
+
+    fam = ToyFamily("edm")
+    method = build_method("animatelcm", AnimateLCMConfig(), fam)
+    method.grid_u = torch.zeros_like(method.grid_u)
+    method.grid_u[0] = 1.0                                 # every n: u_{n+1} = 0 (the boundary)
+    teacher, student = Counting(fam.unet), Counting(copy.deepcopy(fam.unet))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 3, 4, 8, 8, generator=g)
+    cond = fam.encode_conditioning({"emb": torch.randn(3, 8, generator=g)})
+    out = method.training_step(x0, cond, StaticRoles(student, teacher), torch.Generator().manual_seed(1))
+    assert out.stats["target_skipped"].all() and torch.isfinite(out.loss)
+    assert teacher.calls == 1 and student.calls == 2       # target (online student here) + prediction

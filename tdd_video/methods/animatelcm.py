@@ -97,13 +97,12 @@ class AnimateLCM(DistillMethod):
                 both = self.family.denoise(torch.cat([x_n, x_n]), torch.cat([u_n, u_n]), null.cat(cond), unet=teacher)
                 x0_teacher = cfg_combine(*both.float().chunk(2), w)
             x_next = jump(sched, x_n, x0_teacher, u_n, u_next).float()
-            target = x_next.clone()                     # σ_N = 0: the boundary, D(x, 0) = x
-            inner = u_next > 0
-            if bool(inner.any()):
-                idx = inner.nonzero().squeeze(1)
-                with nets.target(self.target_ema > 0) as target_net:
-                    target[idx.to(x0.device)] = self.family.denoise(
-                        x_next[idx.to(x0.device)], u_next[idx], cond.index(idx.to(x0.device)), unet=target_net).float()
+            # σ_N = 0 is the boundary, D(x, 0) = x. The target forward runs on the whole batch anyway: a
+            # data-dependent skip would desynchronise ZeRO-3 ranks (each forward gathers weights collectively).
+            inner = (u_next > 0).to(x0.device)
+            with nets.target(self.target_ema > 0) as target_net:
+                denoised = self.family.denoise(x_next, u_next, cond, unet=target_net).float()
+            target = torch.where(inner.reshape(-1, *([1] * (x_next.ndim - 1))), denoised, x_next)
 
         with nets.student() as student:
             pred = self.family.denoise(x_n, u_n, cond, unet=student)

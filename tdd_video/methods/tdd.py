@@ -114,18 +114,21 @@ class TDD(DistillMethod):
             ub = u_t + (u_next - u_t) * ((j + 1) / m)
             x0a = self.guided_teacher(teacher, x, ua, cond, null, w)
             x_euler = jump(self.schedule, x, x0a, ua, ub).float()
-            if self.cfg.teacher_solver == "euler" or not bool((ub > 0).all()):
+            if self.cfg.teacher_solver == "euler":
                 x = x_euler
                 continue
+            # Heun's correction on every row (same number of forwards on every rank, see training_step);
+            # rows that land on u = 0 keep the Euler step (ε is undefined at σ = 0).
             x0b = self.guided_teacher(teacher, x_euler, ub, cond, null, w)
             a_a, s_a = self.schedule.alpha_sigma(ua)
             a_b, s_b = self.schedule.alpha_sigma(ub)
             a_a, s_a, a_b, s_b = (_bcast(v, x) for v in (a_a, s_a, a_b, s_b))
+            inner = _bcast(ub > 0, x).bool()
             eps_a = (x - a_a * x0a) / s_a
-            eps_b = (x_euler - a_b * x0b) / s_b
+            eps_b = (x_euler - a_b * x0b) / torch.where(inner, s_b, torch.ones_like(s_b))
             # dx̄/dσ̄ = ε with x̄ = x/α, σ̄ = σ/α (EDM's Heun when α ≡ 1)
             x_bar = x / a_a + (s_b / a_b - s_a / a_a) * 0.5 * (eps_a + eps_b)
-            x = a_b * x_bar
+            x = torch.where(inner, a_b * x_bar, x_euler).float()
         return x
 
     # -- the step -------------------------------------------------------------------------------
@@ -148,14 +151,14 @@ class TDD(DistillMethod):
             with nets.teacher() as teacher:
                 x_tn = self.teacher_solve(teacher, x_t, ts.t, ts.t_next, cond_used, null_all,
                                           None if no_guidance else w)
-            x_target = x_tn.clone()
-            need = ts.s < ts.t_next                      # s == t_n: the jump is the identity
-            if bool(need.any()):
-                idx = need.nonzero().squeeze(1).to(x0.device)
-                with nets.target(self.target_ema > 0) as target:
-                    sub = cond_used.index(idx)
-                    x0_tg = self.family.denoise(x_tn[idx], ts.t_next[need.cpu()], sub, unet=target)
-                    x_target[idx] = jump(sched, x_tn[idx], x0_tg, ts.t_next[need.cpu()], ts.s[need.cpu()]).float()
+            # s == t_n: the jump is the identity. The target forward still runs on the WHOLE batch: a
+            # data-dependent skip would make ranks call the network a different number of times, which
+            # deadlocks ZeRO-3 (every forward gathers the partitioned weights collectively).
+            need = ts.s < ts.t_next
+            with nets.target(self.target_ema > 0) as target:
+                x0_tg = self.family.denoise(x_tn, ts.t_next, cond_used, unet=target)
+            jumped = jump(sched, x_tn, x0_tg.float(), ts.t_next, ts.s).float()
+            x_target = torch.where(_bcast(need, jumped).bool(), jumped, x_tn.float())
 
         with nets.student() as student:
             x0_pred = self.family.denoise(x_t, ts.t, cond_used, unet=student)
