@@ -115,3 +115,19 @@ def test_gradient_accumulation_consumes_micro_batches_and_clips(tmp_path):
     assert len(out["losses"]) == 3 and loader.pos == 6
     rows = [json.loads(l) for l in (tmp_path / "ga" / "metrics.jsonl").read_text().splitlines() if '"grad_norm"' in l]
     assert all(r["grad_norm"] > 1e-6 for r in rows)   # the pre-clip norm is what gets logged
+
+
+def test_skipped_samples_are_logged(tmp_path, caplog):
+    """A loader that reports skipped samples (VideoLoader.data_stats) shows up in metrics.jsonl and a warning."""
+    import logging
+
+    class SkippingLoader(IndexLoader):
+        def data_stats(self):
+            return {"attempts": 3 * self.pos, "skipped": self.pos, "skipped_unreadable": self.pos}
+
+    with caplog.at_level(logging.WARNING, logger="tdd_video.engine"):
+        train(_cfg(tmp_path, "skips", max_steps=4, log_every=2), family=ToyFamily("edm"), loader=SkippingLoader())
+    rows = [json.loads(l) for l in (tmp_path / "skips" / "metrics.jsonl").read_text().splitlines()]
+    data = [r for r in rows if "data/skipped" in r]
+    assert [(r["step"], r["data/skipped"], r["data/attempts"]) for r in data] == [(2, 2, 6), (4, 4, 12)]
+    assert "4 of 12 samples could not be loaded" in caplog.text

@@ -107,6 +107,21 @@ def export(cfg, trainables, backend, run_dir: Path, step: int) -> dict:
     return out
 
 
+def log_data_stats(log, step: int, loader, backend) -> dict[str, int]:
+    """Samples attempted / skipped (unreadable, too short) so far, summed over workers and ranks, logged as
+    data/attempts and data/skipped. Every rank calls this at the same steps (it all-reduces)."""
+    if not hasattr(loader, "data_stats"):
+        return {}
+    st = loader.data_stats()
+    both = torch.tensor([float(st.get("attempts", 0)), float(st.get("skipped", 0))], dtype=torch.float64,
+                        device=backend.device)
+    total = backend.all_reduce_mean(both) * backend.world_size
+    values = {"data/attempts": int(round(float(total[0]))), "data/skipped": int(round(float(total[1])))}
+    from tdd_video.engine.validation import log_scalars
+    log_scalars(log, step, values)
+    return values
+
+
 def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dict:
     """Run a recipe to `train.max_steps`. Returns {'losses', 'steps', 'run_dir', 'checkpoint', 'export'}."""
     run_dir = Path(cfg.run.output_dir)
@@ -141,6 +156,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
         from tqdm import tqdm
         bar = tqdm(total=cfg.train.max_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     losses: list[float] = []
+    data_stats: dict[str, int] = {}
     last_ckpt = None
     zero3 = getattr(backend, "zero_stage", 0) == 3
     from tdd_video.engine.validation import log_scalars, validation_duties
@@ -182,6 +198,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
             log.step(done, {"loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": sps})
             if done % cfg.train.log_every == 0 or done == cfg.train.max_steps:
                 log.flush(done)
+                data_stats = log_data_stats(log, done, loader, backend)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
@@ -197,6 +214,9 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
             last_ckpt = save_checkpoint(run_dir, end, backend=backend, trainables=trainables, generator=generator,
                                         loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)
         exported = export(cfg, trainables, backend, run_dir, cfg.train.max_steps)
+        if backend.is_main and data_stats.get("data/skipped", 0) > 0:
+            logger.warning("%d of %d samples could not be loaded and were replaced (all ranks and workers); "
+                           "the warnings above name the files", data_stats["data/skipped"], data_stats["data/attempts"])
     finally:
         if bar is not None:
             bar.close()
