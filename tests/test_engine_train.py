@@ -70,6 +70,19 @@ def test_warmup_really_warms_up(tmp_path):
     assert lrs == pytest.approx([1e-3 * f for f in (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)])
 
 
+@pytest.mark.parametrize("kind,expected", [
+    # warmup 2, then from 1 at step 2 to the floor 0.1 at the last step (5): p = 0, 1/3, 2/3, 1
+    ("cosine", (0.5, 1.0, 1.0, 0.1 + 0.9 * 0.75, 0.1 + 0.9 * 0.25, 0.1)),
+    ("linear", (0.5, 1.0, 1.0, 0.1 + 0.9 * 2 / 3, 0.1 + 0.9 / 3, 0.1))])
+def test_lr_decay_schedules(tmp_path, kind, expected):
+    train(_cfg(tmp_path, kind, warmup_steps=2, max_steps=6, checkpoint_every=0, lr_schedule=kind, lr_min_ratio=0.1),
+          family=ToyFamily("vp"), loader=IndexLoader())
+    rows = [json.loads(l) for l in (tmp_path / kind / "metrics.jsonl").read_text().splitlines() if '"lr"' in l]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * f for f in expected])
+    with pytest.raises(Exception, match="train.lr_schedule"):
+        _cfg(tmp_path, "bad", lr_schedule="step")
+
+
 def test_nan_loss_stops_without_checkpoint(tmp_path):
     # batch 4 (0-based) carries a NaN: optimizer step 5 fails; checkpoints 2 and 4 exist, nothing after
     with pytest.raises(NonFiniteLoss, match="step 5"):

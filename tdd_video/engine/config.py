@@ -76,6 +76,8 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-5
     warmup_steps: int = 0
+    lr_schedule: str = "constant"           # after warmup: constant | cosine | linear (decay to lr·lr_min_ratio)
+    lr_min_ratio: float = 0.0               # final lr / lr for cosine and linear
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -95,6 +97,8 @@ class TrainConfig:
         check_range(f"{p}.grad_accum", self.grad_accum, 1, None)
         check_range(f"{p}.lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range(f"{p}.warmup_steps", self.warmup_steps, 0, None)
+        _choice(f"{p}.lr_schedule", self.lr_schedule, ("constant", "cosine", "linear"))
+        check_range(f"{p}.lr_min_ratio", self.lr_min_ratio, 0.0, 1.0)
         check_range(f"{p}.weight_decay", self.weight_decay, 0.0, 1.0)
         check_range(f"{p}.adam_beta1", self.adam_beta1, 0.0, 1.0, hi_open=True)
         check_range(f"{p}.adam_beta2", self.adam_beta2, 0.0, 1.0, hi_open=True)

@@ -6,8 +6,9 @@ All three expose the same small surface to the trainer: `setup(trainables, train
 
 Facts used (shared/DESIGN.md): DeepSpeed on CPU uses gloo, bf16/fp32 only; `torch_adam: true`
 avoids compiling fused ops; accelerate on CPU needs InitProcessGroupKwargs(backend="gloo").
-The lr schedule is linear warmup then constant, stepped once per optimizer step by us (accelerate's
-prepared scheduler would step it num_processes times per call — a warmup that does not warm up).
+The lr schedule is a linear warmup, then constant, cosine or linear decay to lr·lr_min_ratio at
+max_steps (`train.lr_schedule`), stepped once per optimizer step by us (accelerate's prepared
+scheduler would step it num_processes times per call — a warmup that does not warm up).
 """
 from __future__ import annotations
 
@@ -26,6 +27,23 @@ from tdd_video.errors import ConfigError
 def warmup_factor(warmup_steps: int):
     """lr multiplier for optimizer step i (0-based): (i + 1)/W for i < W, then 1."""
     return lambda i: 1.0 if warmup_steps <= 0 else min(1.0, (i + 1) / warmup_steps)
+
+
+def lr_factor(cfg):
+    """lr multiplier for optimizer step i (0-based) of a TrainConfig: warmup (i + 1)/W for i < W, then
+    `lr_schedule`: constant 1; cosine or linear from 1 at step W to `lr_min_ratio` at step max_steps − 1."""
+    warm, kind, floor = cfg.warmup_steps, getattr(cfg, "lr_schedule", "constant"), getattr(cfg, "lr_min_ratio", 0.0)
+    span = max(1, cfg.max_steps - 1 - warm)
+
+    def factor(i: int) -> float:
+        if warm > 0 and i < warm:
+            return (i + 1) / warm
+        if kind == "constant":
+            return 1.0
+        p = min(1.0, max(0.0, (i - warm) / span))
+        shape = 0.5 * (1.0 + math.cos(math.pi * p)) if kind == "cosine" else 1.0 - p
+        return floor + (1.0 - floor) * shape
+    return factor
 
 
 def detect_backend(requested: str, deepspeed_config: str | None) -> str:
@@ -118,7 +136,7 @@ class PlainBackend(Backend):
     def setup(self, trainables) -> None:
         self.params = trainables.parameters()
         self.optimizer = self._adamw(self.params)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(self.cfg.warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(self.cfg))
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.cfg.grad_accum).backward()
@@ -167,7 +185,7 @@ class AccelerateBackend(PlainBackend):
         opt = self._adamw(self.params)
         wrapped, self.optimizer = self.acc.prepare(trainables.module, opt)
         trainables.wrapper = wrapped
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, warmup_factor(self.cfg.warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, lr_factor(self.cfg))
 
     def backward(self, loss: torch.Tensor) -> None:
         self.acc.backward(loss / self.cfg.grad_accum)
@@ -251,7 +269,7 @@ class DeepSpeedBackend(Backend):
         self.params = trainables.parameters()
         engine, optimizer, _, scheduler = self.ds.initialize(
             model=trainables.module, model_parameters=self.params, config=ds_cfg,
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_factor(self.cfg.warmup_steps)))
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.cfg)))
         self.engine, self.optimizer, self.scheduler = engine, optimizer, scheduler
         trainables.wrapper = engine
         if trainables.teacher_module is not None and self.cfg.mixed_precision == "bf16":
