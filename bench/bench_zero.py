@@ -59,6 +59,7 @@ def command(run: str, world: int, steps: int, out: Path, a) -> list[str]:
             f"validation.seeds={json.dumps(a.seeds)}", f"validation.steps={json.dumps(a.k)}"]
     main_run = steps > a.opt_steps
     keys += [f"validation.metric_every={a.metric_every if main_run else 0}", f"export.lora={str(main_run).lower()}"]
+    keys += list(a.overrides)
     if run == "plain":
         return [sys.executable, str(ROOT / "train" / "distill_svd.py"), "--config", str(a.config), *keys,
                 "train.backend=plain", f"data.batch_size={a.global_batch}"]
@@ -179,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=5400, help="seconds before a run is killed (all its ranks)")
     p.add_argument("--no-held-out", dest="held_out", action="store_false",
                    help="skip the held-out distance of the exported LoRAs (bench_zoo_quality's images and seeds)")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[],
+                   help="extra dotted recipe overrides for every run, e.g. --set train.lr_schedule=cosine")
     p.add_argument("--out", default="runs/bench_zero")
     a = p.parse_args(argv)
     Path(a.out).mkdir(parents=True, exist_ok=True)
