@@ -35,13 +35,15 @@ class MetricsLogger:
             for k, v in stats.items():
                 self.window[k].append(v.detach().float().cpu().reshape(-1))
 
-    def step(self, step: int, scalars: dict[str, float]) -> None:
-        if not self.enabled:
+    def step(self, step: int, scalars: dict[str, float], prefix: str = "train/") -> None:
+        """One metrics.jsonl line; TensorBoard tags `prefix` + key (validation and data scalars pass
+        their own namespaced keys, e.g. val/mse_to_teacher_k4, with prefix "")."""
+        if not self.enabled or not scalars:
             return
         self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         if self.writer is not None:
             for k, v in scalars.items():
-                self.writer.add_scalar(f"train/{k}", v, step)
+                self.writer.add_scalar(f"{prefix}{k}", v, step)
 
     def flush(self, step: int) -> dict[str, float]:
         """Write histograms and per-noise-bin losses of the window; returns the bin means."""

@@ -117,8 +117,7 @@ def log_data_stats(log, step: int, loader, backend) -> dict[str, int]:
                         device=backend.device)
     total = backend.all_reduce_mean(both) * backend.world_size
     values = {"data/attempts": int(round(float(total[0]))), "data/skipped": int(round(float(total[1])))}
-    from tdd_video.engine.validation import log_scalars
-    log_scalars(log, step, values)
+    log.step(step, values, prefix="")
     return values
 
 
@@ -159,7 +158,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
     data_stats: dict[str, int] = {}
     last_ckpt = None
     zero3 = getattr(backend, "zero_stage", 0) == 3
-    from tdd_video.engine.validation import log_scalars, validation_duties
+    from tdd_video.engine.validation import validation_duties
     renders, metric = validation_duties(cfg.validation, backend.is_main, zero3)
     if zero3 and cfg.validation.every > 0:
         logger.warning("validation renders are skipped under ZeRO-3 (partitioned weights); "
@@ -177,7 +176,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
                     validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
                                           getattr(cfg.method, "num_grid", 250), method=method, renders=renders)
                     if metric and step == 0:        # distillation distance before the first update
-                        log_scalars(log, 0, validator.distances(trainables))
+                        log.step(0, validator.distances(trainables), prefix="")
                 with backend.autocast():
                     out = method.training_step(x0, cond, trainables, generator)
                 bad = backend.all_reduce_max(torch.tensor([0.0 if torch.isfinite(out.loss.detach()) else 1.0],
@@ -205,7 +204,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
             if validator is not None and validator.due(done):
                 validator.render(done, trainables)
             if metric and validator.metric_due(done, cfg.train.max_steps):
-                log_scalars(log, done, validator.distances(trainables))
+                log.step(done, validator.distances(trainables), prefix="")
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
                 last_ckpt = save_checkpoint(run_dir, done, backend=backend, trainables=trainables, generator=generator,
                                             loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)

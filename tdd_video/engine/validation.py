@@ -27,12 +27,12 @@ make the same forward calls; the calls do not depend on the data, and rank 0 log
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
 
 from tdd_video.core import add_noise, cfg as cfg_combine, jump, renoise, schedule_indices
+from tdd_video.families.base import using_unet
 
 
 @torch.no_grad()
@@ -77,28 +77,6 @@ def validation_duties(cfg, is_main: bool, zero3: bool) -> tuple[bool, bool]:
 
 def metric_key(steps: int) -> str:
     return f"val/mse_to_teacher_k{steps}"
-
-
-def log_scalars(log, step: int, values: dict[str, float]) -> None:
-    """Write `values` to metrics.jsonl and TensorBoard (tags as given, e.g. val/mse_to_teacher_k4)."""
-    if not values or not getattr(log, "enabled", False):
-        return
-    import json
-    log.jsonl.write(json.dumps({"step": step, **values}) + "\n")
-    if log.writer is not None:
-        for k, v in values.items():
-            log.writer.add_scalar(k, v, step)
-
-
-@contextlib.contextmanager
-def _unet_of(family, unet):
-    """family.denoise(unet=None) and the samplers use family.unet: point it at `unet` for a while."""
-    old = family.unet
-    family.unet = unet
-    try:
-        yield unet
-    finally:
-        family.unet = old
 
 
 class Validator:
@@ -153,7 +131,7 @@ class Validator:
                                                                    "give one value for images, e.g. [4.5]")
             edm = getattr(self.family.schedule, "kind", "vp") == "edm"
             out = {}
-            with roles.teacher() as teacher, _unet_of(self.family, teacher):
+            with roles.teacher() as teacher, using_unet(self.family, teacher):
                 for seed in self.cfg.seeds:
                     noise = torch.randn(self.shape, generator=torch.Generator().manual_seed(seed))
                     noise = noise.to(getattr(self.family, "device", noise.device))

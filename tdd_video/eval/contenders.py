@@ -156,10 +156,9 @@ class Contenders:
     def using(self, c: Contender):
         """family.unet set to the contender's network (adapter switched on, or the bare base)."""
         from tdd_video import lora
+        from tdd_video.families.base import using_unet
         unet = self.units.get(c.method, self.base)
-        old = self.family.unet
-        self.family.unet = unet
-        try:
+        with using_unet(self.family, unet):
             if unet is self.base and c.method in ("tdd", "animatelcm"):
                 with lora.use_adapter(unet, self.adapters[c.method]):
                     yield unet
@@ -168,8 +167,6 @@ class Contenders:
                     yield unet
             else:
                 yield unet
-        finally:
-            self.family.unet = old
 
     def sample(self, c: Contender, cond, null, noise: Tensor, seed: int) -> Tensor:
         """Latents x0 [B, F, C, h, w] of contender `c` from unit noise `noise`."""

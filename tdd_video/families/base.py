@@ -18,6 +18,7 @@ Batch contract (what data loaders hand to ``encode_conditioning``), per family:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
@@ -107,6 +108,17 @@ class Family(ABC):
         u = torch.as_tensor(u, dtype=torch.float64, device=x.device).reshape(-1).expand(b)
         both = self.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet)
         return cfg(both[:b], both[b:], scale)
+
+
+@contextlib.contextmanager
+def using_unet(family, unet):
+    """family.unet (what denoise(unet=None) and the samplers call) set to `unet` for a while, then restored."""
+    old = family.unet
+    family.unet = unet
+    try:
+        yield unet
+    finally:
+        family.unet = old
 
 
 def place_modules(components: dict, keys: tuple[str, ...], dtype: torch.dtype, device) -> dict:
