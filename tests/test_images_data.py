@@ -14,13 +14,7 @@ from tdd_video.errors import ConfigError
 from tdd_video.zoo.sdxl_synthetic import adherence, make_images, mean_adherence, parse_caption
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread (no OpenMP spin contention); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def ramp(h, w, seed=0):

@@ -8,13 +8,7 @@ import torch
 from tdd_video.zoo import ZOO_DIR, ZooModelNotFound, is_zoo_name, resolve_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread (no OpenMP spin contention); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 TEACHER = ZOO_DIR / "toy-sdxl"
