@@ -100,6 +100,14 @@ def apply_lora(unet, path, scale: float = 1.0, fuse: bool = False):
     return unet
 
 
+SAMPLERS = ("tdd", "animatelcm")      # few-step samplers of the img2vid render / pipeline
+
+
+def check_sampler(sampler: str) -> None:
+    if sampler not in SAMPLERS:
+        raise ConfigError("sampler", f"got {sampler!r}, allowed values are {', '.join(SAMPLERS)}")
+
+
 def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = False, steps: int = 4,
                  dtype="fp32", device="cpu", eta: float = 0.3, schedule: str = "equidistant", unet=None,
                  sampler: str = "tdd", **scheduler_kwargs):
@@ -113,6 +121,7 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
     from tdd_video.families import check_model_folder
     from tdd_video.families.svd import SVD_COMPONENTS
     from tdd_video.sampling import TDDScheduler
+    check_sampler(sampler)
     path, _ = resolve_model(model)
     check_model_folder(path, SVD_COMPONENTS, "svd")
     try:

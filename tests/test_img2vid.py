@@ -216,6 +216,11 @@ def test_unet_file_with_animatelcm_sampler(tmp_path, capsys):
         render_img2vid(fast(tmp_path, sampler="animatelcm", clip=ClipSettings(mode="static", value=2.0, steps=1)))
     with pytest.raises(ConfigError, match="'steps'"):
         render_img2vid(fast(tmp_path, sampler="animatelcm", steps=41))
+    with pytest.raises(ConfigError, match="'sampler'"):
+        render_img2vid(fast(tmp_path, sampler="lcm"))
+    from tdd_video.api import load_img2vid
+    with pytest.raises(ConfigError, match="'sampler'"):               # the Python API refuses it too
+        load_img2vid("tiny", sampler="lcm")
     with pytest.raises(ConfigError, match="'teacher_refine'"):
         render_img2vid(fast(tmp_path, unet=str(path), lora="x.safetensors", teacher_refine=0.05))
     assert cli.main(["--sampler", "animatelcm", "--eta", "0.2", "--no-progress", "--out", str(tmp_path / "c.gif")]) == 2

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from tdd_video.api import default_lora
+from tdd_video.api import check_sampler, default_lora
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.render_common import RenderSettings
 from tdd_video.sampling.sample import SamplingStats, StageTimer, make_scheduler, sample
 
 VIDEO_OUT = (".mp4", ".gif")
-SAMPLERS = ("tdd", "animatelcm")
 
 
 @dataclass
@@ -46,8 +45,7 @@ class Img2VidSettings(RenderSettings):
     def validate(self) -> None:
         """Every bad value → ConfigError naming the flag and the allowed range (before any model loads)."""
         self.check_shared()
-        if self.sampler not in SAMPLERS:
-            raise ConfigError("sampler", f"got {self.sampler!r}, allowed values are {', '.join(SAMPLERS)}")
+        check_sampler(self.sampler)
         if self.sampler == "animatelcm":
             from tdd_video.sampling.animatelcm import ANIMATELCM_NUM_GRID
             check_range("steps", self.steps, 1, ANIMATELCM_NUM_GRID)
