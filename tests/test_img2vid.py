@@ -218,6 +218,8 @@ def test_unet_file_with_animatelcm_sampler(tmp_path, capsys):
         render_img2vid(fast(tmp_path, sampler="animatelcm", steps=41))
     with pytest.raises(ConfigError, match="'sampler'"):
         render_img2vid(fast(tmp_path, sampler="lcm"))
+    with pytest.raises(ConfigError, match="'unet'.*not found"):
+        Img2VidSettings(unet=str(tmp_path / "missing.safetensors")).validate()   # before any model loads
     from tdd_video.api import load_img2vid
     with pytest.raises(ConfigError, match="'sampler'"):               # the Python API refuses it too
         load_img2vid("tiny", sampler="lcm")

@@ -54,6 +54,12 @@ class Img2VidSettings(RenderSettings):
                                               "--schedule applies to the TDD sampler")
             if self.clip.mode != "none":
                 raise ConfigError("clip", "x0 clipping is part of the TDD sampler; drop --clip-x0 with --sampler animatelcm")
+        if self.unet is not None:                   # a missing / unusable file fails before the model loads
+            from tdd_video.unet_checkpoint import CheckpointError, resolve_checkpoint_file
+            try:
+                resolve_checkpoint_file(self.unet)
+            except CheckpointError as e:
+                raise ConfigError("unet", str(e)) from None
         if self.unet is not None and self.teacher_refine is not None:
             raise ConfigError("teacher_refine", "Distillation++ uses the base UNet with the LoRA disabled as the "
                                                 "teacher; with --unet the base UNet is replaced, so there is no teacher")
