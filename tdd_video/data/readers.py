@@ -7,6 +7,13 @@ file is a GIF (decord cannot read GIF), or when decord fails to open or to decod
 
 Every reader returns uint8 frames ``[F, H, W, 3]`` for the requested 0-based indices (exact:
 index i is the i-th frame in presentation order) and reports the container's real frame rate.
+
+Frames come out in *display* orientation, whichever reader opened the file: a phone video whose
+stream carries a display matrix (rotation by a multiple of 90 degrees, possibly mirrored) or an
+old-style ``rotate`` tag is rotated/flipped the way ffmpeg shows it, and ``height``/``width``
+describe the displayed frame (e.g. a 1920x1080 coded stream with rotation 90 reports 1080 wide,
+1920 high). decord applies the rotation part itself (the rest, the mirror of a mirrored MP4/MOV
+matrix, is applied here); PyAV applies the whole matrix (see "display orientation" below).
 """
 from __future__ import annotations
 
@@ -35,6 +42,19 @@ def decord_available() -> bool:
     return _decord is not None
 
 
+# --- display orientation ---------------------------------------------------------------------
+# An orientation is a 2x2 signed permutation ``(a, b, c, d)`` in FFmpeg's display-matrix
+# convention (libavutil/display.h: row vector times matrix, image coordinates with y down): the
+# coded pixel at column x, row y is displayed at column a*x + c*y, row b*x + d*y (plus a
+# translation). (1, 0, 0, 1) is the identity, (0, -1, 1, 0) a quarter turn counter-clockwise
+# (``ffmpeg -display_rotation 90``; PyAV's ``frame.rotation == 90``), (0, 1, -1, 0) a quarter turn
+# clockwise (the usual portrait phone video, "rotation of -90 degrees" in ffprobe). The four
+# mirrored ones come from -display_hflip / -display_vflip and some editing apps. Applying one to
+# the decoded pixels gives what ffmpeg (autorotate) and players show.
+
+from tdd_video.data.orientation import (decord_leftover, display_hw, frame_orientation, orient, pyav_stream_orientation)
+
+
 class _Reader:
     backend = "base"
     path: Path
@@ -60,6 +80,9 @@ class _Reader:
 
 
 class DecordReader(_Reader):
+    """decord reader. decord applies the rotation of a display matrix itself; what it leaves out (the
+    mirror of a mirrored MP4/MOV matrix) is applied here, so frames match PyAV's."""
+
     backend = "decord"
 
     def __init__(self, path: str | Path, threads: int = 1):
@@ -75,14 +98,16 @@ class DecordReader(_Reader):
             raise VideoReadError(f"{path}: decord cannot open it ({type(e).__name__}: {str(e)[:200]})") from None
         if self.num_frames <= 0:
             raise VideoReadError(f"{path}: no video frames")
+        self._leftover = decord_leftover(self.path)
 
     def _size(self) -> tuple[int, int]:
         """(height, width), decoded from frame 0 on first use only: opening a file for a clip should not
         pay for an extra decode (every clip of a large dataset opens a new file)."""
         if self._hw is None:
             try:
-                self._hw = tuple(self._vr[0].shape[:2])
+                h, w = self._vr[0].shape[:2]
                 self._vr.seek(0)
+                self._hw = display_hw(int(h), int(w), self._leftover)
             except Exception as e:
                 raise VideoReadError(f"{self.path}: decord cannot decode frame 0 "
                                      f"({type(e).__name__}: {str(e)[:200]})") from None
@@ -105,6 +130,8 @@ class DecordReader(_Reader):
                                  f"({type(e).__name__}: {str(e)[:200]})") from None
         if frames.shape[0] != len(idx):
             raise VideoReadError(f"{self.path}: decord returned {frames.shape[0]} of {len(idx)} frames")
+        if self._leftover is not None:
+            frames = np.ascontiguousarray(orient(frames, self._leftover))
         return frames
 
     def close(self) -> None:
@@ -113,7 +140,12 @@ class DecordReader(_Reader):
 
 class PyAVReader(_Reader):
     """PyAV reader. Constant-frame-rate streams: seek to the keyframe before the first index and
-    map each decoded frame to its index by pts; GIFs and streams without pts: decode in order."""
+    map each decoded frame to its index by pts; GIFs and streams without pts: decode in order.
+
+    PyAV hands out coded pixels; each frame is turned to display orientation with the display matrix
+    it carries (FFmpeg >= 7), else the stream's (older PyAV's stream side data, the MP4/MOV track
+    header, the ``rotate`` tag). ``height``/``width`` are the displayed size: from the stream when
+    the orientation is known without decoding (any MP4/MOV), else from frame 0, decoded on first use."""
 
     backend = "pyav"
 
@@ -131,8 +163,9 @@ class PyAVReader(_Reader):
                 self._stream.thread_type = "AUTO"
             rate = self._stream.average_rate or self._stream.guessed_rate
             self.fps = float(rate) if rate else 0.0
-            self.width = int(self._stream.codec_context.width)
-            self.height = int(self._stream.codec_context.height)
+            self._coded_hw = (int(self._stream.codec_context.height), int(self._stream.codec_context.width))
+            self._stream_orientation = pyav_stream_orientation(self._stream, self.path)
+            self._hw: tuple[int, int] | None = None
             self._sequential = self._stream.codec_context.name == "gif" or self.fps <= 0
             self.num_frames = int(self._stream.frames or 0) or self._count_packets()
         except VideoReadError:
@@ -144,6 +177,42 @@ class PyAVReader(_Reader):
         tb = self._stream.time_base
         self._time_base = float(tb) if tb else 0.0
         self._start = self._stream.start_time or 0
+
+    def _size(self) -> tuple[int, int]:
+        """(height, width) as displayed."""
+        if self._hw is None:
+            if self._stream_orientation is not None:
+                self._hw = display_hw(*self._coded_hw, self._stream_orientation)
+            else:
+                self._hw = self._probe_size()
+        return self._hw
+
+    def _probe_size(self) -> tuple[int, int]:
+        """Displayed size of frame 0, for containers whose display matrix only shows on decoded
+        frames (e.g. Matroska with FFmpeg >= 7); the coded size if frame 0 does not decode."""
+        try:
+            self._container.seek(0)
+            for frame in self._container.decode(self._stream):
+                o = frame_orientation(frame)
+                hw = display_hw(int(frame.height), int(frame.width), o)
+                self._container.seek(0)
+                return hw
+        except Exception as e:
+            logger.debug("%s: PyAV cannot decode frame 0 for its size: %s", self.path, e)
+        return self._coded_hw
+
+    @property
+    def height(self) -> int:
+        return self._size()[0]
+
+    @property
+    def width(self) -> int:
+        return self._size()[1]
+
+    def _rgb(self, frame) -> np.ndarray:
+        """RGB pixels of ``frame`` in display orientation."""
+        o = frame_orientation(frame)
+        return orient(frame.to_ndarray(format="rgb24"), o if o is not None else self._stream_orientation)
 
     def _count_packets(self) -> int:
         count = sum(1 for packet in self._container.demux(self._stream) if packet.size > 0)
@@ -176,7 +245,7 @@ class PyAVReader(_Reader):
         if missing:
             raise VideoReadError(f"{self.path}: truncated or unreadable, frames {sorted(missing)[:5]} "
                                  f"of {self.num_frames} could not be decoded")
-        return np.stack([got[i] for i in idx])
+        return np.ascontiguousarray(np.stack([got[i] for i in idx]))  # oriented frames are views
 
     def _decode_by_pts(self, wanted: set[int], got: dict) -> bool:
         last = max(wanted)
@@ -187,7 +256,7 @@ class PyAVReader(_Reader):
             if n == 0 and i > min(wanted):
                 return False
             if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
+                got[i] = self._rgb(frame)
             if i >= last:
                 break
         return True
@@ -197,7 +266,7 @@ class PyAVReader(_Reader):
         self._container.seek(0)
         for i, frame in enumerate(self._container.decode(self._stream)):
             if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
+                got[i] = self._rgb(frame)
             if i >= last:
                 break
 
