@@ -6,7 +6,7 @@
 
 One JSON line per method: latent MSE and pixel PSNR (dB, [-1, 1] range → peak-to-peak 2) to the teacher's
 25-step output from the SAME starting noise and caption, and prompt adherence scored exactly by the rules
-that drew the toy data (tdd_video.zoo.sdxl_synthetic.adherence: colour, shape, layout = both halves right,
+that drew the toy data (tdd_video.data.synthetic_images.adherence: colour, shape, layout = both halves right,
 all). The teacher runs DDIM (the TDD sampler with η = 0 on the base with the LoRA disabled — the solver the
 student was distilled from) with CFG w (Imagen form, default 4.5 as in distillation); the student runs
 the TDD sampler with its default γ-sampling η and g = 1 (one UNet pass per step). Threads: --threads (1).
@@ -38,8 +38,8 @@ def main(argv=None) -> int:
 
     from tdd_video import lora as lora_lib
     from tdd_video.sampling.sample import SamplingStats, sample
-    from tdd_video.sampling.txt2img import load_txt2img_family, resolve_txt2img_model, to_uint8
-    from tdd_video.zoo.sdxl_synthetic import all_scenes, mean_adherence
+    from tdd_video.apps.txt2img import load_txt2img_family, resolve_txt2img_model, to_uint8
+    from tdd_video.data.synthetic_images import all_scenes, mean_adherence
     torch.set_num_threads(a.threads)
     model, lora, notes = resolve_txt2img_model(a.model, a.lora)
     if lora is None:
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     if a.grid:
         from PIL import Image
 
-        from tdd_video.sampling.txt2img import image_grid
+        from tdd_video.apps.txt2img import image_grid
         rows = [to_uint8(torch.cat(results[k]["img"])[:8]) for k in methods]
         Image.fromarray(image_grid(np.concatenate(rows), 8)).resize((8 * 96, len(rows) * 96), Image.NEAREST).save(a.grid)
         print(json.dumps({"grid": a.grid, "rows": list(methods), "captions": caps[:8]}))

@@ -73,3 +73,23 @@ class ToyFamily(Family):
             eps = net(x, u.float(), cond.emb).float()
             x0 = (x - s * eps) / a
         return torch.where((u == 0).reshape(shape), x, x0.float())
+
+
+def animatelcm_reference(denoise, noise: torch.Tensor, steps: int, generator: torch.Generator,
+                         schedule: EDMSchedule | None = None, num_grid: int = 40) -> torch.Tensor:
+    """AnimateLCM's multistep sampler written out independently of tdd_video.sampling (a test reference):
+    Karras grid of `num_grid` σ from σ_max to σ_min, steps at indices [0, r, ..., (K−1)r], r = N // K;
+    x = σ_0·ε, then x0 = D(x, u_i) and x = x0 + σ_next·z (fresh z) until the last step returns x0."""
+    schedule = schedule or EDMSchedule()
+    u_grid = 1.0 - torch.arange(num_grid, dtype=torch.float64) / (num_grid - 1)
+    u_grid[-1] = 1e-12
+    idx = [j * (num_grid // steps) for j in range(steps)]
+    b = noise.shape[0]
+    x = float(schedule.sigma(u_grid[idx[0]])) * noise.float()
+    x0 = x
+    for j, i in enumerate(idx):
+        x0 = denoise(x, u_grid[i].repeat(b)).float()
+        if j + 1 < len(idx):
+            z = torch.randn(noise.shape, generator=generator, dtype=torch.float32).to(noise.device)
+            x = x0 + float(schedule.sigma(u_grid[idx[j + 1]])) * z
+    return x0

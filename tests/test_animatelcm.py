@@ -7,8 +7,9 @@ import torch
 
 from tdd_video.core import EDMSchedule
 from tdd_video.errors import ConfigError
-from tdd_video.sampling.animatelcm import (AnimateLCMScheduler, animatelcm_grid_sigmas, animatelcm_grid_u,
-                                          animatelcm_step_indices, sample_animatelcm)
+from standin_family import animatelcm_reference
+from tdd_video.core import animatelcm_step_indices, karras_grid_u
+from tdd_video.sampling.animatelcm import AnimateLCMScheduler, animatelcm_grid_sigmas
 
 
 def _karras(i, n=40, smin=0.002, smax=700.0, rho=7.0):
@@ -35,7 +36,7 @@ def test_grid_endpoints():
     assert float(s[0]) == pytest.approx(700.0) and float(s[39]) == pytest.approx(0.002, rel=1e-8) and float(s[40]) == 0.0
     assert torch.allclose(s[:40], torch.tensor([_karras(i) for i in range(40)], dtype=torch.float64), rtol=1e-9)
     assert bool((s.diff() < 0).all())
-    assert animatelcm_grid_u()[-1] == 0.0
+    assert karras_grid_u(40)[-1] == 0.0
     with pytest.raises(ConfigError, match="steps"):
         animatelcm_step_indices(41)
 
@@ -97,7 +98,7 @@ def test_step_math_shapes_dtypes_and_determinism():
 
 
 def test_loop_sampler_matches_scheduler():
-    """sample_animatelcm over a denoise(x, u) equals the scheduler driven by the same denoiser."""
+    """An independent loop over a denoise(x, u) equals the scheduler driven by the same denoiser."""
     schedule = EDMSchedule()
     target = torch.randn(1, 2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
 
@@ -105,7 +106,7 @@ def test_loop_sampler_matches_scheduler():
         return target.expand_as(x) + 0 * x
 
     noise = torch.randn(1, 2, 4, 4, 4, generator=torch.Generator().manual_seed(4))
-    loop = sample_animatelcm(denoise, noise, 4, torch.Generator().manual_seed(5), schedule)
+    loop = animatelcm_reference(denoise, noise, 4, torch.Generator().manual_seed(5), schedule)
     assert torch.allclose(loop, target)
     sched = AnimateLCMScheduler()
     sched.set_timesteps(4, generator=torch.Generator().manual_seed(5))
@@ -118,7 +119,7 @@ def test_loop_sampler_matches_scheduler():
 def test_drop_in_svd_pipeline_equals_family_loop():
     """StableVideoDiffusionPipeline + AnimateLCMScheduler == the family sampling loop with the same scheduler."""
     from tdd_video.families import load_family
-    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image
+    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
     from tdd_video.sampling.sample import SamplingStats, sample
     fam = load_family("svd", "tiny")
     image, _ = fit_image(load_image(None)[0], 64, 64)
@@ -242,17 +243,20 @@ def test_recipe_configs_validate_and_match_tdd_budget():
         load_config(root / "configs/toy/animatelcm_svd_tiny.yaml", ["method.guidance_min_choices=[]"])
 
 
-def test_render_sample_uses_animatelcm_sampler(tiny_svd):
+def test_validation_renders_with_animatelcm_sampler(tiny_svd):
+    """The method names its sampler; the validation loop (sampling.sample + make_sampler) runs it."""
     from tdd_video.methods import AnimateLCMConfig, build_method
+    from tdd_video.sampling import make_sampler, sample
     fam = tiny_svd
     _, cond = _batch(fam, b=1, f=2)
     null = fam.null_conditioning(cond)
     method = build_method("animatelcm", AnimateLCMConfig(), fam)
-    a = method.render_sample(cond, null, (1, 2, 4, 16, 16), 2, generator=torch.Generator().manual_seed(0))
+    a = sample(fam, cond, null, steps=2, generator=torch.Generator().manual_seed(0), shape=(1, 2, 4, 16, 16),
+               progress=False, scheduler=make_sampler(fam, method.sampler))
     noise = torch.randn((1, 2, 4, 16, 16), generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(0)
-    torch.randn((1, 2, 4, 16, 16), generator=gen)          # the draw render_sample made for its noise
-    b = sample_animatelcm(lambda x, u: fam.denoise(x, u, cond), noise, 2, gen)
+    torch.randn((1, 2, 4, 16, 16), generator=gen)          # the draw the loop made for its noise
+    b = animatelcm_reference(lambda x, u: fam.denoise(x, u, cond), noise, 2, gen)
     assert a.shape == (1, 2, 4, 16, 16) and torch.allclose(a, b)
 
 

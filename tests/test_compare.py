@@ -58,8 +58,7 @@ def test_grid_video_layout():
 
 
 def test_compare_cli_every_column_filled(files, tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "infer"))
-    import compare as cli
+    from tdd_video.cli import compare as cli
     out = tmp_path / "out"
     argv = ["teacher@3", "tdd@2", "tdd@2+refine", "animatelcm@2", "animatelcm@1", "--model", "tiny",
             "--tdd-lora", files["lora"], "--animatelcm-unet", files["alcm"], "--i3d", files["i3d"],
@@ -140,10 +139,11 @@ def test_missing_weights_and_wrong_checkpoint_are_clear(files, tmp_path):
 
 
 def test_teacher_sampler_equals_svd_pipeline_euler():
-    """euler_sample (the teacher contender) == StableVideoDiffusionPipeline with its own Euler scheduler."""
-    from tdd_video.eval.contenders import euler_sample
+    """The teacher contender's sampler (KarrasEulerSampler in the sampling loop) == StableVideoDiffusionPipeline
+    with its own Euler scheduler."""
+    from tdd_video.sampling import KarrasEulerSampler, sample
     from tdd_video.families import load_family
-    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image
+    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
     fam = load_family("svd", "tiny")
     image, _ = fit_image(load_image(None)[0], 64, 64)
     noise = torch.randn(1, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -154,6 +154,7 @@ def test_teacher_sampler_equals_svd_pipeline_euler():
                output_type="latent", generator=torch.Generator().manual_seed(0)).frames
     cond = fam.encode_conditioning({"first_frame": image_to_tensor(image)}, generator=torch.Generator().manual_seed(0),
                                    train=False, noise_aug=0.02, fps_id=6, motion_bucket_id=127)
-    ours = euler_sample(fam, cond, fam.null_conditioning(cond), noise, 5, (1.0, 3.0))
+    ours = sample(fam, cond, fam.null_conditioning(cond), steps=5, guidance=(1.0, 3.0), latents=noise, progress=False,
+                  scheduler=KarrasEulerSampler(fam.schedule))
     scale = float(ref.abs().max())
     assert torch.allclose(ours, ref.float(), atol=2e-4 * scale, rtol=1e-3), float((ours - ref).abs().max())

@@ -86,12 +86,12 @@ def test_overrides_and_bad_override_syntax(tmp_path):
 
 
 def test_cli_dry_run_prints_resolved_config(capsys):
-    sys.path.insert(0, str(ROOT / "train"))
-    import distill_svd
-    assert distill_svd.main(["--dry-run", "method.k_max=7"]) == 0
+    from tdd_video.cli import distill
+    tiny = ROOT / "configs/toy/tdd_svd_tiny.yaml"
+    assert distill.main(["--dry-run", "method.k_max=7"], default_config=tiny) == 0
     out = capsys.readouterr().out
     assert "k_max: 7" in out and "name: tdd" in out and "path: synthetic" in out
-    assert distill_svd.main(["--dry-run", "method.eta_max=2"]) == 2
+    assert distill.main(["--dry-run", "method.eta_max=2"], default_config=tiny) == 2
     err = capsys.readouterr().err
     assert "method.eta_max" in err and "allowed range" in err
 

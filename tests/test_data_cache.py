@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tdd_video.data.cache import LatentCacheDataset, build_cache, main as cache_main
-from tdd_video.data.check import main as check_main
+from tdd_video.cli.cache import main_video as cache_main
+from tdd_video.cli.check_data import main as check_main
+from tdd_video.data.cache import build_cache, video_encoder
+from tdd_video.data.cached import LatentCacheDataset
 from tdd_video.data.config import VideoDataConfig
 from tdd_video.data.dataset import build_video_dataset, build_video_loader
 from tdd_video.data.testmedia import make_broken_files, make_video, random_frames
@@ -39,7 +41,7 @@ def _cfg(videos, **kw):
 
 def test_round_trip_equals_on_the_fly(family, videos, tmp_path):
     cfg = _cfg(videos)
-    index = json.loads(build_cache(family, cfg, tmp_path / "c32", dtype="fp32", shard_size=2, seed=3,
+    index = json.loads(build_cache(video_encoder(family), cfg, tmp_path / "c32", dtype="fp32", shard_size=2, seed=3,
                                    progress=False).read_text())
     assert index["num_samples"] == 3 and index["num_failed"] == 1 and len(index["shards"]) == 2
     cached = LatentCacheDataset(tmp_path / "c32")
@@ -61,8 +63,8 @@ def test_several_augmented_clips_per_video(family, videos, tmp_path):
     """clips_per_video = 3: the centre clip (identical to the 1-clip cache) + 2 random train-mode clips
     (other start / crop / flip) per readable video; the broken video is skipped once."""
     cfg = _cfg(videos, flip=True)
-    one = LatentCacheDataset(build_cache(family, cfg, tmp_path / "one", dtype="fp32", seed=3, progress=False).parent)
-    index = json.loads(build_cache(family, cfg, tmp_path / "three", dtype="fp32", shard_size=2, seed=3,
+    one = LatentCacheDataset(build_cache(video_encoder(family), cfg, tmp_path / "one", dtype="fp32", seed=3, progress=False).parent)
+    index = json.loads(build_cache(video_encoder(family), cfg, tmp_path / "three", dtype="fp32", shard_size=2, seed=3,
                                    progress=False, clips_per_video=3).read_text())
     assert index["num_samples"] == 9 and index["num_failed"] == 1 and index["clips_per_video"] == 3
     three = LatentCacheDataset(tmp_path / "three")
@@ -75,12 +77,12 @@ def test_several_augmented_clips_per_video(family, videos, tmp_path):
     for frames in by_video.values():     # the augmented clips are not copies of the centre clip
         assert len(frames) == 3 and not torch.equal(frames[0], frames[1]) and not torch.equal(frames[1], frames[2])
     with pytest.raises(ValueError, match="clips-per-video"):
-        build_cache(family, cfg, tmp_path / "bad", clips_per_video=0, progress=False)
+        build_cache(video_encoder(family), cfg, tmp_path / "bad", clips_per_video=0, progress=False)
 
 
 def test_cache_loader_batches_drive_the_family_like_raw(family, videos, tmp_path):
     cfg = _cfg(videos, buckets=None, height=32, width=32, train=False, batch_size=3)
-    build_cache(family, cfg, tmp_path / "c", dtype="fp32", shard_size=8, progress=False)
+    build_cache(video_encoder(family), cfg, tmp_path / "c", dtype="fp32", shard_size=8, progress=False)
     raw = next(iter(build_video_loader(cfg, seed=0)))
     cache = next(iter(build_video_loader(VideoDataConfig(**{**cfg.to_dict(), "use_cache": True,
                                                             "cache_dir": str(tmp_path / "c")}), seed=0)))
@@ -96,11 +98,11 @@ def test_cache_loader_batches_drive_the_family_like_raw(family, videos, tmp_path
 def test_resume_skips_finished_shards_and_fp16(family, videos, tmp_path):
     cfg = _cfg(videos)
     out = tmp_path / "c16"
-    build_cache(family, cfg, out, dtype="fp16", shard_size=1, progress=False)
+    build_cache(video_encoder(family), cfg, out, dtype="fp16", shard_size=1, progress=False)
     first = {p.name: p.stat().st_mtime_ns for p in out.glob("shard_*.safetensors")}
     (out / "shard_00001.json").unlink()       # as if interrupted while writing shard 1
     (out / "index.json").unlink()
-    build_cache(family, cfg, out, dtype="fp16", shard_size=1, progress=False)
+    build_cache(video_encoder(family), cfg, out, dtype="fp16", shard_size=1, progress=False)
     again = {p.name: p.stat().st_mtime_ns for p in out.glob("shard_*.safetensors")}
     changed = {n for n in first if first[n] != again[n]}
     assert changed == {"shard_00001.safetensors"}
@@ -111,7 +113,7 @@ def test_resume_skips_finished_shards_and_fp16(family, videos, tmp_path):
         assert f.get_tensor("0.first_frame").dtype == torch.uint8
     assert ds[0]["latents"].dtype == torch.float32
     with pytest.raises(ValueError, match="other settings"):
-        build_cache(family, cfg, out, dtype="bf16", shard_size=1, progress=False)
+        build_cache(video_encoder(family), cfg, out, dtype="bf16", shard_size=1, progress=False)
 
 
 def test_cache_cli_help_and_run(videos, tmp_path, capsys):

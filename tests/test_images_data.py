@@ -11,7 +11,7 @@ from tdd_video.data.dataset import DataFailureError
 from tdd_video.data.images import ImageDataConfig, build_image_dataset, build_image_loader, resize_crop_image
 from tdd_video.data.webdataset import expand_shards, index_shards, write_shard
 from tdd_video.errors import ConfigError
-from tdd_video.zoo.sdxl_synthetic import adherence, make_images, mean_adherence, parse_caption
+from tdd_video.data.synthetic_images import adherence, make_images, mean_adherence, parse_caption
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
@@ -163,7 +163,7 @@ def test_synthetic_captions_and_exact_adherence_scores():
 
 
 def test_latent_and_text_cache_roundtrip_resume_and_training_batches(tmp_path):
-    from tdd_video.data.image_cache import build_image_cache
+    from tdd_video.data.image_cache import build_image_cache, image_encoder
     from tdd_video.families.sdxl import SDXLFamily
     d = tmp_path / "d"
     d.mkdir()
@@ -173,16 +173,16 @@ def test_latent_and_text_cache_roundtrip_resume_and_training_batches(tmp_path):
     (d / "bad.png").write_bytes(b"")
     fam = SDXLFamily.tiny(seed=0)
     c = ImageDataConfig(path=str(d), height=32, width=32)
-    index = build_image_cache(fam, c, tmp_path / "cache", dtype="fp32", shard_size=4, progress=False)
+    index = build_image_cache(image_encoder(fam), c, tmp_path / "cache", dtype="fp32", shard_size=4, progress=False)
     meta = json.loads(index.read_text())
     assert meta["total"] == 5 and len(meta["shards"]) == 2
     skipped = json.loads((tmp_path / "cache" / "shard_00001.json").read_text())["skipped"]
     assert len(skipped) == 1 and "bad.png" in skipped[0]["path"]
     before = (tmp_path / "cache" / "shard_00000.safetensors").stat().st_mtime_ns
-    build_image_cache(fam, c, tmp_path / "cache", dtype="fp32", shard_size=4, progress=False)   # resume: no rework
+    build_image_cache(image_encoder(fam), c, tmp_path / "cache", dtype="fp32", shard_size=4, progress=False)   # resume: no rework
     assert (tmp_path / "cache" / "shard_00000.safetensors").stat().st_mtime_ns == before
     with pytest.raises(ConfigError, match="other settings"):
-        build_image_cache(fam, c, tmp_path / "cache", dtype="fp16", shard_size=4, progress=False)
+        build_image_cache(image_encoder(fam), c, tmp_path / "cache", dtype="fp16", shard_size=4, progress=False)
     batch = next(iter(build_image_loader({"use_cache": True, "cache_dir": str(tmp_path / "cache"), "batch_size": 2,
                                           "num_workers": 0, "height": 32, "width": 32}, seed=0)))
     assert batch["latents"].shape == (2, 4, 8, 8) and batch["prompt_embeds"].shape == (2, 77, 64)

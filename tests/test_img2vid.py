@@ -11,12 +11,11 @@ import torch
 from PIL import Image
 
 from tdd_video.errors import ConfigError
-from tdd_video.sampling.img2vid import Img2VidSettings, render_img2vid
+from tdd_video.apps.img2vid import Img2VidSettings, render_img2vid
 from tdd_video.sampling.sample import ClipSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "infer"))
-import img2vid as cli  # noqa: E402
+from tdd_video.cli import img2vid as cli  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +109,7 @@ def _save_lora_for(unet, path, seed=0):
 
 def test_lora_refine_export_and_foreign_lora(tmp_path):
     from diffusers import StableVideoDiffusionPipeline
-    from tdd_video.api import default_model_dir, load_img2vid
+    from tdd_video.apps.api import default_model_dir, load_img2vid
     from tdd_video.families.tiny import tiny_svd_unet
     from tdd_video.sampling import TDDScheduler
     model = default_model_dir()
@@ -179,9 +178,10 @@ def test_unet_file_with_animatelcm_sampler(tmp_path, capsys):
     """--unet loads a full UNet state dict strictly (e.g. the released AnimateLCM-SVD-xt-1.1 file) and
     --sampler animatelcm renders it with SPEC §8's sampler: equal to an independent family loop."""
     from safetensors.torch import save_file
-    from tdd_video.api import default_model_dir
+    from tdd_video.apps.api import default_model_dir
     from tdd_video.families import load_family
-    from tdd_video.sampling import AnimateLCMScheduler, sample_animatelcm
+    from standin_family import animatelcm_reference
+    from tdd_video.sampling import AnimateLCMScheduler
     model = str(default_model_dir())
     fam = load_family("svd", model)
     with torch.no_grad():
@@ -196,13 +196,13 @@ def test_unet_file_with_animatelcm_sampler(tmp_path, capsys):
     assert r.stats.unet_passes == 4
     # independent: the same draws in the same order (noise aug, start noise, re-noising) through the family
     gen = torch.Generator().manual_seed(0)
-    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image
+    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
     image, _ = load_image(None)
     image, _ = fit_image(image, 64, 64)
     cond = fam.encode_conditioning({"first_frame": image_to_tensor(image)}, generator=gen, train=False,
                                    noise_aug=0.02, fps_id=6, motion_bucket_id=127)
     noise = torch.randn(r.latents.shape, generator=gen)
-    ref = sample_animatelcm(lambda x, u: fam.denoise(x, u, cond), noise, 4, gen, fam.schedule)
+    ref = animatelcm_reference(lambda x, u: fam.denoise(x, u, cond), noise, 4, gen, fam.schedule)
     assert torch.allclose(r.latents, ref, atol=1e-4), float((r.latents - ref).abs().max())
     base = render_img2vid(fast(tmp_path, sampler="animatelcm", steps=4, out=str(tmp_path / "b.gif")))
     assert not torch.allclose(base.latents, r.latents, atol=1e-3)        # the file's weights were really used
@@ -220,7 +220,7 @@ def test_unet_file_with_animatelcm_sampler(tmp_path, capsys):
         render_img2vid(fast(tmp_path, sampler="lcm"))
     with pytest.raises(ConfigError, match="'unet'.*not found"):
         Img2VidSettings(unet=str(tmp_path / "missing.safetensors")).validate()   # before any model loads
-    from tdd_video.api import load_img2vid
+    from tdd_video.apps.api import load_img2vid
     with pytest.raises(ConfigError, match="'sampler'"):               # the Python API refuses it too
         load_img2vid("tiny", sampler="lcm")
     with pytest.raises(ConfigError, match="'teacher_refine'"):

@@ -10,7 +10,7 @@ import torch
 from tdd_video.errors import ConfigError
 from tdd_video.families.svd import SVDFamily
 from tdd_video.sampling import TDDScheduler
-from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image
+from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
 from tdd_video.sampling.refine import RefineSettings, has_adapters
 from tdd_video.sampling.sample import SamplingStats, sample
 

@@ -12,8 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "train"))
-sys.path.insert(0, str(ROOT / "infer"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
@@ -22,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """2 TDD steps on the tiny random SDXL (rank 4, alpha 2: scale 0.5) via the real CLI; returns the run dir."""
-    import distill_sdxl
+    from tdd_video.cli import distill
     out = tmp_path_factory.mktemp("tdd_sdxl")
-    rc = distill_sdxl.main(["model.path=null", f"run.output_dir={out}", "train.max_steps=2", "train.lr=0.05",
+    rc = distill.main(default_config=ROOT / "configs/toy/tdd_sdxl_tiny.yaml", argv=["model.path=null", f"run.output_dir={out}", "train.max_steps=2", "train.lr=0.05",
                             "train.warmup_steps=0", "train.checkpoint_every=0", "train.progress=false",
                             "trainable.lora_rank=4", "trainable.lora_alpha=2", "data.synthetic_num=8",
                             "data.batch_size=2", "data.height=64", "data.width=64"])
@@ -131,7 +129,7 @@ def test_controlnet_pipeline_with_tdd_scheduler_and_lora(trained):
 
 
 def test_txt2img_cli_renders_with_trained_lora_deterministically(trained, tmp_path):
-    import txt2img
+    from tdd_video.cli import txt2img
     args = ["--model", str(trained / "tiny_model"), "--lora",
             str(trained / "export" / "lora" / "pytorch_lora_weights.safetensors"), "--steps", "4", "--batch", "2",
             "--height", "32", "--width", "32",

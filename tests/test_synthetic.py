@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from tdd_video.data.synthetic import (CLIP_KINDS, MOTION_FULL_SCALE, SyntheticConfig, available_photos, main,
+from tdd_video.cli.synthetic import main
+from tdd_video.data.synthetic import (CLIP_KINDS, MOTION_FULL_SCALE, SyntheticConfig, available_photos,
                                       render_clip, write_dataset)
 from tdd_video.errors import ConfigError
 

@@ -17,14 +17,14 @@ def _losses(run):
 
 def test_toy_recipe_end_to_end_with_exact_resume(tmp_path, capsys):
     pytest.importorskip("tdd_video.lora")
-    sys.path.insert(0, str(ROOT / "train"))
-    import distill_svd
+    from tdd_video.cli import distill
+    tiny = ROOT / "configs/toy/tdd_svd_tiny.yaml"
     ref, run = tmp_path / "ref", tmp_path / "run"
-    assert distill_svd.main([f"run.output_dir={ref}", "train.max_steps=2", "validation.every=0",
+    assert distill.main(default_config=tiny, argv=[f"run.output_dir={ref}", "train.max_steps=2", "validation.every=0",
                              "export.lora=false", *COMMON]) == 0
-    assert distill_svd.main([f"run.output_dir={run}", "train.max_steps=1", "validation.every=0",
+    assert distill.main(default_config=tiny, argv=[f"run.output_dir={run}", "train.max_steps=1", "validation.every=0",
                              "export.lora=false", *COMMON]) == 0
-    rc = distill_svd.main([f"run.output_dir={run}", "train.max_steps=2", "validation.every=2",
+    rc = distill.main(default_config=tiny, argv=[f"run.output_dir={run}", "train.max_steps=2", "validation.every=2",
                            "export.fused_unet=true", "--resume", "auto", *COMMON])
     out = capsys.readouterr().out
     assert rc == 0, out

@@ -55,8 +55,7 @@ def _metric_rows(run_dir):
 
 def _teacher_distance(k, eta, seeds=(0, 1)):
     """Independently: the untrained network's K-step TDD sample vs its 25-step Euler + CFG 1 → 3 sample."""
-    from tdd_video.eval.contenders import euler_sample
-    from tdd_video.sampling.sample import sample
+    from tdd_video.sampling import KarrasEulerSampler, sample
     fam = ToyFamily("edm")
     emb = IndexLoader().batch(0)["emb"]
     cond = ToyCond(emb=emb)
@@ -66,7 +65,8 @@ def _teacher_distance(k, eta, seeds=(0, 1)):
     with torch.no_grad():
         for seed in seeds:
             noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-            ref = euler_sample(fam, cond, null, noise, 25, (1.0, 3.0))
+            ref = sample(fam, cond, null, steps=25, guidance=(1.0, 3.0), latents=noise, progress=False,
+                         scheduler=KarrasEulerSampler(fam.schedule))
             few = sample(fam, cond, null, steps=k, eta=eta, guidance=1.0, progress=False,
                          generator=torch.Generator().manual_seed(seed), shape=shape)
             errs.append(float(((few.double() - ref.double()) ** 2).mean()))
@@ -117,10 +117,11 @@ def test_config_validation(tmp_path, key, value):
 
 
 def test_animatelcm_metric_uses_its_own_sampler(tmp_path):
-    """A method with `render_sample` is measured with it: step-0 value = AnimateLCM sampler of the
+    """A method's own sampler is used for the metric: step-0 value = an independent AnimateLCM loop over the
     untrained network vs the same teacher reference."""
-    from tdd_video.eval.contenders import euler_sample
+    from standin_family import animatelcm_reference
     from tdd_video.methods import build_method
+    from tdd_video.sampling import KarrasEulerSampler, sample
     cfg = _cfg(tmp_path, "alcm", steps=1)
     cfg.method_name = "animatelcm"
     cfg.method = config_from_dict({"method": {"name": "animatelcm"}}).method
@@ -133,14 +134,15 @@ def test_animatelcm_metric_uses_its_own_sampler(tmp_path):
     fam = DeviceFamily("edm")
     cond = ToyCond(emb=IndexLoader().batch(0)["emb"])
     null = fam.null_conditioning(cond)
-    method = build_method("animatelcm", cfg.method, fam)
     errs = []
     with torch.no_grad():
         for seed in (0, 1):
             noise = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
-            ref = euler_sample(fam, cond, null, noise, 25, (1.0, 3.0))
-            few = method.render_sample(cond, null, (2, 3, 4, 8, 8), 4, guidance=1.0,
-                                       generator=torch.Generator().manual_seed(seed))
+            ref = sample(fam, cond, null, steps=25, guidance=(1.0, 3.0), latents=noise, progress=False,
+                         scheduler=KarrasEulerSampler(fam.schedule))
+            gen = torch.Generator().manual_seed(seed)
+            start = torch.randn((2, 3, 4, 8, 8), generator=gen)
+            few = animatelcm_reference(lambda x, u: fam.denoise(x, u, cond), start, 4, gen, fam.schedule)
             errs.append(float(((few.double() - ref.double()) ** 2).mean()))
     assert got == pytest.approx(sum(errs) / 2, rel=1e-6)
     assert got != pytest.approx(_teacher_distance(4, 0.0), rel=1e-3)      # not the TDD sampler

@@ -12,23 +12,20 @@ image-text loader (tdd_video.data.images: folders with .txt captions, CSV/JSONL 
 `section.key=value` pairs after the options. The exported LoRA (<output_dir>/export/lora) loads in stock
 diffusers: `StableDiffusionXLPipeline.load_lora_weights(path)`.
 """
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import distill_svd as _cli  # noqa: E402  (the shared training CLI)
+from tdd_video.cli.distill import main as distill
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "toy" / "tdd_sdxl_tiny.yaml"
 
 
 def main(argv=None) -> int:
-    """Run the shared training CLI with the toy SDXL recipe as the default config."""
+    """The shared training CLI with the toy SDXL recipe as the default config."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
-    return _cli.main(argv, default_config=DEFAULT_CONFIG)
+    return distill(argv, default_config=DEFAULT_CONFIG)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ ZOO_NOTE = ("default model: the bundled toy zoo (toy-svd, a tiny SVD-architectur
             "for real results")
 
 
-def resolve_model(model) -> tuple[str, bool]:
+def img2vid_model(model) -> tuple[str, bool]:
     """(model path or hub id, is_default_tiny).
 
     None/'' → the zoo's trained toy teacher (``toy-svd``) when it is installed, else the tiny
@@ -115,14 +115,14 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
 
     model: diffusers folder, hub id or zoo name (None: the zoo teacher). unet: a full UNet state dict
     (e.g. AnimateLCM-SVD-xt-1.1.safetensors) loaded strictly into the base's UNet before any LoRA.
-    sampler "animatelcm" installs the AnimateLCMScheduler (SPEC §8) instead of the TDDScheduler.
+    sampler "animatelcm" installs the AnimateLCMScheduler (docs/math.md §8) instead of the TDDScheduler.
     `steps` is set on the scheduler (call the pipeline with ``num_inference_steps=steps``)."""
     from diffusers import StableVideoDiffusionPipeline
     from tdd_video.families import check_model_folder
     from tdd_video.families.svd import SVD_COMPONENTS
     from tdd_video.sampling import TDDScheduler
     check_sampler(sampler)
-    path, _ = resolve_model(model)
+    path, _ = img2vid_model(model)
     check_model_folder(path, SVD_COMPONENTS, "svd")
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(path, dtype=parse_dtype(dtype))

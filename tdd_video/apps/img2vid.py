@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from tdd_video.api import check_sampler, default_lora
+from tdd_video.apps.api import check_sampler, default_lora
 from tdd_video.errors import ConfigError, check_range
-from tdd_video.render_common import RenderSettings
-from tdd_video.sampling.sample import SamplingStats, StageTimer, make_scheduler, sample
+from tdd_video.apps.settings import RenderSettings, StageTimer
+from tdd_video.sampling import SamplingStats, make_sampler, sample
 
 VIDEO_OUT = (".mp4", ".gif")
 
@@ -118,10 +118,10 @@ def default_size(family, image) -> tuple[int, int]:
 
 def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     """Run one image-to-video render (see module docstring); `log` receives progress lines."""
-    from tdd_video.api import TINY_NOTE, ZOO_NOTE, load_img2vid, parse_dtype, resolve_model
+    from tdd_video.apps.api import TINY_NOTE, ZOO_NOTE, img2vid_model, load_img2vid, parse_dtype
     from tdd_video.data.video_io import write_video
     from tdd_video.families.svd import SVDFamily
-    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image, round_size
+    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image, round_size
     s.validate()
     dtype = parse_dtype(s.dtype)
     notes: list[str] = []
@@ -129,7 +129,7 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     timings = stage.timings
 
     image, img_notes = load_image(s.image)                       # fail fast on a bad image, before the model
-    model, is_tiny = resolve_model(s.model)
+    model, is_tiny = img2vid_model(s.model)
     lora_file = s.default_lora()
     default_note = TINY_NOTE if is_tiny else ZOO_NOTE if s.model in (None, "") else None
     if default_note:
@@ -154,11 +154,7 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
                                       motion_bucket_id=s.motion_bucket)
     stage("conditioning")
     refine = s.refine_settings()
-    if s.sampler == "animatelcm":
-        from tdd_video.sampling.animatelcm import AnimateLCMScheduler
-        sched = AnimateLCMScheduler.for_schedule(family.schedule)
-    else:
-        sched = make_scheduler(family, eta=s.eta, schedule=s.schedule, clip=s.clip)
+    sched = make_sampler(family, s.sampler, eta=s.eta, schedule=s.schedule, clip=s.clip)
     stats = SamplingStats()
     latents = sample(family, cond, steps=s.steps, guidance=s.guidance_value, refine=refine, generator=generator,
                      shape=family.latent_shape(1, frames, height, width), progress=s.progress, stats=stats,
@@ -175,7 +171,7 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     stage("write")
     exported = None
     if s.export_pipeline:
-        from tdd_video.api import export_pipeline
+        from tdd_video.apps.api import export_pipeline
         exported = export_pipeline(pipe, s.export_pipeline)
         stage("export")
     log(f"wrote {out} ({frames} frames, {height}x{width}, {s.steps} steps, {stats.unet_passes} UNet passes, "

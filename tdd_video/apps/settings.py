@@ -1,19 +1,16 @@
-"""What the two render commands share: ``infer/img2vid.py`` (SVD) and ``infer/txt2img.py`` (SDXL).
+"""What the two renders share: image-to-video (apps.img2vid, SVD) and text-to-image (apps.txt2img, SDXL).
 
 * ``RenderSettings``: the settings fields both renders have (model, LoRA, sampler knobs, x0 clipping,
   Distillation++, size, seed, device) and their checks; ``Img2VidSettings`` and ``Txt2ImgSettings``
-  (tdd_video.sampling.img2vid / .txt2img) extend it.
-* the command-line side: ``clip_arg`` (the --clip-x0 parser), ``SHARED_FLAGS`` / ``add_shared_flags``
-  (flags with the same meaning and help text in both CLIs), ``clip_from_args`` and ``run_render``
-  (render, or print a ConfigError and exit with status 2).
+  extend it.
+* ``StageTimer``: wall time per named stage of a render.
 
-Light on purpose: importing it pulls in neither torch nor diffusers, so ``--help`` stays instant;
-the sampling classes are imported when a setting is built.
+Light on purpose: importing it pulls in neither torch nor diffusers, so the CLIs' ``--help`` stays
+instant; the sampling classes are imported when a setting is built.
 """
 from __future__ import annotations
 
-import argparse
-import sys
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,11 +35,11 @@ class RenderSettings:
     lora_scale: float = 1.0
     fuse: bool = False
     steps: int = 4
-    eta: float = 0.3                      # γ-sampling η: re-noise fraction per step (SPEC §5)
+    eta: float = 0.3                      # γ-sampling η: re-noise fraction per step (docs/math.md §5)
     schedule: str = "equidistant"         # equidistant | tdd-nonuniform
     guidance: float = 1.0                 # CFG on the student; 1 = one UNet pass per step
     clip: ClipSettings = field(default_factory=_no_clip)
-    teacher_refine: float | None = None   # Distillation++ λ (SPEC §7)
+    teacher_refine: float | None = None   # Distillation++ λ (docs/math.md §7)
     refine_steps: int = 1
     height: int | None = None
     width: int | None = None
@@ -76,56 +73,17 @@ class RenderSettings:
         return RefineSettings(strength=self.teacher_refine, steps=self.refine_steps, guidance=guidance)
 
 
-# ----------------------------------------------------------------------------- command line
-def clip_arg(text: str):
-    """'none' | 'static:B' | 'dynamic:B' (B: latent bound) → ClipSettings without steps."""
-    from tdd_video.sampling.sample import ClipSettings
-    mode, _, value = text.partition(":")
-    if mode not in ("none", "static", "dynamic"):
-        raise argparse.ArgumentTypeError(f"mode must be none, static or dynamic, got {mode!r}")
-    if mode != "none" and not value:
-        raise argparse.ArgumentTypeError(f"{mode} clipping needs a bound, e.g. {mode}:2.5 (latent units)")
-    try:
-        return ClipSettings(mode=mode, value=float(value) if value else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bound must be a number, got {value!r}") from None
+class StageTimer:
+    """Wall time per named stage of a render: call ``timer(name)`` when a stage ends; the time since the
+    previous call is stored in ``timer.timings[name]`` and reported through ``log``."""
 
+    def __init__(self, log=lambda msg: None):
+        self._now, self._log = time.perf_counter, log
+        self.timings: dict[str, float] = {}
+        self._clock = self._now()
 
-# Flags that mean the same in both CLIs, with one help text (argparse keyword arguments).
-SHARED_FLAGS: dict[str, dict] = {
-    "--steps": dict(type=int, default=4, help="sampling steps K (default 4)"),
-    "--guidance": dict(type=float, default=1.0,
-                       help="CFG scale on the student; 1 = one UNet pass per step (default)"),
-    "--clip-steps": dict(type=int, default=1, help="clip x0 during the first N steps (default 1; needs --clip-x0)"),
-    "--teacher-refine": dict(type=float, default=None, metavar="LAMBDA",
-                             help="Distillation++: lerp x0 toward the teacher (base with LoRA disabled) by LAMBDA, "
-                                  "e.g. 0.05"),
-    "--refine-steps": dict(type=int, default=1, help="refine the first k steps (default 1)"),
-    "--seed": dict(type=int, default=0, help="random seed (default 0)"),
-    "--device": dict(default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)"),
-    "--dtype": dict(choices=["fp32", "bf16", "fp16"], default="fp32", help="model dtype (default fp32)"),
-    "--no-progress": dict(action="store_true", help="hide the progress bar"),
-}
-
-
-def add_shared_flags(parser: argparse.ArgumentParser, *names: str) -> None:
-    """Add the SHARED_FLAGS `names` to `parser`, in that order (each CLI places them in its own --help order)."""
-    for name in names:
-        parser.add_argument(name, **SHARED_FLAGS[name])
-
-
-def clip_from_args(args: argparse.Namespace):
-    """The ClipSettings of --clip-x0 / --clip-steps (steps = 0 when clipping is off)."""
-    clip = args.clip_x0 or _no_clip()
-    clip.steps = args.clip_steps if clip.mode != "none" else 0
-    return clip
-
-
-def run_render(render, settings, log=print) -> int:
-    """`render(settings, log=log)`; a ConfigError is printed as ``error: ...`` to stderr → exit status 2, else 0."""
-    try:
-        render(settings, log=log)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    def __call__(self, name: str) -> None:
+        now = self._now()
+        self.timings[name] = now - self._clock
+        self._clock = now
+        self._log(f"[{name}] {self.timings[name]:.2f} s")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from tdd_video.errors import ConfigError, check_range
-from tdd_video.render_common import RenderSettings
-from tdd_video.sampling.sample import SamplingStats, StageTimer, make_scheduler, sample
+from tdd_video.apps.settings import RenderSettings, StageTimer
+from tdd_video.sampling import SamplingStats, make_sampler, sample
 
 DEFAULT_ZOO = "toy-sdxl"
 STUDENT_LORA = Path("students") / "tdd" / "pytorch_lora_weights.safetensors"
@@ -128,7 +128,7 @@ def load_txt2img_family(model: str, lora: str | None, *, lora_scale: float = 1.0
                         dtype: str = "fp32", device: str = "cpu"):
     """SDXLFamily from a folder / hub id / 'tiny', with a TDD LoRA injected (or fused) into its UNet."""
     from tdd_video import lora as lora_lib
-    from tdd_video.api import parse_dtype
+    from tdd_video.apps.api import parse_dtype
     from tdd_video.families import load_family
     family = load_family("sdxl", model, dtype=parse_dtype(dtype), device=device)
     if lora is not None:
@@ -171,7 +171,7 @@ def render_txt2img(s: Txt2ImgSettings, log=lambda msg: None, family=None) -> Txt
     stage("conditioning")
     refine = s.refine_settings(guidance=s.refine_guidance)
     generator = torch.Generator(s.device).manual_seed(s.seed)
-    sched = make_scheduler(family, eta=s.eta, schedule=s.schedule, clip=s.clip)
+    sched = make_sampler(family, "tdd", eta=s.eta, schedule=s.schedule, clip=s.clip)
     stats = SamplingStats()
     latents = sample(family, cond, null, steps=s.steps, guidance=float(s.guidance), refine=refine,
                      generator=generator, shape=family.latent_shape(n, height, width), progress=s.progress,

@@ -127,3 +127,27 @@ def source_density(num_grid: int, kind: str = "uniform") -> Tensor | None:
     if kind == "low-noise":
         return num_grid + 1 - k
     raise ConfigError("source_density", f"got {kind!r}, allowed values are 'uniform', 'high-noise', 'low-noise'")
+
+
+# -- the Karras σ grid (AnimateLCM's training grid and the teacher's Euler sampler) ----------------
+ANIMATELCM_NUM_GRID = 40
+U_SIGMA_MIN = 1e-12        # u of a Karras grid's last point: σ(u) = σ_min·(1 + O(1e-10)), not the clean end
+
+
+def karras_grid_u(num_points: int) -> Tensor:
+    """u of an N-point Karras grid σ_max → σ_min, then the clean end (docs/math.md §8). float64 [N + 1].
+
+    u_i = 1 − i/(N − 1) for i < N − 1, u_{N−1} = U_SIGMA_MIN (σ = σ_min, not 0), u_N = 0 (σ = 0).
+    On the EDM schedule this is diffusers' Karras σ list with its trailing 0. N = 1 gives [1, 0]."""
+    check_range("num_points", num_points, 1, None)
+    if num_points == 1:
+        return torch.tensor([1.0, 0.0], dtype=torch.float64)
+    u = 1.0 - torch.arange(num_points, dtype=torch.float64) / (num_points - 1)
+    u[-1] = U_SIGMA_MIN
+    return torch.cat([u, torch.zeros(1, dtype=torch.float64)])
+
+
+def animatelcm_step_indices(steps: int, num_grid: int = ANIMATELCM_NUM_GRID) -> Tensor:
+    """Grid indices a K-step AnimateLCM sampler visits: [0, r, …, (K−1)·r], r = N // K (docs/math.md §8). int64 [K]."""
+    check_range("steps", steps, 1, num_grid)
+    return torch.arange(steps, dtype=torch.int64) * (num_grid // steps)

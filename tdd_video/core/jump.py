@@ -54,3 +54,25 @@ def renoise(schedule, x_s: Tensor, u_s, u_to, noise: Tensor) -> Tensor:
     ratio = a_to / a_s
     std = (s_to ** 2 - (ratio * s_s) ** 2).clamp_min(0).sqrt()
     return _bcast(ratio, x_s) * x_s + _bcast(std, x_s) * noise
+
+
+def heun_step(schedule, x: Tensor, x0_a: Tensor, x_euler: Tensor, x0_b: Tensor, u_a, u_b) -> Tensor:
+    """Heun's second-order step u_a → u_b (docs/math.md §3, teacher solver), float32 [B, ...].
+
+    x0_a = D(x, u_a); x_euler = the Euler/DDIM jump of x to u_b; x0_b = D(x_euler, u_b). In the
+    coordinates x̄ = x/α, σ̄ = σ/α the probability-flow ODE is dx̄/dσ̄ = ε, so
+        x̄_b = x/α_a + (σ_b/α_b − σ_a/α_a)·(ε_a + ε_b)/2,  x_b = α_b·x̄_b
+    (EDM's Heun step when α ≡ 1). Rows that land on the clean end (u_b = 0, where ε is undefined)
+    keep the Euler step."""
+    def col(v):
+        v = torch.as_tensor(v, dtype=torch.float64)
+        return v.to(x.device, torch.float32).reshape(v.shape[0], *([1] * (x.ndim - 1)))
+
+    a_a, s_a = schedule.alpha_sigma(torch.as_tensor(u_a, dtype=torch.float64))
+    a_b, s_b = schedule.alpha_sigma(torch.as_tensor(u_b, dtype=torch.float64))
+    a_a, s_a, a_b, s_b = (col(v) for v in (a_a, s_a, a_b, s_b))
+    inner = col(torch.as_tensor(u_b) > 0).bool()
+    eps_a = (x - a_a * x0_a) / s_a
+    eps_b = (x_euler - a_b * x0_b) / torch.where(inner, s_b, torch.ones_like(s_b))
+    x_bar = x / a_a + (s_b / a_b - s_a / a_a) * 0.5 * (eps_a + eps_b)
+    return torch.where(inner, a_b * x_bar, x_euler).float()

@@ -1,7 +1,10 @@
 """Latent cache: encode each clip once with the family's VAE and image encoder.
 
-    python -m tdd_video.data.cache --model DIR_OR_ID --data MANIFEST_OR_FOLDER --out DIR \\
+    tdd-cache-video --model DIR_OR_ID --data MANIFEST_OR_FOLDER --out DIR \\
         [--dtype fp16|bf16|fp32] [--shard-size N] [--num-frames 14 --target-fps 7 --height 320 --width 576]
+
+The builder takes an ``encode`` callable (pixels [1, F, 3, H, W], generator) -> (latents [F, C, h, w],
+image_emb [1, D]); ``video_encoder(family)`` makes one from an SVD family (the CLI does).
 
 Layout of ``DIR``: ``cache_meta.json`` (model, dtype, data settings — a resumed run must match),
 ``shard_00000.safetensors`` + ``shard_00000.json`` ... and, when complete, ``index.json``. Each
@@ -28,25 +31,25 @@ N − 1 more are drawn with the training sampling (random start, random crop, fl
 augmentation. Every clip is one sample of the cache. Shards are written atomically (temp file +
 rename; the shard's JSON is written last and marks it done), so an interrupted run resumes by
 skipping finished shards. Videos that cannot be read are listed in the shard JSON and skipped.
-The trainer reads the cache with ``data.use_cache: true`` and ``data.cache_dir: DIR``.
+The trainer reads the cache (``tdd_video.data.cached``) with ``data.use_cache: true`` and ``data.cache_dir: DIR``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from tdd_video.data.config import VideoDataConfig
-from tdd_video.data.sampler import SampleKey
+from tdd_video.data.dataset import ClipTooShort, VideoClipDataset, build_video_dataset
+from tdd_video.data.readers import VideoReadError
+
+EncodeClip = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 CACHE_VERSION = 1
@@ -58,18 +61,24 @@ def _write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def build_cache(family, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = "fp16", shard_size: int = 64,
-                seed: int = 0, model_name: str = "", progress: bool = True, clips_per_video: int = 1) -> Path:
+def video_encoder(family) -> EncodeClip:
+    """The ``encode`` of `build_cache` for an SVD-type family: (latents × scaling_factor, CLIP embedding of
+    the clean first frame)."""
+    def encode(pix: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return (family.encode_latents({"pixel_values": pix}, generator=generator)[0],
+                family.encode_image_embedding(pix[:, 0])[0])
+    return encode
+
+
+def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = "fp16",
+                shard_size: int = 64, seed: int = 0, model_name: str = "", progress: bool = True,
+                clips_per_video: int = 1) -> Path:
     """Encode every video of ``cfg``'s source into ``out_dir``; returns the path of index.json.
 
-    ``family`` needs ``encode_latents({'pixel_values': [1,F,3,H,W]}, generator) -> [1,F,4,h,w]`` and
-    ``encode_image_embedding(first_frame [1,3,H,W]) -> [1,1,D]`` (the SVD family contract).
-    """
+    ``encode(pixels [1, F, 3, H, W], generator) -> (latents [F, C, h, w], image_emb [1, D])``
+    (`video_encoder(family)` for an SVD family)."""
     from safetensors.torch import save_file
     from tqdm import tqdm
-
-    from tdd_video.data.dataset import ClipTooShort, VideoClipDataset, build_video_dataset
-    from tdd_video.data.readers import VideoReadError
 
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
@@ -119,8 +128,7 @@ def build_cache(family, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = 
                     break                               # a video that cannot be read is skipped once
                 pix = item["pixel_values"][None]
                 gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i + c * 7_919_000_003)
-                latents = family.encode_latents({"pixel_values": pix}, generator=gen)[0]
-                image_emb = family.encode_image_embedding(pix[:, 0])[0]
+                latents, image_emb = encode(pix, gen)
                 k = len(samples)
                 tensors[f"{k}.latents"] = latents.detach().to("cpu", store).contiguous()
                 tensors[f"{k}.image_emb"] = image_emb.detach().to("cpu", store).contiguous()
@@ -143,100 +151,3 @@ def build_cache(family, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = 
                  num_failed=sum(len(p["failed"]) for p in parts))
     _write_json_atomic(out / "index.json", index)
     return out / "index.json"
-
-
-class LatentCacheDataset(Dataset):
-    """Reads a finished cache. Items: ``latents`` [F,4,h,w] fp32, ``first_frame`` [3,H,W] in [-1,1],
-    ``image_emb`` [1,D] fp32, ``fps_id``, ``motion_bucket_id``, ``caption``, ``path``."""
-
-    def __init__(self, cache_dir: str | Path, max_open: int = 8):
-        self.dir = Path(cache_dir)
-        index_path = self.dir / "index.json"
-        if not index_path.exists():
-            raise FileNotFoundError(f"{self.dir}: no index.json — not a finished latent cache "
-                                    "(build or resume it with `python -m tdd_video.data.cache`)")
-        self.index = json.loads(index_path.read_text())
-        self.samples = []
-        for shard in self.index["shards"]:
-            for s in json.loads((self.dir / f"{shard}.json").read_text())["samples"]:
-                self.samples.append(dict(s, shard=shard))
-        if not self.samples:
-            raise ValueError(f"{self.dir}: the cache holds no samples")
-        sizes = sorted({(s["height"], s["width"]) for s in self.samples})
-        self.sizes = sizes
-        self.bucket_of = [sizes.index((s["height"], s["width"])) for s in self.samples]
-        self.max_open = max_open
-        self._open: OrderedDict[str, object] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _handle(self, shard: str):
-        from safetensors import safe_open
-
-        if shard not in self._open:
-            self._open[shard] = safe_open(str(self.dir / f"{shard}.safetensors"), framework="pt")
-            while len(self._open) > self.max_open:
-                self._open.popitem(last=False)
-        self._open.move_to_end(shard)
-        return self._open[shard]
-
-    def __getitem__(self, key) -> dict:
-        index = key.index if isinstance(key, SampleKey) else int(key)
-        s = self.samples[index]
-        h, k = self._handle(s["shard"]), s["key"]
-        return {"latents": h.get_tensor(f"{k}.latents").float(),
-                "first_frame": h.get_tensor(f"{k}.first_frame").float() / 127.5 - 1.0,
-                "image_emb": h.get_tensor(f"{k}.image_emb").float(),
-                "fps_id": int(s["fps_id"]), "motion_bucket_id": int(s["motion_bucket_id"]),
-                "caption": s["caption"], "path": s["path"], "fps": float(s["fps"])}
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tdd_video.data.cache", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Store layout and the first-frame choice: see the module docstring.")
-    p.add_argument("--model", required=True, help="SVD diffusers folder, hub id, or 'tiny' (random test model)")
-    p.add_argument("--data", required=True, help="folder of videos, CSV/JSONL manifest or WebVid CSV")
-    p.add_argument("--out", required=True, help="output folder (resumes if it already holds shards)")
-    p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of latents/embeddings")
-    p.add_argument("--shard-size", type=int, default=64, help="samples per safetensors shard")
-    p.add_argument("--config", help="YAML file whose 'data:' section (or top level) is a VideoDataConfig")
-    p.add_argument("--num-frames", type=int), p.add_argument("--target-fps", type=float)
-    p.add_argument("--stride", type=int), p.add_argument("--height", type=int), p.add_argument("--width", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clips-per-video", type=int, default=1,
-                   help="clips cached per video: the centre clip + N-1 randomly started/cropped/flipped ones "
-                        "(default 1)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--model-dtype", default="fp32", choices=list(DTYPES), help="dtype of the VAE/CLIP when encoding")
-    args = p.parse_args(argv)
-    d = {}
-    if args.config:
-        import yaml
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
-        d = dict(loaded.get("data", loaded))
-    d.update(path=args.data, source=d.get("source", "auto"))
-    for key in ("num_frames", "target_fps", "height", "width"):
-        if getattr(args, key) is not None:
-            d[key] = getattr(args, key)
-    if args.stride is not None:
-        d.update(stride=args.stride, target_fps=None)
-    from tdd_video.errors import ConfigError
-    from tdd_video.families import load_family
-    try:
-        cfg = VideoDataConfig.from_dict(d).validate()
-        family = load_family("svd", args.model, dtype=DTYPES[args.model_dtype], device=args.device)
-        index = build_cache(family, cfg, args.out, args.dtype, args.shard_size, args.seed, args.model,
-                            clips_per_video=args.clips_per_video)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    info = json.loads(index.read_text())
-    print(f"wrote {info['num_samples']} clips in {len(info['shards'])} shards to {args.out} "
-          f"({info['num_failed']} videos skipped); index: {index}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """`--check-data`: scan every video of a source and print a summary before training on it.
 
-    python -m tdd_video.data.check --data MANIFEST_OR_FOLDER [--num-frames 14 --target-fps 7] [--json]
+    tdd-check-data --data MANIFEST_OR_FOLDER [--num-frames 14 --target-fps 7] [--json]
 
 For each row: does the file exist, can it be opened and its first and last requested frames be
 decoded (with the same reader choice and decord -> PyAV fallback as training), is it long enough
@@ -10,9 +10,6 @@ Exit status 0 if every row is usable, 1 otherwise, 2 on a bad manifest/config.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -113,33 +110,3 @@ def format_report(report: CheckReport, cfg: VideoDataConfig, limit: int = 20) ->
             lines.append(f"  {title} histogram:")
             lines += [f"    {k:>8}: {v:>6} {'#' * max(1, round(40 * v / peak))}" for k, v in sorted(hist.items())]
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tdd_video.data.check", description=__doc__.split("\n\n")[0],
-                                epilog="Exit status: 0 all usable, 1 some rows unusable, 2 bad input.")
-    p.add_argument("--data", required=True, help="folder of videos, CSV/JSONL manifest or WebVid CSV")
-    p.add_argument("--video-root", default="", help="WebVid CSV: folder holding the videos")
-    p.add_argument("--num-frames", type=int, default=14)
-    p.add_argument("--target-fps", type=float, default=7.0)
-    p.add_argument("--stride", type=int, help="fixed stride instead of --target-fps")
-    p.add_argument("--short-policy", default="reduce_stride", choices=["skip", "reduce_stride"])
-    p.add_argument("--min-stride", type=int, default=1)
-    p.add_argument("--reader", default="auto", choices=["auto", "decord", "pyav", "imageio"])
-    p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    args = p.parse_args(argv)
-    try:
-        cfg = VideoDataConfig(path=args.data, video_root=args.video_root, num_frames=args.num_frames,
-                              target_fps=None if args.stride else args.target_fps, stride=args.stride,
-                              short_policy=args.short_policy, min_stride=args.min_stride,
-                              reader=args.reader).validate()
-        report = check_source(cfg, progress=not args.json)
-    except (ManifestError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_dict()) if args.json else format_report(report, cfg))
-    return 0 if report.usable == report.total else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

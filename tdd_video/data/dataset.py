@@ -235,7 +235,7 @@ def build_video_loader(cfg: VideoDataConfig | dict, rank: int = 0, world_size: i
     cfg = cfg if isinstance(cfg, VideoDataConfig) else VideoDataConfig.from_dict(cfg)
     cfg.validate()
     if cfg.use_cache:
-        from tdd_video.data.cache import LatentCacheDataset
+        from tdd_video.data.cached import LatentCacheDataset
         dataset = LatentCacheDataset(cfg.cache_dir)
     else:
         dataset = build_video_dataset(cfg, seed)

@@ -64,7 +64,7 @@ class ImageDataConfig(DataConfig):
     failure_check_after: int = 50
     drop_last: bool = True
     check_files: bool = True
-    use_cache: bool = False              # read the latent + text-embedding cache (tdd_video.data.image_cache)
+    use_cache: bool = False              # read the latent + text-embedding cache (tdd_video.data.image_cache, tdd-cache-images)
     cache_dir: str = ""
     synthetic_num: int = 512             # path: synthetic → this many toy captioned images (seeded by run.seed)
     extensions: list = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
@@ -73,7 +73,7 @@ class ImageDataConfig(DataConfig):
         """Raise ConfigError for the first bad value (key named, allowed range given)."""
         check_choice("data.source", self.source, SOURCES)
         self.check_sizes()
-        self.check_cache("build one with `python -m tdd_video.data.image_cache`")
+        self.check_cache("build one with `tdd-cache-images`")
         check_range("data.min_side", self.min_side, 0, 100000)
         self.check_loader()
         check_range("data.shard_cache_size", self.shard_cache_size, 1, 1024)
@@ -248,7 +248,7 @@ def build_image_loader(cfg: ImageDataConfig | dict, rank: int = 0, world_size: i
     raw images, or the latent + text-embedding cache when ``use_cache``."""
     c = (cfg if isinstance(cfg, ImageDataConfig) else ImageDataConfig.from_dict(cfg)).validate()
     if c.use_cache:
-        from tdd_video.data.image_cache import ImageLatentCacheDataset
+        from tdd_video.data.cached import ImageLatentCacheDataset
         dataset = ImageLatentCacheDataset(c.cache_dir)
     else:
         dataset = build_image_dataset(c, seed)

@@ -69,8 +69,8 @@ def synthetic_data(cfg, backend, run_dir: Path):
 
 
 def synthetic_images(cfg, backend, run_dir: Path):
-    """Image data config pointing at toy captioned images (tdd_video.zoo.sdxl_synthetic), written once."""
-    from tdd_video.zoo.sdxl_synthetic import write_folder
+    """Image data config pointing at toy captioned images (tdd_video.data.synthetic_images), written once."""
+    from tdd_video.data.synthetic_images import write_folder
     d = cfg.data
     out = run_dir / "synthetic_images"
     if backend.is_main and not (out / "done").is_file():

@@ -2,10 +2,10 @@
 
 The conditioning batch is taken once, at the start of training, from the first `num_images`
 samples of the data (inference conditioning: `train=False`, so SVD uses σ_aug = 0.02). Renders
-use the student (LoRA on / trained weights) with the sampler of the method being trained: a method
-with its own sampler provides `render_sample` (AnimateLCM: its multistep sampler, SPEC §8); TDD
-uses tdd_video.sampling.sample on the shared base, else the same algorithm written here from
-tdd_video.core (SPEC §5): DDIM jumps on S_K with γ-sampling re-noise. Files: <run>/validation/step_000100/k4_seed0_img0.gif (or .mp4).
+use the student (LoRA on / trained weights) with the sampler of the method being trained (the
+method's `sampler` name: TDD's scheduler, or AnimateLCM's multistep sampler, docs/math.md §8),
+driven by the one sampling loop `tdd_video.sampling.sample`.
+Files: <run>/validation/step_000100/k4_seed0_img0.gif (or .mp4).
 
 Distillation distance (`validation.metric_every` > 0): the consistency loss of TDD with an online
 target cannot show progress (it starts near 0 because student = teacher and grows as the student
@@ -31,42 +31,10 @@ from pathlib import Path
 
 import torch
 
-from tdd_video.core import add_noise, cfg as cfg_combine, jump, renoise, schedule_indices
+from tdd_video.errors import ConfigError
+from tdd_video.eval.metrics import latent_mse
 from tdd_video.families.base import using_unet
-
-
-@torch.no_grad()
-def tdd_sample(family, cond, null, shape, steps: int, *, num_grid: int = 250, eta: float = 0.3,
-               guidance: float = 1.0, unet=None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """K-step TDD sampling (SPEC §5) from pure noise to x0 latents of `shape` ([B, F, C, h, w] or [B, C, h, w])."""
-    sched = family.schedule
-    us = torch.cat([schedule_indices(num_grid, steps).to(torch.float64) / num_grid, torch.zeros(1, dtype=torch.float64)])
-    b = shape[0]
-    z = torch.randn(shape, generator=generator)
-    x = add_noise(sched, torch.zeros(shape), z, torch.ones(b, dtype=torch.float64))
-    x0 = x
-    for i in range(steps):
-        u_i, u_next = us[i].expand(b), us[i + 1].expand(b)
-        if guidance == 1:
-            x0 = family.denoise(x, u_i, cond, unet=unet)
-        else:
-            both = family.denoise(torch.cat([x, x]), torch.cat([u_i, u_i]), null.cat(cond), unet=unet)
-            x0 = cfg_combine(*both.chunk(2), guidance)
-        if i == steps - 1:
-            break
-        s = sched.quantize((1.0 - eta) * u_next)
-        x = jump(sched, x, x0, u_i, s).float()
-        if eta > 0:
-            x = renoise(sched, x, s, u_next, torch.randn(shape, generator=generator)).float()
-    return x0.float()
-
-
-def _sampler():
-    try:
-        from tdd_video.sampling.sample import sample  # helper C's sampler, when present
-        return sample
-    except ImportError:
-        return None
+from tdd_video.sampling import make_sampler, sample
 
 
 def validation_duties(cfg, is_main: bool, zero3: bool) -> tuple[bool, bool]:
@@ -86,7 +54,7 @@ class Validator:
     def __init__(self, cfg, family, batch: dict, latent_shape: tuple[int, ...], run_dir: Path, num_grid: int,
                  method=None, renders: bool = True):
         self.cfg, self.family, self.run_dir, self.num_grid = cfg, family, Path(run_dir), num_grid
-        self.render_sample = getattr(method, "render_sample", None)   # the method's own sampler, if any
+        self.sampler = getattr(method, "sampler", "tdd")              # the method's own sampler
         self.renders = renders
         self._reference: dict[int, torch.Tensor] | None = None       # seed -> teacher latents
         n = min(cfg.num_images, latent_shape[0])
@@ -106,23 +74,15 @@ class Validator:
     def _student(self, k: int, seed: int, unet) -> torch.Tensor:
         """The student's K-step x0 latents for `seed` with the method's sampler (renders and metric)."""
         gen = torch.Generator().manual_seed(seed)
-        if self.render_sample is not None:
-            return self.render_sample(self.cond, self.null, self.shape, k, guidance=self.cfg.guidance, unet=unet,
-                                      generator=gen)
-        sample = _sampler()
-        if sample is not None and unet is self.family.unet:
+        with using_unet(self.family, unet):
             return sample(self.family, self.cond, self.null, steps=k, eta=self.cfg.eta,
-                          guidance=float(self.cfg.guidance), generator=gen, shape=self.shape, progress=False)
-        return tdd_sample(self.family, self.cond, self.null, self.shape, k, num_grid=self.num_grid, eta=self.cfg.eta,
-                          guidance=self.cfg.guidance, unet=unet, generator=gen)
+                          guidance=float(self.cfg.guidance), generator=gen, shape=self.shape, progress=False,
+                          scheduler=make_sampler(self.family, self.sampler, eta=self.cfg.eta))
 
     @torch.no_grad()
     def reference(self, roles) -> dict[int, torch.Tensor]:
         """Teacher latents per seed (cached): `reference_steps` steps, deterministic, CFG `reference_guidance`."""
         if self._reference is None:
-            from tdd_video.errors import ConfigError
-            from tdd_video.eval.contenders import euler_sample
-            from tdd_video.sampling.sample import sample
             g = [float(v) for v in self.cfg.reference_guidance]
             g = (g[0], g[-1])
             video = len(self.shape) == 5
@@ -135,11 +95,9 @@ class Validator:
                 for seed in self.cfg.seeds:
                     noise = torch.randn(self.shape, generator=torch.Generator().manual_seed(seed))
                     noise = noise.to(getattr(self.family, "device", noise.device))
-                    if edm:
-                        lat = euler_sample(self.family, self.cond, self.null, noise, self.cfg.reference_steps, g)
-                    else:
-                        lat = sample(self.family, self.cond, self.null, steps=self.cfg.reference_steps, eta=0.0,
-                                     guidance=g if g[0] != g[1] else g[0], latents=noise, progress=False)
+                    lat = sample(self.family, self.cond, self.null, steps=self.cfg.reference_steps, eta=0.0,
+                                 guidance=g if g[0] != g[1] else g[0], latents=noise, progress=False,
+                                 scheduler=make_sampler(self.family, "euler" if edm else "tdd", eta=0.0))
                     out[seed] = lat.float().cpu()
             self._reference = out
         return self._reference
@@ -147,7 +105,6 @@ class Validator:
     @torch.no_grad()
     def distances(self, roles) -> dict[str, float]:
         """{'val/mse_to_teacher_k{K}': latent MSE of the student's K-step samples to the reference}."""
-        from tdd_video.eval.metrics import latent_mse
         ref = self.reference(roles)
         out = {}
         with roles.target(False) as unet:      # the student weights, no autograd

@@ -102,7 +102,7 @@ def zoo_students(model: str) -> dict[str, str]:
 def load_images(cfg: CompareConfig, height: int, width: int) -> tuple[list[Tensor], list[str], list[str]]:
     """Conditioning images as [3, H, W] tensors in [-1, 1], their names, and notes. Files or folders;
     default: the bundled sample image plus first frames of held-out synthetic clips."""
-    from tdd_video.sampling.inputs import fit_image, image_to_tensor, load_image
+    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
     notes: list[str] = []
     pils, names = [], []
     if cfg.images:

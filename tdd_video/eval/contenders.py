@@ -1,7 +1,7 @@
 """Contenders of the comparison harness: parsing `METHOD@STEPS[+refine]`, resolving each to a
 network + sampler on one shared base family, and counting UNet passes (issue 6).
 
-* teacher — the base UNet (LoRA adapters disabled), Euler on diffusers' Karras σ grid;
+* teacher — the base UNet (LoRA adapters disabled), Euler on diffusers' Karras σ grid (sampling.euler);
 * tdd     — TDD LoRA (adapter "tdd" on the base) or a full UNet; TDD sampler (tdd_video.sampling.sample),
             `+refine` = Distillation++ with the base as teacher;
 * animatelcm — a full UNet loaded strictly (tdd_video.unet_checkpoint; the released
@@ -10,12 +10,18 @@ network + sampler on one shared base family, and counting UNet passes (issue 6).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
 
+from tdd_video import lora
 from tdd_video.errors import ConfigError
+from tdd_video.families.base import using_unet
+from tdd_video.sampling import RefineSettings, make_sampler, sample
+from tdd_video.unet_checkpoint import load_unet_checkpoint
 
 Tensor = torch.Tensor
 METHODS = ("teacher", "tdd", "animatelcm")
@@ -71,32 +77,10 @@ class PassCounter:
             h.remove()
 
 
-def euler_sample(family, cond, null, noise: Tensor, steps: int, guidance) -> Tensor:
-    """The teacher: Euler on diffusers' Karras σ grid (K points σ_max → σ_min, then 0), starting at
-    √(σ_max² + 1)·ε like the SVD pipeline; x ← x0 + (σ_next/σ)(x − x0) (= core.jump, EDM)."""
-    import math
-
-    from tdd_video.core import jump
-    from tdd_video.sampling.animatelcm import animatelcm_grid_u
-    from tdd_video.sampling.sample import guidance_scale, guided_denoise
-    us = animatelcm_grid_u(steps) if steps > 1 else torch.tensor([1.0, 0.0], dtype=torch.float64)
-    sigma0 = float(family.schedule.sigma(us[0]))
-    x = noise.float() * math.sqrt(sigma0 ** 2 + 1.0)
-    scale = guidance_scale(tuple(guidance), x)
-    b = x.shape[0]
-    with torch.no_grad():
-        for i in range(steps):
-            u = us[i].repeat(b).to(x.device)
-            x0 = guided_denoise(family, x, u, cond, null, scale)
-            x = jump(family.schedule, x, x0, us[i], us[i + 1]).float()
-    return x
-
-
 class Contenders:
     """Resolves each contender to (UNet module, adapter, sampler) on one shared base family."""
 
     def __init__(self, family, cfg, contenders: list[Contender]):
-        from tdd_video import lora
         self.family, self.cfg, self.base = family, cfg, family.unet
         self.units: dict[str, torch.nn.Module] = {}
         methods = {c.method for c in contenders}
@@ -123,10 +107,6 @@ class Contenders:
 
     def _load_adapter(self, method: str, path: str) -> str:
         """Inject a LoRA file as adapter '<method>_<file hash>' (reused if this base already has it)."""
-        import hashlib
-        from pathlib import Path
-
-        from tdd_video import lora
         p = Path(path)
         if p.is_dir():
             files = sorted(p.rglob("*.safetensors"))
@@ -142,7 +122,6 @@ class Contenders:
 
     def _full_unet(self, path: str) -> torch.nn.Module:
         """A UNet of the base's config with a full state dict loaded strictly (unet_checkpoint)."""
-        from tdd_video.unet_checkpoint import load_unet_checkpoint
         unet = type(self.base).from_config(self.base.config)
         ref = next(self.base.parameters())
         unet.to(device=ref.device)
@@ -155,8 +134,6 @@ class Contenders:
     @contextlib.contextmanager
     def using(self, c: Contender):
         """family.unet set to the contender's network (adapter switched on, or the bare base)."""
-        from tdd_video import lora
-        from tdd_video.families.base import using_unet
         unet = self.units.get(c.method, self.base)
         with using_unet(self.family, unet):
             if unet is self.base and c.method in ("tdd", "animatelcm"):
@@ -170,19 +147,17 @@ class Contenders:
 
     def sample(self, c: Contender, cond, null, noise: Tensor, seed: int) -> Tensor:
         """Latents x0 [B, F, C, h, w] of contender `c` from unit noise `noise`."""
-        from tdd_video.sampling.sample import sample
         cfg = self.cfg
         gen = torch.Generator().manual_seed(seed)
         if c.method == "teacher":
-            return euler_sample(self.family, cond, null, noise, c.steps, cfg.teacher_guidance)
+            return sample(self.family, cond, null, steps=c.steps, guidance=tuple(cfg.teacher_guidance),
+                          latents=noise, progress=False, scheduler=make_sampler(self.family, "euler"))
         if c.method == "animatelcm":
-            from tdd_video.sampling.animatelcm import AnimateLCMScheduler
-            sched = AnimateLCMScheduler.from_config(dict(self.family.scheduler_config))
             return sample(self.family, cond, null, steps=c.steps, guidance=tuple(cfg.animatelcm_guidance),
-                          generator=gen, latents=noise, progress=False, scheduler=sched)
+                          generator=gen, latents=noise, progress=False,
+                          scheduler=make_sampler(self.family, "animatelcm"))
         refine = None
         if c.refine:
-            from tdd_video.sampling.refine import RefineSettings
             refine = RefineSettings(strength=cfg.refine_strength, teacher=self.base if "tdd" in self.units else None)
         return sample(self.family, cond, null, steps=c.steps, eta=cfg.tdd_eta, guidance=float(cfg.tdd_guidance),
                       refine=refine, generator=gen, latents=noise, progress=False)

@@ -1,7 +1,7 @@
 """AnimateLCM-SVD's consistency-distillation recipe on the shared engine (SPEC §8; baseline for TDD).
 
     grid: Karras ρ = 7, N = 40 points σ_0 = 700 … σ_{N−1} = 0.002, plus σ_N = 0
-          (tdd_video.sampling.animatelcm.animatelcm_grid_u on the shared u axis)
+          (tdd_video.core.karras_grid_u on the shared u axis)
     n ~ U{0..N−1};  x_n = x0 + σ_n·ε
     w_min ~ U{1, 1.25, 1.5}, w_max ~ U{2, 2.25, 2.5} per sample; w_f = linspace(w_min, w_max, F)
     x0_ψ = x0_ψ(x_n, ∅) + w_f·(x0_ψ(x_n, c) − x0_ψ(x_n, ∅))        (ONE batched 2B teacher forward)
@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tdd_video.core import add_noise, cfg as cfg_combine, distill_loss, framewise_scale, guidance_weights, jump
+from tdd_video.core import add_noise, distill_loss, guidance_weights, jump, karras_grid_u
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
-from tdd_video.sampling.animatelcm import animatelcm_grid_u
 
 Tensor = torch.Tensor
 
@@ -62,6 +61,7 @@ class AnimateLCM(DistillMethod):
     """AnimateLCM-SVD consistency distillation step (SPEC §8); see the module docstring."""
 
     name = "animatelcm"
+    sampler = "animatelcm"        # validation renders use AnimateLCM's multistep sampler (docs/math.md §8)
 
     def __init__(self, cfg: AnimateLCMConfig, family):
         super().__init__(cfg, family)
@@ -69,7 +69,7 @@ class AnimateLCM(DistillMethod):
         if getattr(self.schedule, "kind", "edm") != "edm":
             raise ConfigError("method.name", "animatelcm is defined on the EDM/Karras grid of SVD-type families; "
                                              f"family {family.name!r} uses a {self.schedule.kind!r} schedule")
-        self.grid_u = animatelcm_grid_u(cfg.num_grid)          # [N + 1], noisiest first
+        self.grid_u = karras_grid_u(cfg.num_grid)          # [N + 1], noisiest first
         self.grid_sigma = self.schedule.sigma(self.grid_u)
 
     def guidance_scale(self, x0: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -94,8 +94,7 @@ class AnimateLCM(DistillMethod):
 
         with torch.no_grad():
             with nets.teacher() as teacher:
-                both = self.family.denoise(torch.cat([x_n, x_n]), torch.cat([u_n, u_n]), null.cat(cond), unet=teacher)
-                x0_teacher = cfg_combine(*both.float().chunk(2), w)
+                x0_teacher = self.family.denoise_cfg(x_n, u_n, cond, w, null=null, unet=teacher).float()
             x_next = jump(sched, x_n, x0_teacher, u_n, u_next).float()
             # σ_N = 0 is the boundary, D(x, 0) = x. The target forward runs on the whole batch anyway: a
             # data-dependent skip would desynchronise ZeRO-3 ranks (each forward gathers weights collectively).
@@ -112,25 +111,6 @@ class AnimateLCM(DistillMethod):
         stats = {"n": n, "sigma": sigma_n, "weight": weight, "w_min": w_min, "w_max": w_max,
                  "loss": per_sample.detach().cpu(), "target_skipped": (~inner).to(torch.int64)}
         return StepOutput(loss=per_sample.mean(), stats=stats)
-
-    @torch.no_grad()
-    def render_sample(self, cond, null, shape: tuple[int, ...], steps: int, *, guidance=1.0, unet=None,
-                      generator: torch.Generator | None = None) -> Tensor:
-        """Validation renders with this method's own sampler (AnimateLCM multistep, SPEC §8), not TDD's.
-        shape [B, F, C, h, w]; guidance g or frame-wise (g_min, g_max); returns x0 latents (float32)."""
-        from tdd_video.sampling.animatelcm import sample_animatelcm
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-        g = guidance if isinstance(guidance, (tuple, list)) else (float(guidance), float(guidance))
-        w = None if g[0] == g[1] == 1.0 else framewise_scale(g[0], g[1], shape[1], ndim=len(shape))
-
-        def denoise(x, u):
-            if w is None:
-                return self.family.denoise(x, u, cond, unet=unet)
-            both = self.family.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet=unet)
-            return cfg_combine(*both.float().chunk(2), w.to(x.device))
-
-        return sample_animatelcm(denoise, noise.to(self.family.device), steps, generator, self.schedule,
-                                 self.cfg.num_grid)
 
 
 register_method("animatelcm", AnimateLCMConfig, AnimateLCM)

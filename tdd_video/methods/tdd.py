@@ -19,13 +19,12 @@ one pseudo-Huber c works for both families instead of losses that grow with σ_s
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 
-from tdd_video.core import (cfg as cfg_combine, distill_loss, guidance_weights, jump, add_noise, null_mask,
-                            sample_guidance_range, select_targets, source_density, validate_tdd_params)
+from tdd_video.core import (add_noise, distill_loss, guidance_weights, heun_step, jump, null_mask, sample_guidance_range,
+                            select_targets, source_density, validate_tdd_params)
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
 
@@ -96,17 +95,13 @@ class TDD(DistillMethod):
         return guidance_weights(w_min, w_max, x0)
 
     def guided_teacher(self, teacher, x: Tensor, u: Tensor, cond, null, w: Tensor | None) -> Tensor:
-        """x0_ψ = x0_ψ(∅) + w·(x0_ψ(c) − x0_ψ(∅)) from ONE batched forward on [∅; c] (2B).
-        w None means w ≡ 1 (no guidance): a single B forward on c."""
-        if w is None:
-            return self.family.denoise(x, u, cond, unet=teacher)
-        both = self.family.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet=teacher)
-        uncond, condout = both.chunk(2)
-        return cfg_combine(uncond, condout, w)
+        """x0_ψ = x0_ψ(∅) + w·(x0_ψ(c) − x0_ψ(∅)): the family's guided denoiser, ONE batched forward on
+        [∅; c] (2B). w None means w ≡ 1 (no guidance): a single B forward on c."""
+        return self.family.denoise_cfg(x, u, cond, 1 if w is None else w, null=null, unet=teacher)
 
     # -- teacher solver -------------------------------------------------------------------------
     def teacher_solve(self, teacher, x_t: Tensor, u_t: Tensor, u_next: Tensor, cond, null, w) -> Tensor:
-        """Solver step(s) t → t_n (euler = DDIM; heun = 2nd order in (x/α, σ/α)), `teacher_substeps` each."""
+        """Solver step(s) t → t_n (euler = DDIM; heun = core.heun_step), `teacher_substeps` each."""
         m = self.cfg.teacher_substeps
         x = x_t.float()
         for j in range(m):
@@ -117,18 +112,9 @@ class TDD(DistillMethod):
             if self.cfg.teacher_solver == "euler":
                 x = x_euler
                 continue
-            # Heun's correction on every row (same number of forwards on every rank, see training_step);
-            # rows that land on u = 0 keep the Euler step (ε is undefined at σ = 0).
+            # Heun's correction on every row (same number of forwards on every rank, see training_step)
             x0b = self.guided_teacher(teacher, x_euler, ub, cond, null, w)
-            a_a, s_a = self.schedule.alpha_sigma(ua)
-            a_b, s_b = self.schedule.alpha_sigma(ub)
-            a_a, s_a, a_b, s_b = (_bcast(v, x) for v in (a_a, s_a, a_b, s_b))
-            inner = _bcast(ub > 0, x).bool()
-            eps_a = (x - a_a * x0a) / s_a
-            eps_b = (x_euler - a_b * x0b) / torch.where(inner, s_b, torch.ones_like(s_b))
-            # dx̄/dσ̄ = ε with x̄ = x/α, σ̄ = σ/α (EDM's Heun when α ≡ 1)
-            x_bar = x / a_a + (s_b / a_b - s_a / a_a) * 0.5 * (eps_a + eps_b)
-            x = torch.where(inner, a_b * x_bar, x_euler).float()
+            x = heun_step(self.schedule, x, x0a, x_euler, x0b, ua, ub)
         return x
 
     # -- the step -------------------------------------------------------------------------------

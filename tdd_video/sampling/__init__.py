@@ -1,12 +1,15 @@
-"""Few-step inference: the TDD diffusers scheduler, the family sampling loop and Distillation++ (SPEC §5–7),
-and the AnimateLCM baseline's scheduler (SPEC §8).
+"""Few-step inference: the TDD diffusers scheduler, the one family sampling loop and Distillation++
+(docs/math.md §5–7), the AnimateLCM baseline's scheduler (§8) and the teacher's Karras Euler sampler.
 
     from tdd_video.sampling import TDDScheduler, AnimateLCMScheduler, sample, RefineSettings, ClipSettings
 """
-from tdd_video.sampling.animatelcm import AnimateLCMScheduler, AnimateLCMSchedulerOutput, sample_animatelcm
+from tdd_video.sampling.animatelcm import AnimateLCMScheduler, AnimateLCMSchedulerOutput
+from tdd_video.sampling.euler import KarrasEulerSampler
+from tdd_video.sampling.guided import SamplingStats, guidance_scale, guided_denoise
 from tdd_video.sampling.refine import RefineSettings
-from tdd_video.sampling.sample import ClipSettings, SamplingStats, guided_denoise, make_scheduler, sample
+from tdd_video.sampling.sample import ClipSettings, make_sampler, make_scheduler, sample
 from tdd_video.sampling.scheduler import TDDScheduler, TDDSchedulerOutput
 
-__all__ = ["AnimateLCMScheduler", "AnimateLCMSchedulerOutput", "ClipSettings", "RefineSettings", "SamplingStats", "TDDScheduler", "TDDSchedulerOutput",
-           "guided_denoise", "make_scheduler", "sample", "sample_animatelcm"]
+__all__ = ["AnimateLCMScheduler", "AnimateLCMSchedulerOutput", "ClipSettings", "KarrasEulerSampler", "RefineSettings",
+           "SamplingStats", "TDDScheduler", "TDDSchedulerOutput", "guidance_scale", "guided_denoise", "make_sampler",
+           "make_scheduler", "sample"]

@@ -2,7 +2,7 @@
 
 Grid: Karras ρ = 7, N = 40 points from σ_0 = σ_max = 700 down to σ_{N−1} = σ_min = 0.002, plus
 σ_N = 0. On the shared time axis of tdd_video.core.EDMSchedule, grid index i has
-u_i = 1 − i/(N − 1) (u_{N−1} is a tiny positive number so that σ = σ_min rather than the exact
+u_i = 1 − i/(N − 1) (core.karras_grid_u; u_{N−1} is a tiny positive number so that σ = σ_min rather than the exact
 clean end u = 0, which is σ_N = 0).
 
 K-step sampling visits grid indices [0, r, 2r, …, (K−1)·r], r = N // K (K = 4: 0, 10, 20, 30):
@@ -19,45 +19,26 @@ The pipeline's `step` call has no generator argument; without `set_generator` (o
 when `set_timesteps` is called, never from the global RNG.
 The UNet receives timestep = c_noise = ¼·ln σ (as with SVD's Euler scheduler) and the input
 scaled by c_in = 1/√(σ² + 1) (`scale_model_input`); `step` gets the raw network output F.
-`sample_animatelcm` is the same sampler as a plain loop over a family's `denoise(x, u)`.
+The family sampling loop (`tdd_video.sampling.sample(..., scheduler=AnimateLCMScheduler...)`) drives the
+same sampler over a family's guided denoiser.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from tdd_video.core import EDMSchedule, add_noise
+from tdd_video.core import ANIMATELCM_NUM_GRID, EDMSchedule, add_noise, animatelcm_step_indices, karras_grid_u
 from tdd_video.errors import ConfigError, check_range
 
 Tensor = torch.Tensor
 
-ANIMATELCM_NUM_GRID = 40
-U_SIGMA_MIN = 1e-12        # u of the last grid point: σ(u) = σ_min·(1 + O(1e-10)), not the clean end
-
-
-def animatelcm_grid_u(num_grid: int = ANIMATELCM_NUM_GRID) -> Tensor:
-    """u of the AnimateLCM grid, noisiest first: [N + 1] float64, u_i = 1 − i/(N − 1) for i < N − 1,
-    u_{N−1} = U_SIGMA_MIN (σ_min), u_N = 0 (σ = 0)."""
-    check_range("num_grid", num_grid, 2, None)
-    u = 1.0 - torch.arange(num_grid, dtype=torch.float64) / (num_grid - 1)
-    u[-1] = U_SIGMA_MIN
-    return torch.cat([u, torch.zeros(1, dtype=torch.float64)])
-
-
 def animatelcm_grid_sigmas(schedule: EDMSchedule | None = None, num_grid: int = ANIMATELCM_NUM_GRID) -> Tensor:
     """σ of the AnimateLCM grid: [N + 1] float64, σ_0 = σ_max … σ_{N−1} = σ_min, σ_N = 0."""
-    return (schedule or EDMSchedule()).sigma(animatelcm_grid_u(num_grid))
-
-
-def animatelcm_step_indices(steps: int, num_grid: int = ANIMATELCM_NUM_GRID) -> Tensor:
-    """Grid indices a K-step sampler visits: [0, r, …, (K−1)·r], r = N // K. int64 [K]."""
-    check_range("steps", steps, 1, num_grid)
-    return torch.arange(steps, dtype=torch.int64) * (num_grid // steps)
+    return (schedule or EDMSchedule()).sigma(karras_grid_u(num_grid))
 
 
 @dataclass
@@ -83,7 +64,7 @@ class AnimateLCMScheduler(SchedulerMixin, ConfigMixin):
             raise ConfigError("prediction_type", f"got {prediction_type!r}, allowed values are "
                                                  "'v_prediction', 'epsilon', 'sample'")
         self.schedule = EDMSchedule(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, sigma_data=sigma_data)
-        self.grid_u = animatelcm_grid_u(num_grid)
+        self.grid_u = karras_grid_u(num_grid)
         self.grid_sigmas = self.schedule.sigma(self.grid_u)
         self.generator: torch.Generator | None = None
         self._own_generator = True
@@ -202,23 +183,3 @@ class AnimateLCMScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_grid
-
-
-def sample_animatelcm(denoise: Callable[[Tensor, Tensor], Tensor], noise: Tensor, steps: int,
-                      generator: torch.Generator | None = None, schedule: EDMSchedule | None = None,
-                      num_grid: int = ANIMATELCM_NUM_GRID) -> Tensor:
-    """The same sampler as a loop over `denoise(x, u[B]) -> x0` (e.g. a family's guided denoiser).
-
-    noise: ε [B, ...] (unit variance); x_T = σ_{i_0}·ε; returns x0 [B, ...] in float32."""
-    schedule = schedule or EDMSchedule()
-    u_grid = animatelcm_grid_u(num_grid)
-    idx = animatelcm_step_indices(steps, num_grid)
-    b = noise.shape[0]
-    x = add_noise(schedule, torch.zeros_like(noise, dtype=torch.float32), noise.float(), u_grid[idx[0]])
-    x0 = x
-    for j, i in enumerate(idx.tolist()):
-        x0 = denoise(x, u_grid[i].repeat(b)).float()
-        if j + 1 < len(idx):
-            z = torch.randn(noise.shape, generator=generator, dtype=torch.float32).to(noise.device)
-            x = add_noise(schedule, x0, z, u_grid[idx[j + 1]]).float()
-    return x0

@@ -20,6 +20,8 @@ from torch import nn
 
 from tdd_video.core import add_noise
 from tdd_video.errors import ConfigError, check_range
+from tdd_video.lora import adapters_disabled
+from tdd_video.sampling.guided import guidance_scale, guided_denoise
 
 Tensor = torch.Tensor
 
@@ -38,41 +40,10 @@ class RefineSettings:
         check_range("refine_steps", self.steps, 0, None)
 
 
-def _tuner_layers(unet: nn.Module) -> list:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-    return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
-
-
 def has_adapters(unet: nn.Module) -> bool:
     """True if `unet` carries (unfused or fused-but-unmerged) PEFT/LoRA adapter layers."""
-    return len(_tuner_layers(unet)) > 0
-
-
-@contextlib.contextmanager
-def adapters_disabled(unet: nn.Module):
-    """Run `unet` as the base model (its LoRA adapters bypassed), restoring the adapters afterwards.
-
-    Uses tdd_video.lora's switch when it provides one, else PEFT's per-layer `enable_adapters`."""
-    try:
-        from tdd_video import lora as _lora
-        ctx = getattr(_lora, "adapters_disabled", None) or getattr(_lora, "disabled_adapters", None)
-    except ImportError:
-        ctx = None
-    if ctx is not None:
-        with ctx(unet):
-            yield unet
-        return
-    layers = _tuner_layers(unet)
-    if any(getattr(m, "merged", False) for m in layers):
-        raise ConfigError("teacher_refine", "the LoRA is fused into the UNet; the base teacher cannot be recovered")
-    was = [not m.disable_adapters for m in layers]
-    try:
-        for m in layers:
-            m.enable_adapters(False)
-        yield unet
-    finally:
-        for m, on in zip(layers, was):
-            m.enable_adapters(on)
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    return any(isinstance(m, BaseTunerLayer) for m in unet.modules())
 
 
 def teacher_context(family, settings: RefineSettings):
@@ -88,7 +59,6 @@ def teacher_context(family, settings: RefineSettings):
 def refine_x0(family, x0_student: Tensor, u_next: float, cond, null_cond, settings: RefineSettings,
               generator: torch.Generator | None = None, stats=None) -> Tensor:
     """One Distillation++ correction of x0 (SPEC §7). x0_student [B, ...] float32; returns float32."""
-    from tdd_video.sampling.sample import guidance_scale, guided_denoise
     b = x0_student.shape[0]
     z = torch.randn(x0_student.shape, generator=generator, dtype=torch.float32,
                     device=generator.device if generator is not None else "cpu").to(x0_student.device)

@@ -1,14 +1,14 @@
-"""The direct few-step sampling loop over a model family (SPEC §4–7).
+"""The one sampling loop over a model family (docs/math.md §4–7).
 
-`sample` drives a `TDDScheduler` with the family's denoiser ``D(x, u, c) -> x0`` instead of raw
+`sample` drives a `TDDScheduler` (or any sampler of `make_sampler`) with the family's denoiser ``D(x, u, c) -> x0`` instead of raw
 network outputs, so it adds what a stock pipeline cannot: frame-wise guidance on the student,
 Distillation++ teacher refinement and an exact count of UNet passes. With the same starting noise
 and settings it produces the same latents as the diffusers pipeline + TDDScheduler (tested).
 
 `scheduler` may be any object with the TDDScheduler sampling protocol: ``set_timesteps(K)``,
 ``timesteps`` [K], ``u`` (float64 [K+1] levels on the shared time axis, ending at 0),
-``init_noise_sigma``, ``num_inference_steps`` and ``step_denoised(x0, t, x, generator)`` (e.g. the
-AnimateLCM sampler in sampling/animatelcm.py).
+``init_noise_sigma``, ``num_inference_steps`` and ``step_denoised(x0, t, x, generator)``: the AnimateLCM
+sampler (sampling/animatelcm.py) and the teacher's Karras Euler sampler (sampling/euler.py) have it.
 
 UNet passes are counted per sample batch: a guided step (g ≠ 1) is ONE batched forward of 2B
 (∅ and c) and counts 2 passes, as the stock pipeline's 25-step CFG run counts 50.
@@ -16,18 +16,17 @@ UNet passes are counted per sample batch: a guided step (g ≠ 1) is ONE batched
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from tdd_video.core import framewise_scale
-from tdd_video.core.guidance import cfg
 from tdd_video.errors import ConfigError, check_range
+from tdd_video.sampling.guided import Guidance, SamplingStats, guidance_scale, guided_denoise
+from tdd_video.sampling.refine import refine_x0
 from tdd_video.sampling.scheduler import TDDScheduler
 
 Tensor = torch.Tensor
-Guidance = float | tuple[float, float]
+SAMPLERS = ("tdd", "animatelcm", "euler")
 
 
 @dataclass
@@ -38,37 +37,6 @@ class ClipSettings:
     value: float | None = None
     steps: int = 0
     quantile: float = 0.995
-
-
-class StageTimer:
-    """Wall time per named stage of a render: call ``timer(name)`` when a stage ends; the time since the
-    previous call is stored in ``timer.timings[name]`` and reported through ``log``."""
-
-    def __init__(self, log=lambda msg: None):
-        self._now, self._log = time.perf_counter, log
-        self.timings: dict[str, float] = {}
-        self._clock = self._now()
-
-    def __call__(self, name: str) -> None:
-        now = self._now()
-        self.timings[name] = now - self._clock
-        self._clock = now
-        self._log(f"[{name}] {self.timings[name]:.2f} s")
-
-
-@dataclass
-class SamplingStats:
-    """What a sampling run cost: UNet passes (per-sample-batch evaluations), forward calls, wall time."""
-
-    unet_passes: int = 0
-    forward_calls: int = 0
-    refine_passes: int = 0
-    step_seconds: list[float] = field(default_factory=list)
-    refine_seconds: list[float] = field(default_factory=list)
-
-    @property
-    def total_seconds(self) -> float:
-        return float(sum(self.step_seconds))
 
 
 def make_scheduler(family, *, eta: float = 0.3, schedule: str = "equidistant", clip: ClipSettings | None = None,
@@ -84,39 +52,18 @@ def make_scheduler(family, *, eta: float = 0.3, schedule: str = "equidistant", c
     return TDDScheduler(family=kind, prediction_type="v_prediction" if kind == "edm" else "epsilon", **kw)
 
 
-def guidance_scale(guidance: Guidance, x: Tensor) -> float | Tensor:
-    """Scalar g, or (g_min, g_max) → frame-wise weights linspace(g_min, g_max, F) [1, F, 1, 1, 1] (video)."""
-    if isinstance(guidance, (tuple, list)):
-        g_min, g_max = (float(v) for v in guidance)
-        if g_min == g_max:
-            return g_min
-        if x.ndim != 5:
-            raise ConfigError("guidance", "frame-wise guidance (g_min, g_max) needs video latents [B, F, C, h, w]")
-        return framewise_scale(g_min, g_max, x.shape[1], ndim=x.ndim).to(x.device)
-    return float(guidance)
-
-
-def is_identity(scale) -> bool:
-    return isinstance(scale, float) and scale == 1.0
-
-
-def guided_denoise(family, x: Tensor, u: Tensor, cond, null, scale, unet: nn.Module | None = None,
-                   stats: SamplingStats | None = None) -> Tensor:
-    """x0 = x0(∅) + g·(x0(c) − x0(∅)) (Imagen form, SPEC §4); g = 1 → one plain forward.
-
-    x [B, ...]; u [B] float64. The guided case runs ∅ and c as ONE batched forward of 2B."""
-    b = x.shape[0]
-    if is_identity(scale):
-        out = family.denoise(x, u, cond, unet)
-        passes = 1
-    else:
-        both = family.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet)
-        out = cfg(both[:b], both[b:], scale)
-        passes = 2
-    if stats is not None:
-        stats.unet_passes += passes
-        stats.forward_calls += 1
-    return out
+def make_sampler(family, name: str = "tdd", **tdd_kwargs):
+    """The sampler object `sample` drives: 'tdd' (TDDScheduler via make_scheduler(**tdd_kwargs)),
+    'animatelcm' (AnimateLCM's multistep sampler, docs/math.md §8) or 'euler' (the teacher's Karras Euler)."""
+    if name == "tdd":
+        return make_scheduler(family, **tdd_kwargs)
+    if name == "animatelcm":
+        from tdd_video.sampling.animatelcm import AnimateLCMScheduler
+        return AnimateLCMScheduler.for_schedule(family.schedule)
+    if name == "euler":
+        from tdd_video.sampling.euler import KarrasEulerSampler
+        return KarrasEulerSampler(family.schedule)
+    raise ConfigError("sampler", f"got {name!r}, allowed values are {', '.join(SAMPLERS)}")
 
 
 def sample(family, cond, null_cond=None, *, steps: int = 4, eta: float = 0.3, schedule: str = "equidistant",
@@ -133,7 +80,6 @@ def sample(family, cond, null_cond=None, *, steps: int = 4, eta: float = 0.3, sc
     refine: a `RefineSettings` (Distillation++, SPEC §7) or None. `stats` is filled in place.
     scheduler: use this sampler object instead of a TDDScheduler built from (eta, schedule, clip);
     timesteps: custom levels in the scheduler's units instead of `steps`."""
-    from tdd_video.sampling.refine import refine_x0
     check_range("steps", steps, 1, None)
     check_range("eta", eta, 0.0, 1.0, hi_open=True)
     sched = scheduler or make_scheduler(family, eta=eta, schedule=schedule, clip=clip)

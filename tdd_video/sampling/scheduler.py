@@ -25,7 +25,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from tdd_video.core import (EDMSchedule, VPSchedule, clip_x0, jump, nonuniform_schedule_indices, renoise,
+from tdd_video.core import (EDMSchedule, VPSchedule, add_noise, clip_x0, jump, nonuniform_schedule_indices, renoise,
                             schedule_indices)
 from tdd_video.errors import ConfigError, check_range
 
@@ -260,13 +260,9 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
         return TDDSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
 
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        """Forward process x = α_t·x0 + σ_t·noise at per-sample timesteps [B] (pipeline units)."""
+        """Forward process x = α_t·x0 + σ_t·noise (core.add_noise) at per-sample timesteps [B] (pipeline units)."""
         u = self._u_of_timestep(torch.as_tensor(timesteps).reshape(-1).cpu())
-        a, s = self.noise_schedule.alpha_sigma(u)
-        shape = (-1,) + (1,) * (original_samples.ndim - 1)
-        a = a.to(original_samples.device, torch.float32).reshape(shape)
-        s = s.to(original_samples.device, torch.float32).reshape(shape)
-        out = a * original_samples.to(torch.float32) + s * noise.to(torch.float32)
+        out = add_noise(self.noise_schedule, original_samples.to(torch.float32), noise.to(torch.float32), u)
         return out.to(original_samples.dtype)
 
     def previous_timestep(self, timestep):

@@ -41,7 +41,7 @@ Work files (checkpoints, `log.jsonl`, `summary.json`) go to `{c['work_dir']}/`; 
 the last checkpoint of the running stage. Seed {c['seed']}.
 
 ## Training
-- Data: {c['num_images']} synthetic images (`tdd_video.zoo.sdxl_synthetic.make_images`, seed {c['seed']}):
+- Data: {c['num_images']} synthetic images (`tdd_video.data.synthetic_images.make_images`, seed {c['seed']}):
   two shapes on low-saturation gradient backgrounds, the subject in the top half for "above", bottom for "below".
 - VAE: AutoencoderKL, channels {c['vae_channels']} (factor {2 ** (len(c['vae_channels']) - 1)}), {v['params']:,} params,
   {v['steps']} steps of batch {c['vae_batch']} (MSE + {c['kl_weight']}·KL, AdamW {c['vae_lr']}, cosine).

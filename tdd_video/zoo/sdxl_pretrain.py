@@ -1,5 +1,5 @@
 """Build the toy SDXL teacher "toy-sdxl": tiny AutoencoderKL + tiny text_time UNet2DConditionModel trained on
-synthetic captioned images (tdd_video.zoo.sdxl_synthetic), frozen tiny random CLIP text encoders with the
+synthetic captioned images (tdd_video.data.synthetic_images), frozen tiny random CLIP text encoders with the
 offline tokenizer (tdd_video.families.tiny), exported as a StableDiffusionXLPipeline folder.
 
     python -m tdd_video.zoo.sdxl_pretrain --config configs/toy/pretrain_sdxl.yaml      (resumable)
@@ -131,7 +131,7 @@ def train_vae(cfg: ToySDXLConfig, pix: torch.Tensor, log=print):
             stage.save_checkpoint(step + 1, model=vae, opt=opt)
     vae.eval()
     with torch.no_grad():   # held out: 256 fresh images from another seed (never trained on)
-        from tdd_video.zoo.sdxl_synthetic import make_images
+        from tdd_video.data.synthetic_images import make_images
         hold = to_pixels(make_images(256, cfg.size, cfg.seed + 999)[0])
         rec = vae.decode(vae.encode(hold).latent_dist.mode()).sample.clamp(-1, 1)
         psnr = float(10 * torch.log10(4.0 / (rec - hold).pow(2).mean()))
@@ -204,7 +204,7 @@ def evaluate_teacher(folder: Path, cfg: ToySDXLConfig) -> dict:
     """25-step Euler renders of the exported pipeline (stock diffusers) on every caption → adherence."""
     from diffusers import StableDiffusionXLPipeline
 
-    from tdd_video.zoo.sdxl_synthetic import all_scenes, mean_adherence
+    from tdd_video.data.synthetic_images import all_scenes, mean_adherence
     pipe = StableDiffusionXLPipeline.from_pretrained(str(folder))
     pipe.set_progress_bar_config(disable=True)
     caps = [sc.caption for sc in all_scenes()][: cfg.eval_images]
@@ -222,7 +222,7 @@ def build(cfg: ToySDXLConfig, log=print, command: str = "") -> Path:
 
     from tdd_video.families.sdxl import SDXLFamily
     from tdd_video.families.tiny import SDXL_SCHEDULER_CONFIG
-    from tdd_video.zoo.sdxl_synthetic import make_images
+    from tdd_video.data.synthetic_images import make_images
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
     imgs, caps = make_images(cfg.num_images, cfg.size, cfg.seed)

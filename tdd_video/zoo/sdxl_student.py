@@ -25,8 +25,8 @@ REFERENCE = {"prompt": "a red circle above a blue square", "seed": 0, "steps": 4
 
 @torch.no_grad()
 def reference_render(teacher: str, lora: str) -> dict:
-    """Latent statistics of the reference render (REFERENCE settings) through tdd_video.sampling.txt2img."""
-    from tdd_video.sampling.txt2img import Txt2ImgSettings, render_txt2img
+    """Latent statistics of the reference render (REFERENCE settings) through tdd_video.apps.txt2img."""
+    from tdd_video.apps.txt2img import Txt2ImgSettings, render_txt2img
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         r = render_txt2img(Txt2ImgSettings(prompts=[REFERENCE["prompt"]], model=teacher, lora=lora,

@@ -1,0 +1,96 @@
+"""Latent caches: encode a dataset once with the model's VAE and conditioning encoders.
+
+  tdd-cache-video  --model DIR_OR_ID --data MANIFEST_OR_FOLDER --out DIR [--clips-per-video N]   (SVD)
+  tdd-cache-images --model DIR_OR_ID_OR_ZOO --data FOLDER_MANIFEST_OR_SHARDS --out DIR           (SDXL)
+
+Both resume an interrupted run (finished shards are skipped); the layouts are described in
+tdd_video/data/cache.py and tdd_video/data/image_cache.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from tdd_video.data.cache import DTYPES, build_cache, video_encoder
+from tdd_video.data.config import VideoDataConfig
+from tdd_video.data.image_cache import build_image_cache, image_encoder
+from tdd_video.data.images import ImageDataConfig
+from tdd_video.errors import ConfigError
+from tdd_video.families import load_family
+from tdd_video.zoo import is_zoo_name, resolve_model
+
+VIDEO_DOC = "Latent cache: encode each clip once with the family's VAE and image encoder."
+
+
+def main_video(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="tdd-cache-video", description=VIDEO_DOC,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Store layout and the first-frame choice: see tdd_video/data/cache.py.")
+    p.add_argument("--model", required=True, help="SVD diffusers folder, hub id, or 'tiny' (random test model)")
+    p.add_argument("--data", required=True, help="folder of videos, CSV/JSONL manifest or WebVid CSV")
+    p.add_argument("--out", required=True, help="output folder (resumes if it already holds shards)")
+    p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of latents/embeddings")
+    p.add_argument("--shard-size", type=int, default=64, help="samples per safetensors shard")
+    p.add_argument("--config", help="YAML file whose 'data:' section (or top level) is a VideoDataConfig")
+    p.add_argument("--num-frames", type=int), p.add_argument("--target-fps", type=float)
+    p.add_argument("--stride", type=int), p.add_argument("--height", type=int), p.add_argument("--width", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips-per-video", type=int, default=1,
+                   help="clips cached per video: the centre clip + N-1 randomly started/cropped/flipped ones "
+                        "(default 1)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model-dtype", default="fp32", choices=list(DTYPES), help="dtype of the VAE/CLIP when encoding")
+    args = p.parse_args(argv)
+    d = {}
+    if args.config:
+        import yaml
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        d = dict(loaded.get("data", loaded))
+    d.update(path=args.data, source=d.get("source", "auto"))
+    for key in ("num_frames", "target_fps", "height", "width"):
+        if getattr(args, key) is not None:
+            d[key] = getattr(args, key)
+    if args.stride is not None:
+        d.update(stride=args.stride, target_fps=None)
+    try:
+        cfg = VideoDataConfig.from_dict(d).validate()
+        family = load_family("svd", args.model, dtype=DTYPES[args.model_dtype], device=args.device)
+        index = build_cache(video_encoder(family), cfg, args.out, args.dtype, args.shard_size, args.seed, args.model,
+                            clips_per_video=args.clips_per_video)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    info = json.loads(index.read_text())
+    print(f"wrote {info['num_samples']} clips in {len(info['shards'])} shards to {args.out} "
+          f"({info['num_failed']} videos skipped); index: {index}")
+    return 0
+
+
+
+def main_images(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="tdd-cache-images", description="Build the SDXL latent + text-embedding cache (resumable).")
+    p.add_argument("--model", required=True, help="diffusers SDXL folder, hub id, zoo name or 'tiny'")
+    p.add_argument("--data", required=True, help="image folder, CSV/JSONL manifest, or .tar shards")
+    p.add_argument("--out", required=True)
+    p.add_argument("--height", type=int, default=1024)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--dtype", default="fp16", choices=list(DTYPES))
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    try:
+        cfg = ImageDataConfig(path=a.data, height=a.height, width=a.width).validate()
+        model = str(resolve_model(a.model)) if is_zoo_name(a.model) else a.model
+        family = load_family("sdxl", model, device=a.device)
+        path = build_image_cache(image_encoder(family), cfg, a.out, a.dtype, a.shard_size, a.seed, a.model)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"cache ready: {path} ({json.loads(path.read_text())['total']} samples)")
+    return 0
+
