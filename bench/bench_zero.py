@@ -11,7 +11,7 @@ train.backend=deepspeed train.deepspeed_config=configs/deepspeed/zeroS.json …`
 DS_ACCELERATOR=cpu per rank), or `python train/distill_svd.py …` for the plain run. Recipe (--config):
 the zoo teacher toy-svd (32×32 px, 8 frames), rank-8 LoRA, lr 5e-4, global batch 2 (2 ranks × 1, or
 1 process × 2), fp32; data: the tiny recipe's 16 synthetic clips, or the zoo recipe's 1024 clips
-(runs/pretrain_toy_svd/data, written by train/pretrain_toy.py). A run that hangs is killed after
+(runs/pretrain_toy_svd/data, written by tools/zoo/build_svd.py). A run that hangs is killed after
 --timeout s (ZeRO-3 needs every rank to call the network equally often; methods/tdd.py and animatelcm.py never skip a forward on data-dependent conditions).
 
 Progress is measured by the distillation distance (validation.metric_every, engine/validation.py):
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", default=["plain", "zero2", "zero3"], choices=["plain", "zero2", "zero3"])
     p.add_argument("--config", default=str(RECIPE), help="recipe (configs/toy/tdd_svd_zoo.yaml: the zoo student's, "
-                   "1024 clips from train/pretrain_toy.py; default: the tiny recipe, 16 synthetic clips)")
+                   "1024 clips from tools/zoo/build_svd.py; default: the tiny recipe, 16 synthetic clips)")
     p.add_argument("--steps", type=int, default=1000, help="the zoo student's budget (1000 steps, batch 2)")
     p.add_argument("--metric-every", type=int, default=100)
     p.add_argument("--window", type=int, default=50, help="loss means over the first / last this many steps")

@@ -23,14 +23,14 @@ def test_teacher_loads_offline_with_card():
     pipe = StableDiffusionXLPipeline.from_pretrained(str(resolve_model("toy-sdxl")))
     assert pipe.unet.config.addition_embed_type == "text_time"
     card = (TEACHER / "MODEL_CARD.md").read_text()
-    assert "python -m tdd_video.zoo.sdxl_pretrain" in card and "PSNR" in card
+    assert "python -m tools.zoo.build_sdxl" in card and "PSNR" in card
     size_mb = sum(p.stat().st_size for p in TEACHER.rglob("*") if p.is_file()) / 1e6
     assert size_mb < 30
 
 
 @needs_student
 def test_student_reproduces_reference_render():
-    from tdd_video.zoo.sdxl_student import reference_render
+    from tools.zoo.sdxl_student import reference_render
     ref = json.loads((STUDENT / "reference.json").read_text())
     got = reference_render(str(TEACHER), str(STUDENT / "pytorch_lora_weights.safetensors"))
     assert got["prompt"] == ref["prompt"] and got["steps"] == ref["steps"]

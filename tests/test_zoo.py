@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHER = "toy-svd"
 HAVE_TEACHER = TEACHER in available()
 NEED_TEACHER = pytest.mark.skipif(not HAVE_TEACHER, reason=f"zoo weights '{TEACHER}' not committed yet "
-                                  "(build: python train/pretrain_toy.py --config configs/toy/pretrain_svd.yaml)")
+                                  "(build: python -m tools.zoo.build_svd --config configs/toy/pretrain_svd.yaml)")
 
 
 def test_missing_name_lists_available_names():
@@ -38,7 +38,7 @@ def test_paths_and_hub_ids(tmp_path):
 
 
 def test_shipped_recipes_validate():
-    from tdd_video.zoo.config import load_pretrain_config
+    from tools.zoo.config import load_pretrain_config
     recipes = sorted((ROOT / "configs" / "toy").glob("pretrain_svd*.yaml"))
     assert recipes
     for path in recipes:
@@ -51,7 +51,7 @@ def test_shipped_recipes_validate():
 
 
 def test_fast_temporal_convs_is_numerically_equivalent():
-    from tdd_video.zoo.fast_ops import fast_temporal_convs
+    from tools.zoo.fast_ops import fast_temporal_convs
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv3d(4, 6, (3, 1, 1), padding=(1, 0, 0)), torch.nn.Conv3d(6, 6, 3, padding=1))
     x = torch.randn(2, 4, 5, 3, 7)
@@ -62,9 +62,9 @@ def test_fast_temporal_convs_is_numerically_equivalent():
 
 def test_micro_build_end_to_end_and_resume(tmp_path):
     """The real pretraining code on a tiny budget: every stage runs, the folder loads, re-run resumes."""
-    from tdd_video.zoo.config import load_pretrain_config
-    from tdd_video.zoo.export import render_reference
-    from tdd_video.zoo.pretrain import run
+    from tools.zoo.config import load_pretrain_config
+    from tools.zoo.export import render_reference
+    from tools.zoo.pretrain import run
     overrides = [f"work_dir={tmp_path / 'work'}", f"output={tmp_path / 'out'}", "threads=1",
                  "data.num_clips=10", "data.holdout=2", "data.num_frames=4", "data.height=16", "data.width=16",
                  "vae.steps=2", "vae.block_out_channels=[32, 32]", "vae.eval_every=2", "unet.steps=2",
@@ -90,7 +90,7 @@ def test_micro_build_end_to_end_and_resume(tmp_path):
 @NEED_TEACHER
 def test_teacher_loads_offline_and_renders_recorded_frames():
     from PIL import Image
-    from tdd_video.zoo.export import frames_sha256, render_reference
+    from tools.zoo.export import frames_sha256, render_reference
     folder = resolve_model(TEACHER)
     frames, settings = render_reference(folder)            # StableVideoDiffusionPipeline.from_pretrained, offline
     ref_strip = np.asarray(Image.open(folder / "samples" / "reference_frames.png").convert("RGB"))
@@ -102,12 +102,12 @@ def test_teacher_loads_offline_and_renders_recorded_frames():
     if settings.get("torch_threads") == torch.get_num_threads():
         assert frames_sha256(frames) == settings["sha256_uint8_frames"] or diff.max() <= 2
     card = (folder / "MODEL_CARD.md").read_text()
-    assert settings["sha256_uint8_frames"] in card and "python train/pretrain_toy.py" in card
+    assert settings["sha256_uint8_frames"] in card and "python -m tools.zoo.build_svd" in card
 
 
 @NEED_TEACHER
 def test_teacher_video_moves_and_follows_first_frame():
-    from tdd_video.zoo.export import PACKAGE_DIR
+    from tools.zoo.export import PACKAGE_DIR
     folder = resolve_model(TEACHER)
     settings = json.loads((folder / "reference.json").read_text())
     from PIL import Image

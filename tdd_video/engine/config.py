@@ -5,7 +5,7 @@ and `data`. Everything is checked by `load_config` BEFORE any model is loaded: u
 rejected by name (with the allowed keys listed), values outside their range raise ConfigError
 naming the dotted key and the range. `method` is dispatched on `method.name` to the config class
 the method registered (tdd_video.methods), so a new method adds keys without touching the engine.
-`data` is helper B's VideoDataConfig (tdd_video.data).
+`data` is the data package's VideoDataConfig (or ImageDataConfig for image families).
 """
 from __future__ import annotations
 
@@ -239,20 +239,31 @@ def _check_type(key: str, value, hint):
 
 
 def build_section(cls, values: dict | None, prefix: str):
-    """Instantiate dataclass `cls` from a dict: unknown keys rejected, types checked, validate() run."""
+    """Instantiate dataclass `cls` from a dict: unknown keys rejected, types checked, validate() run.
+    A field whose type is itself a dataclass is built recursively (prefix `prefix.field`)."""
     values = {} if values is None else values
     if not isinstance(values, dict):
-        raise ConfigError(prefix, f"expected a mapping of keys, got {type(values).__name__}")
+        raise ConfigError(prefix or "<root>", f"expected a mapping of keys, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}", f"unknown key; allowed keys in '{prefix}' are: {', '.join(names)}")
-    kwargs = {k: _check_type(f"{prefix}.{k}", v, hints[k]) for k, v in values.items()}
+        where = f"'{prefix}'" if prefix else "the recipe"
+        raise ConfigError(_join(prefix, unknown[0]), f"unknown key; allowed keys in {where} are: {', '.join(names)}")
+    kwargs = {}
+    for k, v in values.items():
+        if dataclasses.is_dataclass(hints[k]):
+            kwargs[k] = build_section(hints[k], v, _join(prefix, k))
+        else:
+            kwargs[k] = _check_type(_join(prefix, k), v, hints[k])
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
         obj.validate(prefix)
     return obj
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
 
 
 def _build_data(values, family: str = "svd"):
@@ -274,16 +285,17 @@ def _build_data(values, family: str = "svd"):
     return cfg
 
 
-def parse_overrides(overrides: list[str]) -> dict:
-    """['train.lr=1e-5', 'method.k_max=6'] -> nested dict; values parsed as YAML scalars/lists."""
+def parse_overrides(overrides: list[str], sections: tuple[str, ...] | None = SECTIONS) -> dict:
+    """['train.lr=1e-5', 'method.k_max=6'] -> nested dict; values parsed as YAML scalars/lists.
+    `sections`: the allowed first parts of a key (None: any key, e.g. a flat recipe's `seed=1`)."""
     out: dict = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(item, "overrides look like section.key=value (e.g. train.lr=1e-5)")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) < 2 or parts[0] not in SECTIONS:
-            raise ConfigError(key, f"override keys start with a section: {', '.join(SECTIONS)}")
+        if sections is not None and (len(parts) < 2 or parts[0] not in sections):
+            raise ConfigError(key, f"override keys start with a section: {', '.join(sections)}")
         value = yaml.safe_load(raw) if raw != "" else ""
         if isinstance(value, str):
             try:
@@ -296,6 +308,27 @@ def parse_overrides(overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The mapping of a YAML recipe file; ConfigError on key '--config' for a missing/invalid file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("--config", f"file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError("--config", f"{p} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("--config", f"{p}: a recipe is a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_dataclass_recipe(cls, path: str | Path | None, overrides: list[str] | None = None):
+    """A recipe that is one (possibly nested) dataclass: YAML (None = defaults) + dotted overrides, built
+    and validated by `build_section` (used by the toy-zoo build tools)."""
+    raw = read_yaml(path) if path is not None else {}
+    return build_section(cls, merge(raw, parse_overrides(overrides or [], sections=None)), "")
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -346,14 +379,6 @@ def _cross_checks(cfg: Config) -> None:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML recipe (None = all defaults), apply dotted overrides, build and validate."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("--config", f"file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError("--config", f"{p} is not valid YAML: {e}") from None
+    raw = read_yaml(path) if path is not None else {}
     raw = merge(raw, parse_overrides(overrides or []))
     return config_from_dict(raw)

@@ -21,29 +21,8 @@ from pathlib import Path
 
 import torch
 
+from tdd_video.engine.lr import lr_factor
 from tdd_video.errors import ConfigError
-
-
-def warmup_factor(warmup_steps: int):
-    """lr multiplier for optimizer step i (0-based): (i + 1)/W for i < W, then 1."""
-    return lambda i: 1.0 if warmup_steps <= 0 else min(1.0, (i + 1) / warmup_steps)
-
-
-def lr_factor(cfg):
-    """lr multiplier for optimizer step i (0-based) of a TrainConfig: warmup (i + 1)/W for i < W, then
-    `lr_schedule`: constant 1; cosine or linear from 1 at step W to `lr_min_ratio` at step max_steps − 1."""
-    warm, kind, floor = cfg.warmup_steps, getattr(cfg, "lr_schedule", "constant"), getattr(cfg, "lr_min_ratio", 0.0)
-    span = max(1, cfg.max_steps - 1 - warm)
-
-    def factor(i: int) -> float:
-        if warm > 0 and i < warm:
-            return (i + 1) / warm
-        if kind == "constant":
-            return 1.0
-        p = min(1.0, max(0.0, (i - warm) / span))
-        shape = 0.5 * (1.0 + math.cos(math.pi * p)) if kind == "cosine" else 1.0 - p
-        return floor + (1.0 - floor) * shape
-    return factor
 
 
 def detect_backend(requested: str, deepspeed_config: str | None) -> str:

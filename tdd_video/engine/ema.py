@@ -24,9 +24,17 @@ class EMA:
         self.shadow: dict[str, Tensor] = {n: p.detach().float().clone() for n, p in named_params}
 
     @torch.no_grad()
-    def update(self, named_params: Iterable[tuple[str, nn.Parameter]]) -> None:
+    def update(self, named_params: Iterable[tuple[str, nn.Parameter]], decay: float | None = None) -> None:
+        """One EMA step (`decay` overrides the stored decay for this step, e.g. an EMA warm-up)."""
+        d = self.decay if decay is None else float(decay)
         for n, p in named_params:
-            self.shadow[n].lerp_(p.detach().float().to(self.shadow[n].device), 1.0 - self.decay)
+            self.shadow[n].lerp_(p.detach().float().to(self.shadow[n].device), 1.0 - d)
+
+    @torch.no_grad()
+    def copy_to(self, named_params: Iterable[tuple[str, nn.Parameter]]) -> None:
+        """Write the shadow into the parameters for good (export / evaluation of the EMA weights)."""
+        for n, p in named_params:
+            p.copy_(self.shadow[n].to(p.dtype))
 
     @contextlib.contextmanager
     def swapped_in(self, named_params: Iterable[tuple[str, nn.Parameter]]):

@@ -2,7 +2,7 @@
 
 Each entry is a folder under ``tdd_video/zoo/<name>/`` holding a complete diffusers pipeline
 (``model_index.json`` + component subfolders, safetensors) and a ``MODEL_CARD.md`` that says how
-it was trained and the exact command that rebuilds it (``train/pretrain_toy.py``). Students
+it was trained and the exact command that rebuilds it (``tools/zoo/build_svd.py``). Students
 (LoRA adapters distilled from a zoo teacher) live next to their teacher as
 ``tdd_video/zoo/<teacher>/students/<student>/``.
 
@@ -51,7 +51,7 @@ def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
 
     Raises ZooModelNotFound naming the available zoo entries otherwise (also for None)."""
     names = available()
-    listing = ", ".join(names) if names else "none — rebuild with `python train/pretrain_toy.py " \
+    listing = ", ".join(names) if names else "none — rebuild with `python -m tools.zoo.build_svd " \
                                              "--config configs/toy/pretrain_svd.yaml`"
     if name_or_path is None or str(name_or_path).strip() == "":
         raise ZooModelNotFound("", f"no model given; zoo models available: {listing}")

@@ -2,8 +2,9 @@
 
 Sections: ``data`` (synthetic clips), ``vae`` (AutoencoderKLTemporalDecoder), ``image_encoder``
 (CLIPVisionModelWithProjection), ``unet`` (UNetSpatioTemporalConditionModel + the SVD EDM
-objective, SPEC §1a), ``render`` (the fixed-seed reference render recorded in the model card).
-Unknown keys and out-of-range values raise ConfigError naming the dotted key.
+objective, docs/math.md §1a), ``render`` (the fixed-seed reference render recorded in the model card).
+Loaded with the engine's recipe loader: unknown keys and out-of-range values raise ConfigError
+naming the dotted key.
 """
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from tdd_video.engine.config import load_dataclass_recipe
 from tdd_video.errors import ConfigError, check_range
 
 
@@ -152,61 +152,17 @@ class PretrainConfig:
     unet: UNetSection = field(default_factory=UNetSection)
     render: RenderSection = field(default_factory=RenderSection)
 
-    def validate(self) -> "PretrainConfig":
+    def validate(self, p: str = "") -> "PretrainConfig":
+        """The top-level keys (each section is validated when it is built)."""
         check_range("seed", self.seed, 0, None)
         check_range("threads", self.threads, 1, 512)
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if dataclasses.is_dataclass(v):
-                v.validate(f.name)
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def _build(cls, d: dict, prefix: str):
-    if not isinstance(d, dict):
-        raise ConfigError(prefix or "config", f"expected a mapping, got {type(d).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in d.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        if key not in known:
-            raise ConfigError(dotted, f"unknown key; known keys: {', '.join(sorted(known))}")
-        sub = known[key].default_factory if known[key].default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub):
-            kwargs[key] = _build(sub, value, dotted)
-        else:
-            kwargs[key] = _coerce(value, known[key].default, dotted)
-    return cls(**kwargs)
-
-
-def _coerce(value, default, key: str):
-    """PyYAML reads '2e-3' as a string: turn numeric strings into the field's number type."""
-    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
-        try:
-            return type(default)(float(value)) if isinstance(default, float) else int(value)
-        except ValueError:
-            raise ConfigError(key, f"expected a number, got {value!r}") from None
-    return value
-
-
 def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
-    """YAML file (or None = defaults) + dotted `section.key=value` overrides (values parsed as YAML)."""
-    d: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("config", f"file not found: {path}")
-        d = yaml.safe_load(path.read_text()) or {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(item, "override must look like section.key=value")
-        key, value = item.split("=", 1)
-        node = d
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return _build(PretrainConfig, d, "").validate()
+    """YAML file (or None = defaults) + dotted `section.key=value` overrides (values parsed as YAML), built and
+    validated by the engine's recipe loader (unknown keys and out-of-range values name the dotted key)."""
+    return load_dataclass_recipe(PretrainConfig, path, overrides)

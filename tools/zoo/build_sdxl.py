@@ -2,7 +2,7 @@
 synthetic captioned images (tdd_video.data.synthetic_images), frozen tiny random CLIP text encoders with the
 offline tokenizer (tdd_video.families.tiny), exported as a StableDiffusionXLPipeline folder.
 
-    python -m tdd_video.zoo.sdxl_pretrain --config configs/toy/pretrain_sdxl.yaml      (resumable)
+    python -m tools.zoo.build_sdxl --config configs/toy/pretrain_sdxl.yaml      (resumable)
 
 Stages (each resumable from work_dir/<stage>/ckpt.pt, skipped when done.json exists):
 1. ``vae``: pixel MSE + kl_weight·KL on posterior samples; then scaling_factor = 1/std(latents) is stored.
@@ -27,8 +27,11 @@ import numpy as np
 import torch
 import yaml
 
-from tdd_video.errors import ConfigError
-from tdd_video.zoo.stage import StageDir, cosine_lr, ema_update, step_generator
+from tdd_video.errors import ConfigError, check_range
+from tdd_video.engine.config import load_dataclass_recipe
+from tdd_video.engine.ema import EMA
+from tdd_video.engine.lr import lr_multiplier
+from tools.zoo.stage import StageDir, step_generator
 
 
 @dataclass
@@ -56,15 +59,12 @@ class ToySDXLConfig:
     eval_guidance: float = 4.5
     eval_images: int = 48
 
-    @classmethod
-    def load(cls, path: str | None, overrides: dict | None = None) -> "ToySDXLConfig":
-        raw = yaml.safe_load(Path(path).read_text()) if path else {}
-        raw = {**(raw or {}), **(overrides or {})}
-        known = set(cls.__dataclass_fields__)
-        for k in raw:
-            if k not in known:
-                raise ConfigError(k, f"unknown key; allowed: {', '.join(sorted(known))}")
-        return cls(**raw)
+    def validate(self, p: str = "") -> "ToySDXLConfig":
+        check_range("size", self.size, 16, 1024)
+        check_range("num_images", self.num_images, 16, 10**7)
+        check_range("p_uncond", self.p_uncond, 0.0, 1.0, hi_open=True)
+        check_range("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
+        return self
 
 
 def text_encoders(seed: int):
@@ -117,7 +117,7 @@ def train_vae(cfg: ToySDXLConfig, pix: torch.Tensor, log=print):
         g = step_generator(cfg.seed, step, 1)
         idx = torch.randint(0, pix.shape[0], (cfg.vae_batch,), generator=g)
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.vae_steps, cfg.vae_lr, cfg.vae_lr * 0.05, 20)
+            group["lr"] = cfg.vae_lr * lr_multiplier(20, "cosine", cfg.vae_steps, 0.05)(step)
         post = vae.encode(pix[idx]).latent_dist
         rec = vae.decode(post.sample(g)).sample
         loss = torch.nn.functional.mse_loss(rec, pix[idx]) + cfg.kl_weight * post.kl().mean() / post.mean[0].numel()
@@ -148,11 +148,14 @@ def train_unet(cfg: ToySDXLConfig, family, pix: torch.Tensor, captions: list[str
     """ε-prediction training of family.unet (in place); returns (ema unet, info)."""
     stage = StageDir(cfg.work_dir, "unet")
     unet = family.unet
-    ema = copy.deepcopy(unet).requires_grad_(False)
+    ema_unet = copy.deepcopy(unet).requires_grad_(False)    # the EMA weights as a module (export)
+    ema = EMA(unet.named_parameters(), cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
+    lr_at = lr_multiplier(30, "cosine", cfg.unet_steps, 0.05)
     start = stage.load_checkpoint(model=unet, ema=ema, opt=opt)
     if stage.is_done():
-        return ema, stage.done_info()
+        ema.copy_to(ema_unet.named_parameters())
+        return ema_unet, stage.done_info()
     with torch.no_grad():   # encode once: posterior mean/std of every image, embeddings per unique caption
         posts = [family.vae.encode(pix[i:i + 256]).latent_dist for i in range(0, pix.shape[0], 256)]
         mean = torch.cat([p.mean for p in posts]) * family.scaling_factor
@@ -175,7 +178,7 @@ def train_unet(cfg: ToySDXLConfig, family, pix: torch.Tensor, captions: list[str
         emb = torch.where(drop.view(-1, 1, 1), 0.0, pe[cap_idx[idx]])
         txt = torch.where(drop, 0.0, pooled[cap_idx[idx]])
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.unet_steps, cfg.unet_lr, cfg.unet_lr * 0.05, 30)
+            group["lr"] = cfg.unet_lr * lr_at(step)
         out = unet(a * x0 + sg * eps, t, encoder_hidden_states=emb,
                    added_cond_kwargs={"text_embeds": txt, "time_ids": ids}).sample
         loss = torch.nn.functional.mse_loss(out, eps)
@@ -183,7 +186,7 @@ def train_unet(cfg: ToySDXLConfig, family, pix: torch.Tensor, captions: list[str
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        ema_update(ema, unet, cfg.ema_decay if step > 100 else 0.0)
+        ema.update(unet.named_parameters(), cfg.ema_decay if step > 100 else 0.0)
         losses.append(float(loss))
         if (step + 1) % 25 == 0:
             sm = float(np.mean(losses[-25:]))
@@ -196,7 +199,8 @@ def train_unet(cfg: ToySDXLConfig, family, pix: torch.Tensor, captions: list[str
             "params": sum(p.numel() for p in unet.parameters())}
     stage.save_checkpoint(cfg.unet_steps, model=unet, ema=ema, opt=opt)
     stage.mark_done(info)
-    return ema, info
+    ema.copy_to(ema_unet.named_parameters())
+    return ema_unet, info
 
 
 @torch.no_grad()
@@ -240,7 +244,7 @@ def build(cfg: ToySDXLConfig, log=print, command: str = "") -> Path:
     pipe.save_pretrained(out)
     t_train = time.time() - t_start
     adh = evaluate_teacher(out, cfg)
-    from tdd_video.zoo.sdxl_card import write_sdxl_card
+    from tools.zoo.sdxl_card import write_sdxl_card
     summary = {"config": asdict(cfg), "vae": vae_info, "unet": unet_info, "adherence_25step": adh,
                "train_seconds": round(t_train, 1), "vae_seconds": round(t_vae, 1), "command": command,
                "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -256,12 +260,11 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides (YAML values), e.g. unet_steps=100")
     a = p.parse_args(argv)
     try:
-        ov = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in a.overrides)}
-        cfg = ToySDXLConfig.load(a.config, ov)
+        cfg = load_dataclass_recipe(ToySDXLConfig, a.config, a.overrides)
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    build(cfg, command="python -m tdd_video.zoo.sdxl_pretrain " + " ".join(sys.argv[1:] if argv is None else argv))
+    build(cfg, command="python -m tools.zoo.build_sdxl " + " ".join(sys.argv[1:] if argv is None else argv))
     return 0
 
 

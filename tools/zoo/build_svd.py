@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Rebuild a toy-zoo teacher (tiny SVD-architecture pipeline trained on synthetic clips) on CPU.
 
-  python train/pretrain_toy.py --config configs/toy/pretrain_svd.yaml            # the zoo's toy-svd (resumable)
-  python train/pretrain_toy.py --config configs/toy/pretrain_svd.yaml --dry-run  # print the resolved config
-  python train/pretrain_toy.py --config configs/toy/pretrain_svd.yaml vae.steps=100 unet.steps=100 \\
+  python -m tools.zoo.build_svd --config configs/toy/pretrain_svd.yaml            # the zoo's toy-svd (resumable)
+  python -m tools.zoo.build_svd --config configs/toy/pretrain_svd.yaml --dry-run  # print the resolved config
+  python -m tools.zoo.build_svd --config configs/toy/pretrain_svd.yaml vae.steps=100 unet.steps=100 \\
       work_dir=/tmp/toy output=/tmp/toy/toy-svd                                 # a quick smoke build
 
 Stages: synthetic mp4 clips -> AutoencoderKLTemporalDecoder -> frozen CLIP image encoder ->
@@ -19,8 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "configs" / "toy" / "pretrain_svd.yaml"
 
 
@@ -37,7 +35,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from tdd_video.errors import ConfigError
-    from tdd_video.zoo.config import load_pretrain_config
+    from tools.zoo.config import load_pretrain_config
     try:
         cfg = load_pretrain_config(args.config, args.overrides)
     except ConfigError as e:
@@ -49,12 +47,12 @@ def main(argv=None) -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(ROOT)                                   # relative paths in the recipe are repo-relative
-    from tdd_video.zoo.pretrain import run
+    from tools.zoo.pretrain import run
     try:
         cfg_path = os.path.relpath(args.config, ROOT) if Path(args.config).is_absolute() else args.config
     except ValueError:
         cfg_path = args.config
-    command = " ".join(["python train/pretrain_toy.py", "--config", shlex.quote(cfg_path)]
+    command = " ".join(["python -m tools.zoo.build_svd", "--config", shlex.quote(cfg_path)]
                        + [shlex.quote(o) for o in args.overrides])
     summary = run(cfg, progress=not args.no_progress, command=command)
     print(f"done: {summary['output']} ({summary['size_mb']} MB); VAE held-out PSNR "

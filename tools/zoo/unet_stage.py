@@ -27,9 +27,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from tdd_video.zoo.config import DataSection, ImageEncoderSection, UNetSection
-from tdd_video.zoo.fast_ops import fast_temporal_convs
-from tdd_video.zoo.stage import StageDir, cosine_lr, ema_update, step_generator
+from tools.zoo.config import DataSection, ImageEncoderSection, UNetSection
+from tools.zoo.fast_ops import fast_temporal_convs
+from tools.zoo.stage import StageDir, step_generator
+from tdd_video.engine.ema import EMA
+from tdd_video.engine.lr import lr_multiplier
 
 EVAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
 
@@ -117,8 +119,10 @@ def train_unet(cfg: UNetSection, family, train_cache: dict, held_cache: dict, st
         return UNetSpatioTemporalConditionModel.from_pretrained(final_dir), stage.done_info()
     unet = family.unet
     fast_temporal_convs(unet)
-    ema = copy.deepcopy(unet).requires_grad_(False)
+    ema_unet = copy.deepcopy(unet).requires_grad_(False)    # the EMA weights as a module (evaluation, export)
+    ema = EMA(unet.named_parameters(), cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_at = lr_multiplier(cfg.warmup_steps, "cosine", cfg.steps, cfg.lr_min / cfg.lr)
     start = stage.load_checkpoint(model=unet, ema=ema, opt=opt)
     n_train = train_cache["latents"].shape[0]
     history, t0, t_steps, steps_timed, ema_loss = [], time.time(), 0.0, 0, None
@@ -127,7 +131,7 @@ def train_unet(cfg: UNetSection, family, train_cache: dict, held_cache: dict, st
     for step in bar:
         ts = time.time()
         g = step_generator(seed, step, stream=1)
-        lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.warmup_steps)
+        lr = cfg.lr * lr_at(step)
         for group in opt.param_groups:
             group["lr"] = lr
         batch = _take(train_cache, torch.randint(0, n_train, (cfg.batch_clips,), generator=g))
@@ -140,7 +144,7 @@ def train_unet(cfg: UNetSection, family, train_cache: dict, held_cache: dict, st
             torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
         opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))      # EMA warm-up
-        ema_update(ema, unet, decay)
+        ema.update(unet.named_parameters(), decay)
         if step - start >= 2:
             t_steps += time.time() - ts
             steps_timed += 1
@@ -150,15 +154,17 @@ def train_unet(cfg: UNetSection, family, train_cache: dict, held_cache: dict, st
         if (step + 1) % 50 == 0 or last:
             stage.log(step=step + 1, loss=float(loss), loss_smooth=ema_loss, lr=lr)
         if (step + 1) % cfg.eval_every == 0 or last:
-            ev = evaluate(family, ema, held_cache, cfg, seed)
+            ema.copy_to(ema_unet.named_parameters())
+            ev = evaluate(family, ema_unet, held_cache, cfg, seed)
             history.append({"step": step + 1, "loss_smooth": round(ema_loss, 5), **ev})
             stage.log(step=step + 1, eval=ev)
         if (step + 1) % cfg.checkpoint_every == 0 and not last:
             stage.save_checkpoint(step + 1, model=unet, ema=ema, opt=opt)
-    ema.eval()
-    ema.save_pretrained(final_dir, safe_serialization=True)
-    info = {"steps": cfg.steps, "final_loss_smooth": ema_loss, "params": sum(p.numel() for p in ema.parameters()),
+    ema.copy_to(ema_unet.named_parameters())
+    ema_unet.eval()
+    ema_unet.save_pretrained(final_dir, safe_serialization=True)
+    info = {"steps": cfg.steps, "final_loss_smooth": ema_loss, "params": sum(p.numel() for p in ema_unet.parameters()),
             "sec_per_step": round(t_steps / max(steps_timed, 1), 4), "wall_s_this_run": round(time.time() - t0, 1),
-            "final_eval_ema": evaluate(family, ema, held_cache, cfg, seed), "history": history}
+            "final_eval_ema": evaluate(family, ema_unet, held_cache, cfg, seed), "history": history}
     stage.mark_done(info)
-    return ema, info
+    return ema_unet, info

@@ -1,6 +1,8 @@
-"""Small pieces shared by the zoo's training stages: LR schedule, EMA, resumable checkpoints, logs.
+"""Small pieces shared by the zoo's training stages: per-step generators, resumable checkpoints, logs.
+(LR schedules and the fp32 EMA are the engine's: tdd_video.engine.lr, tdd_video.engine.ema.)
 
-A stage keeps everything in ``work_dir/<stage>/``: ``ckpt.pt`` (model, EMA, optimizer, step —
+A stage keeps everything in ``work_dir/<stage>/``: ``ckpt.pt`` (model, EMA shadow, optimizer, step: tensors and numbers only, loaded with
+``weights_only=True`` —
 rewritten atomically every ``checkpoint_every`` steps), ``log.jsonl`` (one JSON line per log
 event) and, when finished, ``done.json`` (final metrics). Randomness per step comes from
 ``step_generator(seed, step)``, so a resumed stage draws exactly what an uninterrupted one would.
@@ -8,32 +10,15 @@ event) and, when finished, ``done.json`` (final metrics). Randomness per step co
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
-
-
-def cosine_lr(step: int, total: int, lr: float, lr_min: float, warmup: int) -> float:
-    """Linear warm-up for `warmup` steps, then cosine decay from lr to lr_min at `total`."""
-    if warmup > 0 and step < warmup:
-        return lr * (step + 1) / warmup
-    t = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
-    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * t))
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """A CPU generator that depends only on (seed, step, stream)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 101 + stream) % (2**63 - 1))
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1 − decay)·model, in float32 (never fp16 EMA)."""
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach().to(pe.dtype), 1.0 - decay)
 
 
 class StageDir:
@@ -76,7 +61,7 @@ class StageDir:
         path = self.dir / "ckpt.pt"
         if not path.is_file():
             return 0
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         for key, obj in targets.items():
             obj.load_state_dict(state[key])
         return int(state["step"])

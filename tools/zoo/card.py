@@ -14,7 +14,7 @@ def _fmt_eval(ev: dict) -> str:
 
 
 def write_model_card(folder: Path, s: dict) -> Path:
-    """Write folder/MODEL_CARD.md from the summary dict produced by tdd_video.zoo.pretrain.run."""
+    """Write folder/MODEL_CARD.md from the summary dict produced by tools.zoo.pretrain.run."""
     from tdd_video.data.synthetic import PHOTOS, TEXTURES, available_photos, available_textures
     c, vae, enc, unet, ref, tm = s["config"], s["vae"], s["image_encoder"], s["unet"], s["reference"], s["timings"]
     d, v, e, u, r = c["data"], c["vae"], c["image_encoder"], c["unet"], c["render"]
@@ -37,7 +37,7 @@ through exactly the same code paths.
 ## Rebuild (one command, resumable)
 
 ```
-{s['command'] or 'python train/pretrain_toy.py --config configs/toy/pretrain_svd.yaml'}
+{s['command'] or 'python -m tools.zoo.build_svd --config configs/toy/pretrain_svd.yaml'}
 ```
 Seed {c['seed']}; work files (clips, checkpoints, logs) in `{c['work_dir']}/`; re-running resumes/skips finished stages.
 Wall time of this build: data {tm.get('data_s')} s, VAE {tm.get('vae_s')} s, latent cache {tm.get('latent_cache_s')} s,

@@ -13,7 +13,7 @@ def _table(adh: dict) -> str:
 
 
 def write_sdxl_card(folder: Path, s: dict) -> Path:
-    """Write folder/MODEL_CARD.md from the summary dict of tdd_video.zoo.sdxl_pretrain.build."""
+    """Write folder/MODEL_CARD.md from the summary dict of tools.zoo.build_sdxl.build."""
     c, v, u = s["config"], s["vae"], s["unet"]
     size_mb = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
     text = f"""# {c['name']} — a tiny, trained SDXL-architecture text-to-image teacher
@@ -35,7 +35,7 @@ without the 7 GB SDXL weights; real and toy models take the same code paths.
 ## Rebuild (one command, resumable)
 
 ```
-{s['command'] or 'python -m tdd_video.zoo.sdxl_pretrain --config configs/toy/pretrain_sdxl.yaml'}
+{s['command'] or 'python -m tools.zoo.build_sdxl --config configs/toy/pretrain_sdxl.yaml'}
 ```
 Work files (checkpoints, `log.jsonl`, `summary.json`) go to `{c['work_dir']}/`; a killed build resumes from
 the last checkpoint of the running stage. Seed {c['seed']}.

@@ -18,9 +18,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from tdd_video.zoo.config import DataSection, VAESection
-from tdd_video.zoo.fast_ops import fast_temporal_convs
-from tdd_video.zoo.stage import StageDir, cosine_lr, step_generator
+from tools.zoo.config import DataSection, VAESection
+from tools.zoo.fast_ops import fast_temporal_convs
+from tools.zoo.stage import StageDir, step_generator
+from tdd_video.engine.lr import lr_multiplier
 
 
 def build_vae(cfg: VAESection, data: DataSection, seed: int):
@@ -78,6 +79,7 @@ def train_vae(cfg: VAESection, data: DataSection, train_clips: torch.Tensor, hel
     vae = build_vae(cfg, data, seed)
     fast_temporal_convs(vae)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
+    lr_at = lr_multiplier(cfg.warmup_steps, "cosine", cfg.steps, cfg.lr_min / cfg.lr)
     start = stage.load_checkpoint(model=vae, opt=opt)
     n_train = train_clips.shape[0]
     history = []
@@ -87,7 +89,7 @@ def train_vae(cfg: VAESection, data: DataSection, train_clips: torch.Tensor, hel
     for step in bar:
         ts = time.time()
         g = step_generator(seed, step)
-        lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.warmup_steps)
+        lr = cfg.lr * lr_at(step)
         for group in opt.param_groups:
             group["lr"] = lr
         full = step >= int(round(cfg.steps * (1.0 - cfg.full_clip_fraction)))

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]      # tdd_video/
+import tdd_video
+
+PACKAGE_DIR = Path(tdd_video.__file__).resolve().parent     # the installed package (assets, zoo)
 
 
 def frames_sha256(frames: np.ndarray) -> str:

@@ -1,6 +1,6 @@
 """Build a toy-zoo SVD teacher end to end: synthetic data -> VAE -> image encoder -> UNet -> export.
 
-    python train/pretrain_toy.py --config configs/toy/pretrain_svd.yaml      # one command, resumable
+    python -m tools.zoo.build_svd --config configs/toy/pretrain_svd.yaml      # one command, resumable
 
 Stages (each resumable from ``work_dir/<stage>/``; a finished stage is skipped on re-run):
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from tdd_video.zoo.config import DataSection, ImageEncoderSection, PretrainConfig
-from tdd_video.zoo.stage import StageDir
+from tools.zoo.config import DataSection, ImageEncoderSection, PretrainConfig
+from tools.zoo.stage import StageDir
 
 
 def ensure_dataset(data: DataSection, work_dir: Path, progress: bool = True) -> Path:
@@ -91,10 +91,10 @@ def run(cfg: PretrainConfig, progress: bool = True, command: str = "") -> dict:
     """Run (or resume) every stage; returns a summary dict (also written to work_dir/summary.json)."""
     from tdd_video.families.svd import SVDFamily
     from tdd_video.families.tiny import SVD_SCHEDULER_CONFIG
-    from tdd_video.zoo.card import write_model_card
-    from tdd_video.zoo.export import folder_size_mb, save_pipeline, write_reference
-    from tdd_video.zoo.unet_stage import build_latent_cache, build_unet, train_unet
-    from tdd_video.zoo.vae_stage import train_vae
+    from tools.zoo.card import write_model_card
+    from tools.zoo.export import folder_size_mb, save_pipeline, write_reference
+    from tools.zoo.unet_stage import build_latent_cache, build_unet, train_unet
+    from tools.zoo.vae_stage import train_vae
 
     torch.set_num_threads(cfg.threads)
     t_start = time.time()

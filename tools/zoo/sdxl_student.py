@@ -1,6 +1,6 @@
 """Distill and ship the toy SDXL teacher's TDD student: ``tdd_video/zoo/toy-sdxl/students/tdd/``.
 
-    python -m tdd_video.zoo.sdxl_student [dotted overrides for configs/toy/tdd_sdxl_tiny.yaml ...]
+    python -m tools.zoo.sdxl_student [dotted overrides for configs/toy/tdd_sdxl_tiny.yaml ...]
 
 1. runs ``train/distill_sdxl.py --config configs/toy/tdd_sdxl_tiny.yaml`` (the project's own TDD recipe,
    resumable with ``run.resume=auto``) on the zoo teacher ``toy-sdxl``;
@@ -39,15 +39,13 @@ def reference_render(teacher: str, lora: str) -> dict:
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, str(ROOT / "train"))
-    import distill_sdxl
-
+    from tdd_video.cli.distill import main as distill
     from tdd_video.engine.config import load_config
     from tdd_video.zoo import resolve_model
     overrides = list(sys.argv[1:] if argv is None else argv)
     cfg = load_config(RECIPE, overrides)
     t0 = time.time()
-    rc = distill_sdxl.main(["--config", str(RECIPE), *overrides])
+    rc = distill(["--config", str(RECIPE), *overrides])
     if rc != 0:
         return rc
     run = Path(cfg.run.output_dir)
@@ -59,7 +57,7 @@ def main(argv=None) -> int:
     losses = [m["loss"] for m in metrics if "loss" in m]
     ref = reference_render(str(teacher), str(dest / "pytorch_lora_weights.safetensors"))
     (dest / "reference.json").write_text(json.dumps(ref, indent=1))
-    cmd = "python -m tdd_video.zoo.sdxl_student " + " ".join(overrides)
+    cmd = "python -m tools.zoo.sdxl_student " + " ".join(overrides)
     (dest / "STUDENT_CARD.md").write_text(f"""# TDD student of {cfg.model.path} (LoRA, diffusers format)
 
 `pytorch_lora_weights.safetensors`: LoRA rank {cfg.trainable.lora_rank}, alpha {cfg.trainable.lora_alpha}
