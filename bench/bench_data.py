@@ -148,16 +148,16 @@ def bench_train_ratio(folder: Path, work: Path, args) -> None:
         d = dict(data, use_cache=mode == "cache", cache_dir=str(cache_dir) if mode == "cache" else "")
         overrides = [f"run.output_dir={work / ('run_' + mode)}", f"model.path={model_dir}",
                      f"train.max_steps={args.train_steps}", "train.checkpoint_every=0", "validation.every=0",
-                     "train.progress=false", "export.lora=false"] + [f"data.{k}={json.dumps(v) if v is not None else 'null'}"
-                                                 for k, v in d.items()]
+                     "train.progress=false", "export.lora=false"] + [
+                         f"data.{k}={json.dumps(v) if v is not None else 'null'}" for k, v in d.items()]
         cfg = load_config(Path(__file__).resolve().parents[1] / "configs/toy/tdd_svd_tiny.yaml", overrides)
         loader = TimedLoader(build_video_loader(cfg.data, seed=cfg.run.seed))
         train(cfg, loader=loader, progress=False)
         gaps = np.diff(loader.times)[3:]  # skip start-up steps
         rates[mode] = 1.0 / float(np.mean(gaps))
         emit(bench="train_steps_per_s", data=mode, model="tiny SVD (8x64x64)", steps=len(gaps),
-             source=f"{args.src_size} h264 24fps gop {args.gop}", workers=args.train_workers, steps_per_s=round(rates[mode], 3),
-             ms_per_step=round(1000 * float(np.mean(gaps)), 1))
+             source=f"{args.src_size} h264 24fps gop {args.gop}", workers=args.train_workers,
+             steps_per_s=round(rates[mode], 3), ms_per_step=round(1000 * float(np.mean(gaps)), 1))
     emit(bench="train_cache_over_raw", ratio=round(rates["cache"] / rates["raw"], 3))
 
 
@@ -202,7 +202,8 @@ def bench_consume_ratio(folder: Path, work: Path, args) -> None:
         build_cache(load_family("svd", str(resolve_model(cfg.model.path))), cfg.data, cache_dir, dtype="fp16",
                     shard_size=16, progress=False)
         (cache_dir / "done").write_text("ok\n")
-        emit(bench="latent_cache_build", clips=len(list(folder.glob("*.mp4"))), seconds=round(time.perf_counter() - t0, 2))
+        emit(bench="latent_cache_build", clips=len(list(folder.glob("*.mp4"))),
+             seconds=round(time.perf_counter() - t0, 2))
     consume = None
     for mode in args.consume_modes:
         for workers in args.consume_workers:

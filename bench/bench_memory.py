@@ -8,7 +8,7 @@ materialised directly in bf16, so construction never holds an fp32 copy). One TD
 latents), 4 frames, batch 1, through SVDFamily.denoise and the TDD method — the code training runs.
 
 Layouts, each in its own subprocess (peak RSS = getrusage ru_maxrss of that process):
-* shared: ONE base with a rank-64 LoRA "student" (tdd_video.engine.trainables, SPEC §9):
+* shared: ONE base with a rank-64 LoRA "student" (tdd_video.engine.trainables, docs/math.md §9):
           teacher = adapters disabled, target = the student under no_grad.
 * three_copy: teacher + target + student as separate UNets (the AnimateLCM layout), the same
           rank-64 LoRA trained on the student copy and a frozen target copy with its own adapter.
@@ -63,10 +63,10 @@ def run_layout(layout: str, frames: int, px: int, rank: int, grad_ckpt: bool = F
     import torch
     from torch import nn
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    from tdd_video import lora
     from tdd_video.engine.trainables import Trainables
     from tdd_video.families.svd import SVDConditioning, SVDFamily
-    from tdd_video.methods import TDD, TDDConfig, StaticRoles
-    from tdd_video import lora
+    from tdd_video.methods import TDD, StaticRoles, TDDConfig
 
     t0 = time.perf_counter()
     base_rss = rss_gb()
@@ -124,8 +124,9 @@ def main():
     results = {}
     for layout in ("shared", "three_copy"):
         proc = subprocess.run([sys.executable, __file__, "--layout", layout, "--frames", str(a.frames), "--px",
-                               str(a.px), "--rank", str(a.rank)] + (["--grad-ckpt"] if a.grad_ckpt else []), capture_output=True, text=True)
-        line = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+                               str(a.px), "--rank", str(a.rank)] + (["--grad-ckpt"] if a.grad_ckpt else []),
+                              capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not line:
             print(json.dumps({"bench": "memory", "layout": layout, "error": proc.stderr[-2000:]}))
             return

@@ -38,6 +38,7 @@ def emit(**kw):
 
 def build_family(size: str, dtype: torch.dtype, frames: int):
     from diffusers import UNetSpatioTemporalConditionModel
+
     from tdd_video.families.svd import SVDFamily
     from tdd_video.families.tiny import tiny_clip_image_processor, tiny_clip_vision, tiny_svd_vae
     prev = torch.get_default_dtype()
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--lora-rank", type=int, default=64)
     args = p.parse_args(argv)
     from diffusers import EulerDiscreteScheduler
+
     from tdd_video import lora
     from tdd_video.core import framewise_scale
     from tdd_video.families.svd import SVDConditioning
@@ -97,7 +99,8 @@ def main(argv=None) -> int:
          pixels=args.pixels, threads=torch.get_num_threads(), build_s=round(time.perf_counter() - t0, 1))
     b, f, h = 1, args.frames, args.pixels // 8
     g = torch.Generator().manual_seed(0)
-    cond = SVDConditioning(image_emb=torch.randn(b, 1, 1024, generator=g), cond_latent=torch.randn(b, 4, h, h, generator=g),
+    cond = SVDConditioning(image_emb=torch.randn(b, 1, 1024, generator=g),
+                           cond_latent=torch.randn(b, 4, h, h, generator=g),
                            added_time_ids=torch.tensor([[6.0, 127.0, 0.02]]).repeat(b, 1))
     null = fam.null_conditioning(cond)
     noise = torch.randn(b, f, 4, h, h, generator=g)

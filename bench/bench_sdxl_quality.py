@@ -37,9 +37,9 @@ def main(argv=None) -> int:
     import torch
 
     from tdd_video import lora as lora_lib
-    from tdd_video.sampling.sample import SamplingStats, sample
     from tdd_video.apps.txt2img import load_txt2img_family, resolve_txt2img_model, to_uint8
     from tdd_video.data.synthetic_images import all_scenes, mean_adherence
+    from tdd_video.sampling.sample import SamplingStats, sample
     torch.set_num_threads(a.threads)
     model, lora, notes = resolve_txt2img_model(a.model, a.lora)
     if lora is None:
@@ -95,7 +95,8 @@ def main(argv=None) -> int:
 
         from tdd_video.apps.txt2img import image_grid
         rows = [to_uint8(torch.cat(results[k]["img"])[:8]) for k in methods]
-        Image.fromarray(image_grid(np.concatenate(rows), 8)).resize((8 * 96, len(rows) * 96), Image.NEAREST).save(a.grid)
+        Image.fromarray(image_grid(np.concatenate(rows), 8)).resize((8 * 96, len(rows) * 96),
+                                                                    Image.NEAREST).save(a.grid)
         print(json.dumps({"grid": a.grid, "rows": list(methods), "captions": caps[:8]}))
     return 0
 

@@ -46,7 +46,8 @@ def main():
     sdxl = load_family("sdxl", "tiny")
     c2 = sdxl.encode_conditioning({"caption": ["a red ball"]})
     x2 = torch.randn(1, 4, 16, 16)
-    print(json.dumps({"model": "tiny_sdxl", "component": "unet", "params": sum(p.numel() for p in sdxl.unet.parameters())}))
+    print(json.dumps({"model": "tiny_sdxl", "component": "unet",
+                      "params": sum(p.numel() for p in sdxl.unet.parameters())}))
     with torch.no_grad():
         ms = timed(lambda: sdxl.denoise(x2, u, c2), args.repeats)
     print(json.dumps({"model": "tiny_sdxl", "what": "unet forward (denoise), 1 image 64x64 px",

@@ -45,7 +45,8 @@ def main():
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    from tdd_video.core import cfg as cfg_combine, framewise_scale
+    from tdd_video.core import cfg as cfg_combine
+    from tdd_video.core import framewise_scale
     from tdd_video.engine.trainables import Trainables
     from tdd_video.families import load_family
     from tdd_video.methods import TDD, TDDConfig

@@ -12,7 +12,8 @@ DS_ACCELERATOR=cpu per rank), or `python train/distill_svd.py …` for the plain
 the zoo teacher toy-svd (32×32 px, 8 frames), rank-8 LoRA, lr 5e-4, global batch 2 (2 ranks × 1, or
 1 process × 2), fp32; data: the tiny recipe's 16 synthetic clips, or the zoo recipe's 1024 clips
 (runs/pretrain_toy_svd/data, written by tools/zoo/build_svd.py). A run that hangs is killed after
---timeout s (ZeRO-3 needs every rank to call the network equally often; methods/tdd.py and animatelcm.py never skip a forward on data-dependent conditions).
+--timeout s (ZeRO-3 needs every rank to call the network equally often; methods/tdd.py and animatelcm.py \
+never skip a forward on data-dependent conditions).
 
 Progress is measured by the distillation distance (validation.metric_every, engine/validation.py):
 latent MSE of the student's K-step sample (TDD sampler, η = `--eta`, g = 1) to the teacher's 25-step

@@ -8,7 +8,8 @@ then compare both against the teacher on held-out images and seeds. One JSON lin
 Both recipes are the shipped zoo-student configs (configs/toy/tdd_svd_zoo.yaml,
 animatelcm_svd_zoo.yaml: the teacher's own clips, LoRA rank 8, the same train.max_steps ×
 data.batch_size; `--recipes tiny` uses the *_svd_tiny.yaml pair on synthetic 64 px clips) with
-model.path = the teacher; wall time of each training run is measured here. The comparison uses infer/compare.py's logic with held-out seeds.
+model.path = the teacher; wall time of each training run is measured here. The comparison uses \
+infer/compare.py's logic with held-out seeds.
 """
 from __future__ import annotations
 

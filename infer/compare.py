@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""TDD vs AnimateLCM vs the many-step teacher, side by side: a thin wrapper of `tdd-compare` (tdd_video/cli/compare.py). Run with --help."""
+"""TDD vs AnimateLCM vs the many-step teacher, side by side: a thin wrapper of `tdd-compare`
+(tdd_video/cli/compare.py). Run with --help."""
 import sys
 
 from tdd_video.cli.compare import main

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Few-step image-to-video with a TDD student (SVD): a thin wrapper of `tdd-img2vid` (tdd_video/cli/img2vid.py). Run with --help."""
+"""Few-step image-to-video with a TDD student (SVD): a thin wrapper of `tdd-img2vid`
+(tdd_video/cli/img2vid.py). Run with --help."""
 import sys
 
 from tdd_video.cli.img2vid import main

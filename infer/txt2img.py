@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Few-step text-to-image with a TDD student (SDXL): a thin wrapper of `tdd-txt2img` (tdd_video/cli/txt2img.py). Run with --help."""
+"""Few-step text-to-image with a TDD student (SDXL): a thin wrapper of `tdd-txt2img`
+(tdd_video/cli/txt2img.py). Run with --help."""
 import sys
 
 from tdd_video.cli.txt2img import main

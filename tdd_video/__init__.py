@@ -2,7 +2,8 @@
 __version__ = "0.1.0"
 
 # Lazy re-exports: `import tdd_video` stays cheap (no torch/diffusers import until used).
-_LAZY = {"load_img2vid": "tdd_video.apps.api", "export_pipeline": "tdd_video.apps.api", "TDDScheduler": "tdd_video.sampling"}
+_LAZY = {"load_img2vid": "tdd_video.apps.api", "export_pipeline": "tdd_video.apps.api",
+         "TDDScheduler": "tdd_video.sampling"}
 
 
 def __getattr__(name):

@@ -1,7 +1,7 @@
-"""LoRA adapters on one shared frozen base UNet (SPEC §9).
+"""LoRA adapters on one shared frozen base UNet (docs/math.md §9).
 
-Student = base + adapter "student"; target = base + adapter "ema" (fp32 EMA of the student) or the
-student under no_grad; teacher = the same base with all adapters disabled. One copy of the base
+Student = base + adapter "student"; target = the student under no_grad, or with its fp32 EMA
+(tdd_video.engine.ema) swapped in; teacher = the same base with all adapters disabled. One copy of the base
 weights in memory. Works for UNetSpatioTemporalConditionModel (SVD, which has no ``add_adapter``)
 and UNet2DConditionModel (SDXL) through ``peft.inject_adapter_in_model``.
 
@@ -116,7 +116,8 @@ def add_lora(unet: nn.Module, name: str = "student", rank: int = 64, alpha: floa
         _check_base(unet, ours, init_from)
         _check_keys(unet, state, cfg, init_from)
     if isinstance(init_from, str) and init_from in before:
-        cfg.target_modules = sorted(n for n, m in unet.named_modules() if hasattr(m, "lora_A") and init_from in m.lora_A)
+        cfg.target_modules = sorted(n for n, m in unet.named_modules()
+                                    if hasattr(m, "lora_A") and init_from in m.lora_A)
     requires = {n: p.requires_grad for n, p in unet.named_parameters()}
     _inject(cfg, unet, name)
     new = _adapter_params(unet, name)
@@ -191,17 +192,6 @@ def trainable_parameters(unet: nn.Module, name: str = "student") -> list[nn.Para
     return params
 
 
-@torch.no_grad()
-def ema_update(unet: nn.Module, src: str = "student", dst: str = "ema", decay: float = 0.95) -> None:
-    """dst ← decay·dst + (1 − decay)·src for every LoRA weight; dst stays in its own (fp32) dtype."""
-    check_range("ema decay", decay, 0.0, 1.0)
-    s, d = _adapter_params(unet, src), _adapter_params(unet, dst)
-    if not s or not d:
-        raise ConfigError("lora.adapter", f"ema_update needs adapters {src!r} and {dst!r}; have {sorted(adapter_names(unet))}")
-    for n, p in d.items():
-        p.mul_(decay).add_(s[n.replace(f".{dst}.", f".{src}.")].to(p.dtype), alpha=1.0 - decay)
-
-
 # ------------------------------------------------------------------ save / load
 def _family_of(unet: nn.Module) -> str:
     return {"UNetSpatioTemporalConditionModel": "svd", "UNet2DConditionModel": "sdxl"}.get(type(unet).__name__,
@@ -238,7 +228,8 @@ def save_lora(unet: nn.Module, path, adapter: str = "student", base_fingerprint:
             "base_class": type(unet).__name__, "base_fingerprint": base_fingerprint or unet_fingerprint(unet),
             "rank": cfg["r"], "alpha": cfg["lora_alpha"], **(extra or {})}
     meta = {"format": "pt",
-            DIFFUSERS_META_KEY: json.dumps({PREFIX + k: v for k, v in cfg.items()}, indent=2, sort_keys=True, default=str),
+            DIFFUSERS_META_KEY: json.dumps({PREFIX + k: v for k, v in cfg.items()}, indent=2, sort_keys=True,
+                                           default=str),
             META_KEY: json.dumps(ours, sort_keys=True, default=str)}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=meta)
@@ -309,7 +300,8 @@ def _load_weights_into(unet: nn.Module, path: Path, name: str) -> None:
         for k, v in state.items():
             target = k.replace(".lora_A.", f".lora_A.{name}.").replace(".lora_B.", f".lora_B.{name}.")
             if target not in params:
-                raise ConfigError("lora", f"LoRA {str(path)!r}: key {k!r} has no matching parameter in adapter {name!r}")
+                raise ConfigError("lora", f"LoRA {str(path)!r}: key {k!r} has no matching parameter "
+                                          f"in adapter {name!r}")
             if params[target].shape != v.shape:
                 raise ConfigError("lora", f"LoRA {str(path)!r}: {k!r} has shape {tuple(v.shape)}, this UNet expects "
                                           f"{tuple(params[target].shape)} (different rank or base?)")

@@ -1,7 +1,7 @@
 """Load a full diffusers-named UNet state dict (e.g. AnimateLCM-SVD-xt-1.1.safetensors) into a base's UNet.
 
 The released AnimateLCM-SVD-xt-1.1 checkpoint is a complete UNetSpatioTemporalConditionModel state
-dict (fp32, ~6.1 GB) with diffusers parameter names (SPEC §8). It is loaded *strictly* into the UNet
+dict (fp32, ~6.1 GB) with diffusers parameter names (docs/math.md §8). It is loaded *strictly* into the UNet
 built from the base model's `unet` config (VAE and image encoder stay the base's):
 
     family = load_family("svd", "stabilityai/stable-video-diffusion-img2vid-xt-1-1")

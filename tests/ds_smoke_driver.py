@@ -10,8 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-
 from standin_family import ToyFamily  # noqa: E402
+
 from tdd_video.engine.config import config_from_dict  # noqa: E402
 from tdd_video.engine.trainer import train  # noqa: E402
 

@@ -1,14 +1,13 @@
-"""AnimateLCM sampler (SPEC §8) and recipe step on the tiny SVD (issue 6)."""
+"""AnimateLCM sampler (docs/math.md §8) and recipe step on the tiny SVD (issue 6)."""
 import math
 from pathlib import Path
 
 import pytest
 import torch
-
-from tdd_video.core import EDMSchedule
-from tdd_video.errors import ConfigError
 from standin_family import animatelcm_reference
-from tdd_video.core import animatelcm_step_indices, karras_grid_u
+
+from tdd_video.core import EDMSchedule, animatelcm_step_indices, karras_grid_u
+from tdd_video.errors import ConfigError
 from tdd_video.sampling.animatelcm import AnimateLCMScheduler, animatelcm_grid_sigmas
 
 
@@ -33,7 +32,8 @@ def test_timesteps_match_spec(k, expected):
 def test_grid_endpoints():
     s = animatelcm_grid_sigmas()
     assert s.shape == (41,)
-    assert float(s[0]) == pytest.approx(700.0) and float(s[39]) == pytest.approx(0.002, rel=1e-8) and float(s[40]) == 0.0
+    assert (float(s[0]) == pytest.approx(700.0) and float(s[39]) == pytest.approx(0.002, rel=1e-8)
+            and float(s[40]) == 0.0)
     assert torch.allclose(s[:40], torch.tensor([_karras(i) for i in range(40)], dtype=torch.float64), rtol=1e-9)
     assert bool((s.diff() < 0).all())
     assert karras_grid_u(40)[-1] == 0.0
@@ -43,13 +43,16 @@ def test_grid_endpoints():
 
 def test_from_svd_euler_config_round_trip(tmp_path):
     from diffusers import EulerDiscreteScheduler
+
     from tdd_video.families.tiny import SVD_SCHEDULER_CONFIG
     euler = EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG)
     sched = AnimateLCMScheduler.from_config(euler.config)
-    assert sched.config.num_grid == 40 and sched.config.sigma_max == 700.0 and sched.config.prediction_type == "v_prediction"
+    assert (sched.config.num_grid == 40 and sched.config.sigma_max == 700.0
+            and sched.config.prediction_type == "v_prediction")
     sched.save_config(tmp_path)
     again = AnimateLCMScheduler.from_pretrained(tmp_path)
-    strip = lambda c: {k: v for k, v in dict(c).items() if not k.startswith("_")}
+    def strip(c):
+        return {k: v for k, v in dict(c).items() if not k.startswith("_")}
     assert strip(again.config) == strip(sched.config)
     back = EulerDiscreteScheduler.from_config(sched.config)      # and back again
     assert back.config.sigma_max == 700.0
@@ -118,8 +121,8 @@ def test_loop_sampler_matches_scheduler():
 
 def test_drop_in_svd_pipeline_equals_family_loop():
     """StableVideoDiffusionPipeline + AnimateLCMScheduler == the family sampling loop with the same scheduler."""
-    from tdd_video.families import load_family
     from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
+    from tdd_video.families import load_family
     from tdd_video.sampling.sample import SamplingStats, sample
     fam = load_family("svd", "tiny")
     image, _ = fit_image(load_image(None)[0], 64, 64)
@@ -164,8 +167,9 @@ def _batch(fam, b=2, f=4):
 
 
 def test_recipe_step_matches_hand_computation(tiny_svd):
-    """One AnimateLCM step on the tiny SVD equals an independent re-computation of SPEC §8."""
+    """One AnimateLCM step on the tiny SVD equals an independent re-computation of docs/math.md §8."""
     import copy
+
     from tdd_video.methods import AnimateLCMConfig, StaticRoles, build_method
     fam = tiny_svd
     x0, cond = _batch(fam)
@@ -222,6 +226,7 @@ def test_recipe_step_matches_hand_computation(tiny_svd):
 
 def test_recipe_configs_validate_and_match_tdd_budget():
     from pathlib import Path
+
     from tdd_video.engine.config import load_config
     root = Path(__file__).resolve().parents[1]
     toy = load_config(root / "configs/toy/animatelcm_svd_tiny.yaml")
@@ -287,6 +292,7 @@ def test_engine_trains_animatelcm_and_resumes_exactly(tmp_path):
     if sys_path not in sys.path:
         sys.path.insert(0, sys_path)
     from standin_family import ToyFamily
+
     from tdd_video.engine.config import config_from_dict
     from tdd_video.engine.trainer import train
 
@@ -313,6 +319,7 @@ def test_target_forward_runs_on_the_boundary_too():
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from standin_family import ToyFamily
+
     from tdd_video.methods import AnimateLCMConfig, StaticRoles, build_method
 
     class Counting(torch.nn.Module):

@@ -1,8 +1,6 @@
 """infer/compare.py on tiny models: every contender kind, shared noise, every table column filled (issue 6)."""
-import copy
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -141,9 +139,9 @@ def test_missing_weights_and_wrong_checkpoint_are_clear(files, tmp_path):
 def test_teacher_sampler_equals_svd_pipeline_euler():
     """The teacher contender's sampler (KarrasEulerSampler in the sampling loop) == StableVideoDiffusionPipeline
     with its own Euler scheduler."""
-    from tdd_video.sampling import KarrasEulerSampler, sample
-    from tdd_video.families import load_family
     from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
+    from tdd_video.families import load_family
+    from tdd_video.sampling import KarrasEulerSampler, sample
     fam = load_family("svd", "tiny")
     image, _ = fit_image(load_image(None)[0], 64, 64)
     noise = torch.randn(1, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1))

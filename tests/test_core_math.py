@@ -1,12 +1,28 @@
-"""DDIM jump, re-noising, guidance, clipping and losses (SPEC §2, §4–6) against hand-computed values."""
+"""DDIM jump, re-noising, guidance, clipping and losses (docs/math.md §2, §4–6) against hand-computed values."""
 import math
 
 import pytest
 import torch
 
-from tdd_video.core import (EDMSchedule, VPSchedule, add_noise, cfg, clip_x0, clip_x0_dynamic, clip_x0_static,
-                            ddim_jump, distill_loss, framewise_scale, jump, l2_loss, null_mask, pseudo_huber_loss,
-                            renoise, sample_guidance_range, where_null)
+from tdd_video.core import (
+    EDMSchedule,
+    VPSchedule,
+    add_noise,
+    cfg,
+    clip_x0,
+    clip_x0_dynamic,
+    clip_x0_static,
+    ddim_jump,
+    distill_loss,
+    framewise_scale,
+    jump,
+    l2_loss,
+    null_mask,
+    pseudo_huber_loss,
+    renoise,
+    sample_guidance_range,
+    where_null,
+)
 from tdd_video.errors import ConfigError
 
 SCHEDULES = [EDMSchedule(), VPSchedule()]

@@ -1,11 +1,18 @@
-"""Schedules, grid and TDD schedule sets against SPEC §1c test vectors and hand-computed values."""
+"""Schedules, grid and TDD schedule sets against docs/math.md §1c test vectors and hand-computed values."""
 import math
 
 import pytest
 import torch
 
-from tdd_video.core import (EDMSchedule, VPSchedule, grid_u, make_schedule, nonuniform_schedule_indices,
-                            scaled_linear_alphas_cumprod, schedule_indices)
+from tdd_video.core import (
+    EDMSchedule,
+    VPSchedule,
+    grid_u,
+    make_schedule,
+    nonuniform_schedule_indices,
+    scaled_linear_alphas_cumprod,
+    schedule_indices,
+)
 from tdd_video.errors import ConfigError
 
 
@@ -27,7 +34,7 @@ def test_edm_schedule_vectors_match_spec():
     s4 = e.sigma(schedule_indices(250, 4).double() / 250)
     torch.testing.assert_close(s4, torch.tensor([700, 136.87, 15.59, 0.6999], dtype=torch.float64), rtol=1e-3, atol=0)
     s8 = e.sigma(schedule_indices(250, 8).double() / 250)
-    # SPEC lists 0.07086 for the last point; the ramp gives 0.07092 (float64) - within 0.1 %.
+    # docs/math.md §1c lists 0.07086 for the last point; the ramp gives 0.07092 (float64) - within 0.1 %.
     ref = torch.tensor([700, 324.57, 136.87, 51.10, 15.59, 3.918, 0.6999, 0.07086], dtype=torch.float64)
     torch.testing.assert_close(s8, ref, rtol=1e-3, atol=0)
 

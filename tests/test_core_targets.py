@@ -1,4 +1,4 @@
-"""TDD target timestep selection (SPEC §3) — properties over many samples and hand-checked cases."""
+"""TDD target timestep selection (docs/math.md §3) — properties over many samples and hand-checked cases."""
 import pytest
 import torch
 
@@ -21,7 +21,8 @@ def test_order_and_membership_for_every_sample(schedule):
         sel = ts.k == k
         tau = ts.tau[sel]
         assert bool(torch.isclose(tau[:, None], pts[None, :]).any(dim=1).all())
-        below = torch.where(pts[None, :] <= ts.t_next[sel, None] + 1e-12, pts[None, :], torch.tensor(-1.0, dtype=torch.float64))
+        below = torch.where(pts[None, :] <= ts.t_next[sel, None] + 1e-12, pts[None, :],
+                            torch.tensor(-1.0, dtype=torch.float64))
         torch.testing.assert_close(tau, below.max(dim=1).values)
 
 

@@ -63,7 +63,8 @@ def test_several_augmented_clips_per_video(family, videos, tmp_path):
     """clips_per_video = 3: the centre clip (identical to the 1-clip cache) + 2 random train-mode clips
     (other start / crop / flip) per readable video; the broken video is skipped once."""
     cfg = _cfg(videos, flip=True)
-    one = LatentCacheDataset(build_cache(video_encoder(family), cfg, tmp_path / "one", dtype="fp32", seed=3, progress=False).parent)
+    one = LatentCacheDataset(build_cache(video_encoder(family), cfg, tmp_path / "one", dtype="fp32", seed=3,
+                                         progress=False).parent)
     index = json.loads(build_cache(video_encoder(family), cfg, tmp_path / "three", dtype="fp32", shard_size=2, seed=3,
                                    progress=False, clips_per_video=3).read_text())
     assert index["num_samples"] == 9 and index["num_failed"] == 1 and index["clips_per_video"] == 3
@@ -141,7 +142,8 @@ def test_check_data_summary(tmp_path, capsys):
     assert "zero-byte" in reasons[str(folder / "zero.mp4")]
     assert "no video stream" in reasons[str(folder / "audio_only.mp4")]
     assert [r[0] for r in report["too_short"]] == [str(folder / "short.mp4")]
-    assert report["fps_histogram"] == {"24.0": 2, "30.0": 1} and report["fps_id_histogram"] == {"7": 2}  # 24/3 = 8 fps, 30/4 = 7.5 -> 8 fps
+    # 24/3 = 8 fps, 30/4 = 7.5 -> 8 fps
+    assert report["fps_histogram"] == {"24.0": 2, "30.0": 1} and report["fps_id_histogram"] == {"7": 2}
     rc = check_main(["--data", str(folder), "--num-frames", "8"])
     text = capsys.readouterr().out
     assert "unreadable: 4" in text and "source fps histogram" in text

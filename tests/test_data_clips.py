@@ -5,7 +5,7 @@ import torch
 
 from tdd_video.data.clips import fps_id_for, frame_window, plan_clip, round_half_up, stride_for
 from tdd_video.data.config import VideoDataConfig
-from tdd_video.data.sampler import SampleKey, ShardedBatchSampler, VideoLoader
+from tdd_video.data.sampler import ShardedBatchSampler, VideoLoader
 from tdd_video.data.transforms import bucket_batches, nearest_bucket, resize_crop
 from tdd_video.errors import ConfigError
 

@@ -5,12 +5,12 @@ import math
 
 import pytest
 import torch
+from standin_family import ToyFamily
 
 from tdd_video.engine import checkpoint as ckpt_mod
 from tdd_video.engine.checkpoint import latest_checkpoint, list_checkpoints
 from tdd_video.engine.config import config_from_dict
 from tdd_video.engine.trainer import NonFiniteLoss, train
-from standin_family import ToyFamily
 
 
 class IndexLoader:
@@ -57,7 +57,7 @@ def test_resume_gives_identical_losses_and_config_saved(tmp_path):
     run = tmp_path / "split"
     assert "max_steps: 6" in (run / "config.yaml").read_text()
     assert [p.name for p in list_checkpoints(run)] == ["step_000003", "step_000006"]
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(k.startswith("loss_by_noise/") for r in rows for k in r)
     assert {"loss", "lr", "grad_norm", "samples_per_s"} <= set(rows[0])
 
@@ -65,7 +65,7 @@ def test_resume_gives_identical_losses_and_config_saved(tmp_path):
 def test_warmup_really_warms_up(tmp_path):
     train(_cfg(tmp_path, "w", warmup_steps=4, max_steps=6, checkpoint_every=0), family=ToyFamily("vp"),
           loader=IndexLoader())
-    rows = [json.loads(l) for l in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines() if '"lr"' in l]
+    rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines() if '"lr"' in line]
     lrs = [r["lr"] for r in rows]
     assert lrs == pytest.approx([1e-3 * f for f in (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)])
 
@@ -77,7 +77,8 @@ def test_warmup_really_warms_up(tmp_path):
 def test_lr_decay_schedules(tmp_path, kind, expected):
     train(_cfg(tmp_path, kind, warmup_steps=2, max_steps=6, checkpoint_every=0, lr_schedule=kind, lr_min_ratio=0.1),
           family=ToyFamily("vp"), loader=IndexLoader())
-    rows = [json.loads(l) for l in (tmp_path / kind / "metrics.jsonl").read_text().splitlines() if '"lr"' in l]
+    rows = [json.loads(line) for line in (tmp_path / kind / "metrics.jsonl").read_text().splitlines()
+            if '"lr"' in line]
     assert [r["lr"] for r in rows] == pytest.approx([1e-3 * f for f in expected])
     with pytest.raises(Exception, match="train.lr_schedule"):
         _cfg(tmp_path, "bad", lr_schedule="step")
@@ -90,7 +91,8 @@ def test_nan_loss_stops_without_checkpoint(tmp_path):
               loader=IndexLoader(nan_at=4))
     assert [p.name for p in list_checkpoints(tmp_path / "nan")] == ["step_000002", "step_000004"]
     assert not list((tmp_path / "nan" / "checkpoints").glob(".tmp-*"))
-    assert all(torch.isfinite(v).all() for v in torch.load(latest_checkpoint(tmp_path / "nan") / "trainable.pt").values())
+    assert all(torch.isfinite(v).all()
+               for v in torch.load(latest_checkpoint(tmp_path / "nan") / "trainable.pt").values())
 
 
 def test_interrupted_save_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -126,7 +128,8 @@ def test_gradient_accumulation_consumes_micro_batches_and_clips(tmp_path):
     out = train(_cfg(tmp_path, "ga", max_steps=3, grad_accum=2, grad_clip=1e-6, checkpoint_every=0),
                 family=ToyFamily("vp"), loader=loader)
     assert len(out["losses"]) == 3 and loader.pos == 6
-    rows = [json.loads(l) for l in (tmp_path / "ga" / "metrics.jsonl").read_text().splitlines() if '"grad_norm"' in l]
+    rows = [json.loads(line) for line in (tmp_path / "ga" / "metrics.jsonl").read_text().splitlines()
+            if '"grad_norm"' in line]
     assert all(r["grad_norm"] > 1e-6 for r in rows)   # the pre-clip norm is what gets logged
 
 
@@ -140,7 +143,7 @@ def test_skipped_samples_are_logged(tmp_path, caplog):
 
     with caplog.at_level(logging.WARNING, logger="tdd_video.engine"):
         train(_cfg(tmp_path, "skips", max_steps=4, log_every=2), family=ToyFamily("edm"), loader=SkippingLoader())
-    rows = [json.loads(l) for l in (tmp_path / "skips" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "skips" / "metrics.jsonl").read_text().splitlines()]
     data = [r for r in rows if "data/skipped" in r]
     assert [(r["step"], r["data/skipped"], r["data/attempts"]) for r in data] == [(2, 2, 6), (4, 4, 12)]
     assert "4 of 12 samples could not be loaded" in caplog.text

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from tdd_video.eval.fvd import I3DFeatures, features_of, frechet_distance, fvd, gaussian_stats, sqrtm_psd
-from tdd_video.eval.metrics import (first_frame_psnr, format_metric, json_safe, latent_mse, psnr, ratio,
-                                    sharpness, ssim, temporal_change)
+from tdd_video.eval.metrics import (
+    first_frame_psnr,
+    format_metric,
+    json_safe,
+    latent_mse,
+    psnr,
+    ratio,
+    sharpness,
+    ssim,
+    temporal_change,
+)
 
 
 def _video(seed=0, f=4, h=32, w=32):

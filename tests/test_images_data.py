@@ -9,10 +9,9 @@ from PIL import Image
 
 from tdd_video.data.dataset import DataFailureError
 from tdd_video.data.images import ImageDataConfig, build_image_dataset, build_image_loader, resize_crop_image
+from tdd_video.data.synthetic_images import adherence, make_images, mean_adherence, parse_caption
 from tdd_video.data.webdataset import expand_shards, index_shards, write_shard
 from tdd_video.errors import ConfigError
-from tdd_video.data.synthetic_images import adherence, make_images, mean_adherence, parse_caption
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
@@ -179,7 +178,8 @@ def test_latent_and_text_cache_roundtrip_resume_and_training_batches(tmp_path):
     skipped = json.loads((tmp_path / "cache" / "shard_00001.json").read_text())["skipped"]
     assert len(skipped) == 1 and "bad.png" in skipped[0]["path"]
     before = (tmp_path / "cache" / "shard_00000.safetensors").stat().st_mtime_ns
-    build_image_cache(image_encoder(fam), c, tmp_path / "cache", dtype="fp32", shard_size=4, progress=False)   # resume: no rework
+    # resume: no rework
+    build_image_cache(image_encoder(fam), c, tmp_path / "cache", dtype="fp32", shard_size=4, progress=False)
     assert (tmp_path / "cache" / "shard_00000.safetensors").stat().st_mtime_ns == before
     with pytest.raises(ConfigError, match="other settings"):
         build_image_cache(image_encoder(fam), c, tmp_path / "cache", dtype="fp16", shard_size=4, progress=False)

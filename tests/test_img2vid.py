@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tdd_video.errors import ConfigError
 from tdd_video.apps.img2vid import Img2VidSettings, render_img2vid
+from tdd_video.errors import ConfigError
 from tdd_video.sampling.sample import ClipSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +109,7 @@ def _save_lora_for(unet, path, seed=0):
 
 def test_lora_refine_export_and_foreign_lora(tmp_path):
     from diffusers import StableVideoDiffusionPipeline
+
     from tdd_video.apps.api import default_model_dir, load_img2vid
     from tdd_video.families.tiny import tiny_svd_unet
     from tdd_video.sampling import TDDScheduler
@@ -176,11 +177,12 @@ def test_import_is_cheap_and_api_is_lazy():
 
 def test_unet_file_with_animatelcm_sampler(tmp_path, capsys):
     """--unet loads a full UNet state dict strictly (e.g. the released AnimateLCM-SVD-xt-1.1 file) and
-    --sampler animatelcm renders it with SPEC §8's sampler: equal to an independent family loop."""
+    --sampler animatelcm renders it with docs/math.md §8's sampler: equal to an independent family loop."""
     from safetensors.torch import save_file
+    from standin_family import animatelcm_reference
+
     from tdd_video.apps.api import default_model_dir
     from tdd_video.families import load_family
-    from standin_family import animatelcm_reference
     from tdd_video.sampling import AnimateLCMScheduler
     model = str(default_model_dir())
     fam = load_family("svd", model)

@@ -1,4 +1,4 @@
-"""LoRA on the shared base (SPEC §9): presets, switching, EMA, save/load with alpha, stock diffusers
+"""LoRA on the shared base (docs/math.md §9): presets, switching, EMA, save/load with alpha, stock diffusers
 loading, refusal of foreign LoRAs, fused export."""
 import json
 
@@ -91,18 +91,21 @@ def test_zero_init_switching_and_teacher_without_copy():
     assert not any(p.requires_grad for n, p in fam.unet.named_parameters() if "student" not in n)
 
 
-def test_ema_update_math_fp32_over_bf16_base():
+def test_ema_of_lora_weights_is_fp32_over_a_bf16_base():
+    """The target network's EMA (engine.ema) over bf16 adapter weights keeps an fp32 shadow with the exact math."""
+    from tdd_video.engine.ema import EMA
     unet = _svd().unet.to(torch.bfloat16)
-    lora.add_lora(unet, "student", rank=4, preset="attn")
-    lora.add_lora(unet, "ema", init_from="student", trainable=False)
+    lora.add_lora(unet, "student", rank=4, preset="attn", dtype=torch.bfloat16)
+    params = list(lora._adapter_params(unet, "student").items())
+    ema = EMA(params, decay=0.9)
+    before = {n: v.clone() for n, v in ema.shadow.items()}
     _randomize(unet, "student", seed=1)
-    ema = {n: p.detach().clone() for n, p in lora._adapter_params(unet, "ema").items()}
-    stu = {n: p.detach().clone() for n, p in lora._adapter_params(unet, "student").items()}
-    lora.ema_update(unet, "student", "ema", decay=0.9)
-    for n, p in lora._adapter_params(unet, "ema").items():
-        assert p.dtype == torch.float32
-        expect = 0.9 * ema[n] + 0.1 * stu[n.replace(".ema.", ".student.")]
-        assert torch.allclose(p, expect, atol=1e-7)
+    ema.update(params)
+    for n, p in params:
+        assert ema.shadow[n].dtype == torch.float32
+        assert torch.allclose(ema.shadow[n], 0.9 * before[n] + 0.1 * p.detach().float(), atol=1e-7)
+    with ema.swapped_in(params):
+        assert all(torch.equal(p.detach(), ema.shadow[n].to(p.dtype)) for n, p in params)
 
 
 def test_save_load_roundtrip_exact_with_alpha_not_rank(tmp_path):

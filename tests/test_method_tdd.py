@@ -1,13 +1,13 @@
-"""TDD method step (SPEC §3–4) on stand-in EDM-video and VP-image families, and on the real tiny
+"""TDD method step (docs/math.md §3–4) on stand-in EDM-video and VP-image families, and on the real tiny
 SVD / SDXL families when tdd_video.families.tiny is available."""
 import copy
 
 import pytest
 import torch
+from standin_family import ToyFamily
 
 from tdd_video.errors import ConfigError
-from tdd_video.methods import TDD, TDDConfig, StaticRoles
-from standin_family import ToyFamily, ToyNet
+from tdd_video.methods import TDD, StaticRoles, TDDConfig
 
 
 class CountingNet(torch.nn.Module):
@@ -56,7 +56,7 @@ def test_teacher_cfg_is_one_batched_forward_and_target_skip():
     x0, emb = _batch("edm", b=5)
     cond = fam.encode_conditioning({"emb": emb})
     m = TDD(TDDConfig(eta_max=0.0, guidance_min_range=[1.0, 1.0], guidance_max_range=[2.0, 2.0]), fam)
-    out = m.training_step(x0, cond, StaticRoles(student, teacher), torch.Generator().manual_seed(0))
+    m.training_step(x0, cond, StaticRoles(student, teacher), torch.Generator().manual_seed(0))
     assert teacher.calls == 1 and teacher.rows == 10          # [∅; c] in one 2B forward
     # student: 1 forward of B rows; target (online student): 1 forward of all B rows, also those with
     # s == t_n (a data-dependent skip would desynchronise ZeRO-3 ranks)

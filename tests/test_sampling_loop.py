@@ -1,5 +1,5 @@
-"""The family sampling loop (SPEC §5) agrees with diffusers' StableVideoDiffusionPipeline + TDDScheduler,
-counts UNet passes, and Distillation++ (SPEC §7) behaves: λ = 0 is a no-op, the teacher is the base
+"""The family sampling loop (docs/math.md §5) agrees with diffusers' StableVideoDiffusionPipeline + TDDScheduler,
+counts UNet passes, and Distillation++ (docs/math.md §7) behaves: λ = 0 is a no-op, the teacher is the base
 with adapters disabled, a student without adapters is refused."""
 import copy
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
 from tdd_video.errors import ConfigError
 from tdd_video.families.svd import SVDFamily
 from tdd_video.sampling import TDDScheduler
-from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
 from tdd_video.sampling.refine import RefineSettings, has_adapters
 from tdd_video.sampling.sample import SamplingStats, sample
 

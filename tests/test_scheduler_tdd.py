@@ -1,4 +1,4 @@
-"""TDDScheduler against SPEC §5–6 and diffusers' scheduler contract (modelled on diffusers' common
+"""TDDScheduler against docs/math.md §5–6 and diffusers' scheduler contract (modelled on diffusers' common
 scheduler tests: config round trip, add_noise, scale_model_input, step shapes/dtypes, determinism)."""
 import math
 

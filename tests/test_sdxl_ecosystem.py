@@ -3,7 +3,6 @@ and the image loader; the saved LoRA works in stock diffusers — load_lora_weig
 (alpha/rank kept), combined with a second LoRA through set_adapters(adapter_weights=...), and in
 StableDiffusionXLControlNetPipeline with our TDDScheduler; infer/txt2img.py renders with it."""
 import copy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,8 @@ def trained(tmp_path_factory):
     """2 TDD steps on the tiny random SDXL (rank 4, alpha 2: scale 0.5) via the real CLI; returns the run dir."""
     from tdd_video.cli import distill
     out = tmp_path_factory.mktemp("tdd_sdxl")
-    rc = distill.main(default_config=ROOT / "configs/toy/tdd_sdxl_tiny.yaml", argv=["model.path=null", f"run.output_dir={out}", "train.max_steps=2", "train.lr=0.05",
+    rc = distill.main(default_config=ROOT / "configs/toy/tdd_sdxl_tiny.yaml",
+                      argv=["model.path=null", f"run.output_dir={out}", "train.max_steps=2", "train.lr=0.05",
                             "train.warmup_steps=0", "train.checkpoint_every=0", "train.progress=false",
                             "trainable.lora_rank=4", "trainable.lora_alpha=2", "data.synthetic_num=8",
                             "data.batch_size=2", "data.height=64", "data.width=64"])
@@ -119,12 +119,14 @@ def test_controlnet_pipeline_with_tdd_scheduler_and_lora(trained):
                   guidance_scale=1.0, latents=noise, output_type="latent")
     ref = pipe(**common, generator=torch.Generator().manual_seed(3)).images
     assert pipe.scheduler.timesteps.tolist() == [999, 751, 499, 251]
-    off = cn(**common, image=control, controlnet_conditioning_scale=0.0, generator=torch.Generator().manual_seed(3)).images
+    off = cn(**common, image=control, controlnet_conditioning_scale=0.0,
+             generator=torch.Generator().manual_seed(3)).images
     assert torch.allclose(off, ref, atol=1e-4 * float(ref.abs().max())), "ControlNet at scale 0 must not change TDD"
     with torch.no_grad():   # give the zero-initialised ControlNet outputs some weight: the control must act
         for m in list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]:
             m.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))
-    on = cn(**common, image=control, controlnet_conditioning_scale=1.0, generator=torch.Generator().manual_seed(3)).images
+    on = cn(**common, image=control, controlnet_conditioning_scale=1.0,
+            generator=torch.Generator().manual_seed(3)).images
     assert torch.isfinite(on).all() and (on - ref).abs().max() > 1e-3
 
 

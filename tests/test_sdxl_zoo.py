@@ -7,7 +7,6 @@ import torch
 
 from tdd_video.zoo import ZOO_DIR, ZooModelNotFound, is_zoo_name, resolve_model
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from tdd_video.cli.synthetic import main
-from tdd_video.data.synthetic import (CLIP_KINDS, MOTION_FULL_SCALE, SyntheticConfig, available_photos,
-                                      render_clip, write_dataset)
+from tdd_video.data.synthetic import (
+    CLIP_KINDS,
+    MOTION_FULL_SCALE,
+    SyntheticConfig,
+    available_photos,
+    render_clip,
+    write_dataset,
+)
 from tdd_video.errors import ConfigError
 
 CFG = SyntheticConfig(num_frames=6, height=24, width=32, supersample=2)

@@ -2,7 +2,6 @@
 recipe, shortened): LoRA on the shared base, real video loader, checkpoint + exact resume,
 validation render, diffusers-format LoRA and fused UNet export."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ COMMON = ["train.progress=false", "data.num_frames=4", "train.checkpoint_every=1
 
 
 def _losses(run):
-    return [json.loads(l)["loss"] for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
 def test_toy_recipe_end_to_end_with_exact_resume(tmp_path, capsys):

@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,8 @@ def test_two_rank_zero2_smoke(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=580, env=env, cwd=ROOT)
     rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "run").glob("result_rank*.json"))]
     assert proc.returncode == 0 and len(rows) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert {r["rank"] for r in rows} == {0, 1} and all(r["world_size"] == 2 and r["backend"] == "deepspeed" for r in rows)
+    assert {r["rank"] for r in rows} == {0, 1} and all(r["world_size"] == 2 and r["backend"] == "deepspeed"
+                                                       for r in rows)
     assert rows[0]["losses"] == rows[1]["losses"] and all(math.isfinite(v) for v in rows[0]["losses"])
     shards = sorted((tmp_path / "run" / "checkpoints" / "step_000002" / "deepspeed").glob("*optim_states.pt"))
     assert [s.name.split("_mp_")[0] for s in shards] == ["bf16_zero_pp_rank_0", "bf16_zero_pp_rank_1"]

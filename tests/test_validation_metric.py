@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from standin_family import ToyCond, ToyFamily
+
 from tdd_video.engine.config import config_from_dict
 from tdd_video.engine.trainer import train
 from tdd_video.errors import ConfigError
@@ -120,7 +120,7 @@ def test_animatelcm_metric_uses_its_own_sampler(tmp_path):
     """A method's own sampler is used for the metric: step-0 value = an independent AnimateLCM loop over the
     untrained network vs the same teacher reference."""
     from standin_family import animatelcm_reference
-    from tdd_video.methods import build_method
+
     from tdd_video.sampling import KarrasEulerSampler, sample
     cfg = _cfg(tmp_path, "alcm", steps=1)
     cfg.method_name = "animatelcm"

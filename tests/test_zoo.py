@@ -90,6 +90,7 @@ def test_micro_build_end_to_end_and_resume(tmp_path):
 @NEED_TEACHER
 def test_teacher_loads_offline_and_renders_recorded_frames():
     from PIL import Image
+
     from tools.zoo.export import frames_sha256, render_reference
     folder = resolve_model(TEACHER)
     frames, settings = render_reference(folder)            # StableVideoDiffusionPipeline.from_pretrained, offline

@@ -118,6 +118,7 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
     sampler "animatelcm" installs the AnimateLCMScheduler (docs/math.md §8) instead of the TDDScheduler.
     `steps` is set on the scheduler (call the pipeline with ``num_inference_steps=steps``)."""
     from diffusers import StableVideoDiffusionPipeline
+
     from tdd_video.families import check_model_folder
     from tdd_video.families.svd import SVD_COMPONENTS
     from tdd_video.sampling import TDDScheduler
@@ -149,6 +150,7 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
 def _fused_plain_unet(unet) -> None:
     """Merge every active LoRA adapter into its base layer and remove the PEFT wrappers, in place."""
     from peft.tuners.lora import LoraLayer
+
     from tdd_video.lora import unwrap_peft
     for module in unet.modules():
         if isinstance(module, LoraLayer) and not module.merged:
@@ -180,7 +182,8 @@ def export_pipeline(pipe, folder) -> Path:
     (folder / "README.md").write_text(
         "# Few-step image-to-video pipeline (exported by tdd_video)\n\n"
         f"Base model with the student fused into the UNet; `scheduler/` holds the {sched_name} settings.\n\n"
-        f"```python\nfrom diffusers import StableVideoDiffusionPipeline\nfrom tdd_video.sampling import {sched_name}\n\n"
+        f"```python\nfrom diffusers import StableVideoDiffusionPipeline\n"
+        f"from tdd_video.sampling import {sched_name}\n\n"
         f"pipe = StableVideoDiffusionPipeline.from_pretrained(\"{folder.name}\")\n"
         f"pipe.scheduler = {sched_name}.from_pretrained(\"{folder.name}\", subfolder=\"scheduler\")\n"
         f"frames = pipe(image, num_inference_steps={steps}, min_guidance_scale=1.0, max_guidance_scale=1.0).frames[0]\n"

@@ -1,11 +1,11 @@
 """Image-to-video rendering with a TDD student: what ``python infer/img2vid.py`` runs.
 
-The sampler is TDD's (SPEC §5–7) or, with ``sampler="animatelcm"``, AnimateLCM's multistep sampler
-(SPEC §8) — e.g. for the released AnimateLCM-SVD-xt-1.1 UNet given as ``unet=`` (loaded strictly
+The sampler is TDD's (docs/math.md §5–7) or, with ``sampler="animatelcm"``, AnimateLCM's multistep sampler
+(docs/math.md §8) — e.g. for the released AnimateLCM-SVD-xt-1.1 UNet given as ``unet=`` (loaded strictly
 into the base's UNet; no LoRA is applied on top of it unless one is named).
 
 Stages (each timed): load model (+ LoRA), prepare image, encode conditioning, denoise (the family
-sampling loop, SPEC §5–7), decode, write. Same settings and seed → identical frames: every random
+sampling loop, docs/math.md §5–7), decode, write. Same settings and seed → identical frames: every random
 draw (noise augmentation of the conditioning frame, starting noise, γ-sampling and Distillation++
 noise) comes from one torch.Generator seeded with `seed`, in that order — the same order the
 diffusers pipeline uses.
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from tdd_video.apps.api import check_sampler, default_lora
-from tdd_video.errors import ConfigError, check_range
 from tdd_video.apps.settings import RenderSettings, StageTimer
+from tdd_video.errors import ConfigError, check_range
 from tdd_video.sampling import SamplingStats, make_sampler, sample
 
 VIDEO_OUT = (".mp4", ".gif")
@@ -31,7 +31,7 @@ class Img2VidSettings(RenderSettings):
 
     image: str | None = None
     unet: str | None = None           # full UNet state dict (e.g. AnimateLCM-SVD-xt-1.1.safetensors) for the base
-    sampler: str = "tdd"              # tdd | animatelcm (SPEC §8 multistep; eta/schedule/clip do not apply)
+    sampler: str = "tdd"              # tdd | animatelcm (docs/math.md §8 multistep; eta/schedule/clip do not apply)
     guidance_min: float | None = None
     guidance_max: float | None = None
     frames: int | None = None
@@ -50,10 +50,11 @@ class Img2VidSettings(RenderSettings):
             from tdd_video.sampling.animatelcm import ANIMATELCM_NUM_GRID
             check_range("steps", self.steps, 1, ANIMATELCM_NUM_GRID)
             if self.schedule != "equidistant":
-                raise ConfigError("schedule", "the AnimateLCM sampler has its own grid (SPEC §8); "
+                raise ConfigError("schedule", "the AnimateLCM sampler has its own grid (docs/math.md §8); "
                                               "--schedule applies to the TDD sampler")
             if self.clip.mode != "none":
-                raise ConfigError("clip", "x0 clipping is part of the TDD sampler; drop --clip-x0 with --sampler animatelcm")
+                raise ConfigError("clip", "x0 clipping is part of the TDD sampler; "
+                                          "drop --clip-x0 with --sampler animatelcm")
         if self.unet is not None:                   # a missing / unusable file fails before the model loads
             from tdd_video.unet_checkpoint import CheckpointError, resolve_checkpoint_file
             try:
@@ -62,7 +63,8 @@ class Img2VidSettings(RenderSettings):
                 raise ConfigError("unet", str(e)) from None
         if self.unet is not None and self.teacher_refine is not None:
             raise ConfigError("teacher_refine", "Distillation++ uses the base UNet with the LoRA disabled as the "
-                                                "teacher; with --unet the base UNet is replaced, so there is no teacher")
+                                                "teacher; with --unet the base UNet is replaced, "
+                                                "so there is no teacher")
         check_range("fps", self.fps, 1, None)
         check_range("motion_bucket", self.motion_bucket, 0, 1023)
         check_range("noise_aug", self.noise_aug, 0.0, None)
@@ -119,9 +121,9 @@ def default_size(family, image) -> tuple[int, int]:
 def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     """Run one image-to-video render (see module docstring); `log` receives progress lines."""
     from tdd_video.apps.api import TINY_NOTE, ZOO_NOTE, img2vid_model, load_img2vid, parse_dtype
+    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image, round_size
     from tdd_video.data.video_io import write_video
     from tdd_video.families.svd import SVDFamily
-    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image, round_size
     s.validate()
     dtype = parse_dtype(s.dtype)
     notes: list[str] = []

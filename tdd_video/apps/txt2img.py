@@ -1,7 +1,7 @@
 """Text-to-image rendering with a TDD student (SDXL family): what ``python infer/txt2img.py`` runs.
 
 Stages (each timed): load model (+ LoRA), encode prompts, denoise (the family sampling loop of
-tdd_video.sampling.sample, SPEC §5–7: CFG g on the student, γ-sampling η, equidistant or TDD
+tdd_video.sampling.sample, docs/math.md §5–7: CFG g on the student, γ-sampling η, equidistant or TDD
 non-uniform schedule, x0 clipping, Distillation++ refinement), decode, write PNG (one image, a grid,
 or a folder of PNGs). Same settings and seed → identical pixels: the starting noise, γ-sampling and
 Distillation++ noise all come from one torch.Generator seeded with `seed`.
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
-from tdd_video.errors import ConfigError, check_range
 from tdd_video.apps.settings import RenderSettings, StageTimer
+from tdd_video.errors import ConfigError, check_range
 from tdd_video.sampling import SamplingStats, make_sampler, sample
 
 DEFAULT_ZOO = "toy-sdxl"
@@ -95,7 +96,7 @@ def resolve_txt2img_model(model: str | None, lora: str | None) -> tuple[str, str
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[-1, 1] images [N, 3, H, W] -> uint8 [N, H, W, 3] (round half to even, like diffusers' numpy output)."""
     x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    return rearrange(x, "n c h w -> n h w c").cpu().numpy()
 
 
 def image_grid(images: np.ndarray, cols: int) -> np.ndarray:

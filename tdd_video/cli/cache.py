@@ -72,7 +72,8 @@ def main_video(argv=None) -> int:
 
 
 def main_images(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tdd-cache-images", description="Build the SDXL latent + text-embedding cache (resumable).")
+    p = argparse.ArgumentParser(prog="tdd-cache-images",
+                                description="Build the SDXL latent + text-embedding cache (resumable).")
     p.add_argument("--model", required=True, help="diffusers SDXL folder, hub id, zoo name or 'tiny'")
     p.add_argument("--data", required=True, help="image folder, CSV/JSONL manifest, or .tar shards")
     p.add_argument("--out", required=True)

@@ -25,7 +25,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--image", default=None, help="conditioning image file (default: the bundled sample image)")
-    a("--model", default=None, help="diffusers SVD folder, hub id, zoo name (toy-svd) or tiny (default: toy-svd + its TDD student LoRA)")
+    a("--model", default=None, help="diffusers SVD folder, hub id, zoo name (toy-svd) or tiny "
+                                    "(default: toy-svd + its TDD student LoRA)")
     a("--lora", default=None, help="TDD LoRA .safetensors for this base (refused if made for another base)")
     a("--unet", default=None, metavar="FILE",
       help="full UNet state dict for the base (.safetensors/.bin, or a diffusers UNet folder such as a training "
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tdd_video.apps.img2vid import Img2VidSettings, render_img2vid
     if args.sampler == "animatelcm" and args.eta is not None:
-        print("error: eta: --eta is the TDD sampler's γ; the AnimateLCM sampler re-noises fully (SPEC §8)",
+        print("error: eta: --eta is the TDD sampler's γ; the AnimateLCM sampler re-noises fully (docs/math.md §8)",
               file=sys.stderr)
         return 2
     settings = Img2VidSettings(

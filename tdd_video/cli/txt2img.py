@@ -16,7 +16,6 @@ present, else a tiny RANDOM-weight SDXL (a note says so).
 from __future__ import annotations
 
 import argparse
-import sys
 
 from tdd_video.cli.flags import add_shared_flags, clip_arg, clip_from_args, run_render
 

@@ -1,4 +1,4 @@
-"""x0 clipping for few-step sampling (SPEC §6)."""
+"""x0 clipping for few-step sampling (docs/math.md §6)."""
 from __future__ import annotations
 
 import torch

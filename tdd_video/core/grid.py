@@ -1,4 +1,4 @@
-"""The N-point teacher grid, TDD's K-step schedules and target timestep selection (SPEC §1c, §3, §5).
+"""The N-point teacher grid, TDD's K-step schedules and target timestep selection (docs/math.md §1c, §3, §5).
 
 All functions work with *grid indices* k ∈ {0..N} (u_k = k/N; k = 0 is the clean end, k = N the
 noisiest point) so that the same code serves the EDM σ grid and the VP timestep grid.
@@ -32,7 +32,7 @@ def grid_u(num_grid: int) -> Tensor:
 
 
 def schedule_indices(num_grid: int, k: int) -> Tensor:
-    """S_K as grid indices, noisiest first: N − floor(j·N/K), j = 0..K−1 (SPEC §3.1). int64 [K].
+    """S_K as grid indices, noisiest first: N − floor(j·N/K), j = 0..K−1 (docs/math.md §3.1). int64 [K].
 
     N = 250 on the VP grid gives timesteps [999, 751, 499, 251] for K = 4."""
     validate_tdd_params(num_grid, k, k)
@@ -41,7 +41,7 @@ def schedule_indices(num_grid: int, k: int) -> Tensor:
 
 
 def nonuniform_schedule_indices(num_grid: int, k: int, k_min: int = 4, k_max: int = 8) -> Tensor:
-    """TDD non-equidistant K-step schedule, noisiest first (SPEC §5). int64 [K].
+    """TDD non-equidistant K-step schedule, noisiest first (docs/math.md §5). int64 [K].
 
     Short hops early (the S_{k_max} spacing), long hops late (the S_{k_min} spacing): take as many
     leading points of S_{k_max} as needed, then continue on S_{k_min}, so every point lies on the
@@ -92,7 +92,7 @@ class TargetSample:
 def select_targets(batch: int, num_grid: int = 250, k_min: int = 4, k_max: int = 8,
                    eta_max: float = 0.3, *, generator: torch.Generator | None = None,
                    source_weights: Tensor | None = None, quantize=None) -> TargetSample:
-    """TDD target timestep selection, vectorised over the batch (SPEC §3.2–3.3; paper Eq. 6).
+    """TDD target timestep selection, vectorised over the batch (docs/math.md §3.2–3.3; paper Eq. 6).
 
     n ~ U{1..N} (or ∝ source_weights [N]); t = u_n, t_n = u_{n−1}; K ~ U{k_min..k_max};
     τ = max{p ∈ S_K ∪ {0} : p ≤ n−1}; η ~ U[0, η_max]; s = quantize((1 − η)·u_τ).

@@ -1,4 +1,4 @@
-"""Classifier-free guidance, frame-wise guidance and the decoupled-guidance null mask (SPEC §1a, §4)."""
+"""Classifier-free guidance, frame-wise guidance and the decoupled-guidance null mask (docs/math.md §1a, §4)."""
 from __future__ import annotations
 
 import torch

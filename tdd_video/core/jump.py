@@ -1,4 +1,4 @@
-"""The DDIM jump used as TDD's student parameterisation and sampler step (SPEC §2, §5).
+"""The DDIM jump used as TDD's student parameterisation and sampler step (docs/math.md §2, §5).
 
 Written once for any forward process x_u = alpha(u)·x0 + sigma(u)·eps:
   eps_hat = (x_t − alpha_t·x0_hat)/sigma_t,   x_s = alpha_s·x0_hat + sigma_s·eps_hat.
@@ -45,7 +45,7 @@ def add_noise(schedule, x0: Tensor, noise: Tensor, u) -> Tensor:
 
 
 def renoise(schedule, x_s: Tensor, u_s, u_to, noise: Tensor) -> Tensor:
-    """γ-sampling re-noise from s up to a noisier u_to ≥ u_s with fresh noise z (SPEC §5).
+    """γ-sampling re-noise from s up to a noisier u_to ≥ u_s with fresh noise z (docs/math.md §5).
 
     General form: x = (a_to/a_s)·x_s + sqrt(σ_to² − (a_to/a_s)²·σ_s²)·z.
     EDM: x_s + sqrt(σ_to² − σ_s²)·z;  VP: sqrt(abar_to/abar_s)·x_s + sqrt(1 − abar_to/abar_s)·z."""

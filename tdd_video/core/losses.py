@@ -1,4 +1,4 @@
-"""Distillation losses, computed in float32 (SPEC §3.7, §8)."""
+"""Distillation losses, computed in float32 (docs/math.md §3.7, §8)."""
 from __future__ import annotations
 
 import torch

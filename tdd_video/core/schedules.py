@@ -1,4 +1,4 @@
-"""Noise schedules of the two families on one shared time axis u in [0, 1] (SPEC §1).
+"""Noise schedules of the two families on one shared time axis u in [0, 1] (docs/math.md §1).
 
 Every schedule maps u to the pair (alpha(u), sigma(u)) of the forward process
 x_u = alpha(u)·x0 + sigma(u)·eps, with u = 0 the exact clean end (alpha = 1, sigma = 0).
@@ -27,7 +27,7 @@ def _as_tensor(u) -> Tensor:
 
 @dataclass(frozen=True)
 class EDMSchedule:
-    """EDM / VE schedule with v-style preconditioning (SVD, sigma_data = 1) — SPEC §1a."""
+    """EDM / VE schedule with v-style preconditioning (SVD, sigma_data = 1) — docs/math.md §1a."""
 
     sigma_min: float = 0.002
     sigma_max: float = 700.0
@@ -85,7 +85,7 @@ def scaled_linear_alphas_cumprod(num_train_timesteps: int = 1000, beta_start: fl
 
 @dataclass(frozen=True)
 class VPSchedule:
-    """Discrete VP schedule with eps-prediction (SDXL) — SPEC §1b."""
+    """Discrete VP schedule with eps-prediction (SDXL) — docs/math.md §1b."""
 
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
@@ -114,7 +114,7 @@ class VPSchedule:
         return (t + 1) / self.num_train_timesteps
 
     def quantize(self, u) -> Tensor:
-        """Round u down onto the integer timestep lattice (SPEC §3.3: 'round down')."""
+        """Round u down onto the integer timestep lattice (docs/math.md §3.3: 'round down')."""
         u_in = _as_tensor(u)
         out = self.u_of_timestep(self.timestep(u_in))
         return out.to(u_in.dtype) if u_in.is_floating_point() else out

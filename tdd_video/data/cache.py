@@ -18,7 +18,7 @@ sample k of a shard stores
 
 Why pixels for the conditioning frame: SVD's conditioning latent is the VAE encoding of the first
 frame *after* pixel-space noise augmentation x + σ_aug·ε with σ_aug ~ LogNormal(−3, 0.5) drawn
-per sample and per step (SPEC §1a). A cached latent of the clean frame would freeze σ_aug = 0
+per sample and per step (docs/math.md §1a). A cached latent of the clean frame would freeze σ_aug = 0
 (or one draw), which changes the conditioning distribution the student learns. Storing the frame
 keeps the augmentation fresh; the cost is one 1-frame VAE encode per sample per step (about 1/F
 of the raw path's VAE work: 1/14 or 1/25), plus ~H·W·3 bytes per sample (0.55 MB at 320×576).

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from tdd_video.data.clips import fps_id_for, frame_window, stride_for, usable_stride
 from tdd_video.data.config import VideoDataConfig
 from tdd_video.data.readers import VideoReadError, open_reader
-from tdd_video.data.sources import ManifestError, load_records
+from tdd_video.data.sources import load_records
 
 
 @dataclass

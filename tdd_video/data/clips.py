@@ -1,6 +1,6 @@
 """Clip sampling: which source frames make a training clip, and the fps the clip really has.
 
-Pure functions (no I/O), SPEC §1a: SVD is conditioned on ``fps_id = fps − 1`` (the diffusers
+Pure functions (no I/O), docs/math.md §1a: SVD is conditioned on ``fps_id = fps − 1`` (the diffusers
 pipeline passes ``fps − 1`` to the UNet), where fps must be the clip's *real* sampling rate
 after striding, ``src_fps / stride`` — never a constant.
 
@@ -48,7 +48,7 @@ def stride_for(src_fps: float, target_fps: float | None = None, stride: int | No
 
 
 def fps_id_for(real_fps: float) -> int:
-    """SVD's fps conditioning id for a clip sampled at ``real_fps``: round(fps) − 1, ≥ 0 (SPEC §1a)."""
+    """SVD's fps conditioning id for a clip sampled at ``real_fps``: round(fps) − 1, ≥ 0 (docs/math.md §1a)."""
     return max(0, round_half_up(real_fps) - 1)
 
 

@@ -110,7 +110,7 @@ class VideoDataConfig(DataConfig):
     reader_threads: int = 1              # decoder threads per worker (0 = library default: all cores)
     max_failure_fraction: float = 0.1    # stop if more than this fraction of samples fail
     failure_check_after: int = 50        # ... once at least this many samples were attempted
-    default_motion_bucket_id: int = 127  # SPEC §1a: SVD-xt 1.1 fine-tune used 127
+    default_motion_bucket_id: int = 127  # docs/math.md §1a: SVD-xt 1.1 fine-tune used 127
     default_fps: float | None = None     # used only when a container reports no frame rate
     drop_last: bool = True
     check_files: bool = True             # report manifest rows pointing nowhere at start-up

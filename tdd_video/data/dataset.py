@@ -4,7 +4,7 @@ One item (``VideoClipDataset[SampleKey(index, epoch)]``), the batch contract of
 tdd_video/families/base.py for SVD:
 
 * ``pixel_values`` [F, 3, H, W] float in [-1, 1] (H, W = the sample's bucket or the fixed size);
-* ``fps_id`` int = round(real clip fps) − 1, real fps = source fps / stride (SPEC §1a);
+* ``fps_id`` int = round(real clip fps) − 1, real fps = source fps / stride (docs/math.md §1a);
 * ``motion_bucket_id`` int (manifest value, else ``default_motion_bucket_id`` = 127);
 * ``caption`` str, ``path`` str, ``frame_indices`` [F] long, ``fps`` float (the real clip fps).
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from tdd_video.errors import ConfigError
 
@@ -110,4 +111,4 @@ def fit_image(img, height: int, width: int):
 def image_to_tensor(img) -> torch.Tensor:
     """PIL RGB → float tensor [1, 3, H, W] in [-1, 1] (the families' pixel convention)."""
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1)[None] * 2.0 - 1.0
+    return rearrange(torch.from_numpy(arr), "h w c -> 1 c h w") * 2.0 - 1.0

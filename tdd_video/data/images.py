@@ -64,7 +64,8 @@ class ImageDataConfig(DataConfig):
     failure_check_after: int = 50
     drop_last: bool = True
     check_files: bool = True
-    use_cache: bool = False              # read the latent + text-embedding cache (tdd_video.data.image_cache, tdd-cache-images)
+    use_cache: bool = False              # read the latent + text-embedding cache
+                                         # (tdd_video.data.image_cache, tdd-cache-images)
     cache_dir: str = ""
     synthetic_num: int = 512             # path: synthetic → this many toy captioned images (seeded by run.seed)
     extensions: list = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
@@ -218,6 +219,7 @@ def assign_image_buckets(records: list[ImageRecord], sizes: list[tuple[int, int]
     if len(sizes) == 1:
         return [0] * len(records)
     from PIL import Image
+
     from tdd_video.data.webdataset import ShardReader
     reader, out = ShardReader(), []
     for r in records:

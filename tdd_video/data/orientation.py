@@ -14,7 +14,6 @@ from typing import Sequence
 
 import numpy as np
 
-
 _IDENTITY = (1, 0, 0, 1)
 _QUARTER_TURNS_CCW = ((1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0))
 _ISO_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp"}

@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tdd_video.data.orientation import decord_leftover, display_hw, frame_orientation, orient, pyav_stream_orientation
+
 logger = logging.getLogger("tdd_video.data")
 
 try:  # decord has no wheels on some platforms (e.g. aarch64)
@@ -42,17 +44,6 @@ def decord_available() -> bool:
     return _decord is not None
 
 
-# --- display orientation ---------------------------------------------------------------------
-# An orientation is a 2x2 signed permutation ``(a, b, c, d)`` in FFmpeg's display-matrix
-# convention (libavutil/display.h: row vector times matrix, image coordinates with y down): the
-# coded pixel at column x, row y is displayed at column a*x + c*y, row b*x + d*y (plus a
-# translation). (1, 0, 0, 1) is the identity, (0, -1, 1, 0) a quarter turn counter-clockwise
-# (``ffmpeg -display_rotation 90``; PyAV's ``frame.rotation == 90``), (0, 1, -1, 0) a quarter turn
-# clockwise (the usual portrait phone video, "rotation of -90 degrees" in ffprobe). The four
-# mirrored ones come from -display_hflip / -display_vflip and some editing apps. Applying one to
-# the decoded pixels gives what ffmpeg (autorotate) and players show.
-
-from tdd_video.data.orientation import (decord_leftover, display_hw, frame_orientation, orient, pyav_stream_orientation)
 
 
 class _Reader:

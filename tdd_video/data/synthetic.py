@@ -26,7 +26,6 @@ CLI: ``tdd-synthetic-clips --out DIR --num N --seed S --frames F --size H W``.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math

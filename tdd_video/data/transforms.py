@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from einops import rearrange
 
 Tensor = torch.Tensor
 
@@ -51,7 +52,7 @@ def resize_crop(frames: np.ndarray | Tensor, height: int, width: int, crop: str 
         out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR, box=box))
     if flip:
         out = out[:, :, ::-1]
-    t = torch.from_numpy(np.ascontiguousarray(out)).permute(0, 3, 1, 2).float()
+    t = rearrange(torch.from_numpy(np.ascontiguousarray(out)), "f h w c -> f c h w").float()
     return (t / 127.5 - 1.0).contiguous()
 
 

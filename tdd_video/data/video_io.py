@@ -7,7 +7,7 @@ layouts the rest of the project produces:
 * float tensor/array ``[F, 3, H, W]`` in [-1, 1] (the VAE/pixel convention of the families),
   or in [0, 1] with ``value_range=(0, 1)``. Values outside the range are clamped.
 
-Facts (shared/DESIGN.md): imageio's ffmpeg writer pads sizes to multiples of 16 unless
+Facts (measured here): imageio's ffmpeg writer pads sizes to multiples of 16 unless
 ``macro_block_size=1`` — we pass it, so the file has exactly the frames' size. H.264 in yuv420p
 needs even width and height; odd sizes are written in yuv444p (exact size, less widely playable).
 """
@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from einops import rearrange
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 GIF_SUFFIX = ".gif"
@@ -46,7 +47,7 @@ def to_uint8_frames(frames, value_range: tuple[float, float] = (-1.0, 1.0)) -> n
         raise ValueError(f"float frames must be [F, 3, H, W], got shape {tuple(arr.shape)}")
     lo, hi = value_range
     arr = ((arr.float().clamp(lo, hi) - lo) / (hi - lo) * 255.0).round().to(torch.uint8)
-    return np.ascontiguousarray(arr.permute(0, 2, 3, 1).numpy())
+    return np.ascontiguousarray(rearrange(arr, "f c h w -> f h w c").numpy())
 
 
 def write_video(frames, path: str | Path, fps: float = 7, value_range: tuple[float, float] = (-1.0, 1.0),

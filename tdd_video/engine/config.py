@@ -267,10 +267,7 @@ def _join(prefix: str, key: str) -> str:
 
 
 def _build_data(values, family: str = "svd"):
-    try:
-        from tdd_video.data.config import VideoDataConfig
-    except ImportError:  # the data package is not importable: keep the raw mapping
-        return values
+    from tdd_video.data.config import VideoDataConfig
     data_cls = VideoDataConfig
     if family == "sdxl":   # image-text data (tdd_video.data.images) for the image family
         from tdd_video.data.images import ImageDataConfig as data_cls

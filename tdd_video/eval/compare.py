@@ -4,9 +4,9 @@ Contenders are written `METHOD@STEPS[+refine]`:
 * `teacher@25`   — the base model, Euler on diffusers' Karras σ grid (the SVD pipeline's sampler),
                    frame-wise CFG `teacher_guidance` (default 1 → 3, the pipeline default);
 * `tdd@4`        — the TDD student (`tdd_lora` or full `tdd_unet`), TDD sampler (η, guidance g);
-* `tdd@4+refine` — the same with Distillation++ teacher refinement (SPEC §7);
+* `tdd@4+refine` — the same with Distillation++ teacher refinement (docs/math.md §7);
 * `animatelcm@4` — AnimateLCM (`animatelcm_unet`: the released full-UNet file, loaded strictly; or
-                   `animatelcm_lora`: our own distilled adapter), AnimateLCM sampler (SPEC §8).
+                   `animatelcm_lora`: our own distilled adapter), AnimateLCM sampler (docs/math.md §8).
 Every contender starts from THE SAME initial noise ε and conditioning per (image, seed); stochastic
 samplers re-noise from a generator seeded per (image, seed). UNet passes are counted by a forward
 pre-hook on every UNet involved (batch rows / video batch). The reference for MSE / PSNR / SSIM
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from tdd_video import zoo
 from tdd_video.errors import ConfigError
 from tdd_video.eval.contenders import Contender, Contenders, parse_contender
 
@@ -64,24 +65,14 @@ class CompareConfig:
 
 def default_model() -> str:
     """The toy-zoo SVD teacher (tdd_video.zoo, 'toy-svd') when its weights are present, else 'tiny'."""
-    try:
-        from tdd_video import zoo
-        if zoo.DEFAULT_SVD in zoo.available():
-            return str(zoo.resolve_model(zoo.DEFAULT_SVD))
-    except (ImportError, AttributeError):
-        pass
+    if zoo.DEFAULT_SVD in zoo.available():
+        return str(zoo.resolve_model(zoo.DEFAULT_SVD))
     return "tiny"
 
 
 def resolve_model_name(model: str) -> str:
     """A zoo name ('toy-svd') -> its folder; 'tiny', local folders and hub ids pass through."""
-    try:
-        from tdd_video import zoo
-        if zoo.is_zoo_name(model):
-            return str(zoo.resolve_model(model))
-    except (ImportError, AttributeError):
-        pass
-    return model
+    return str(zoo.resolve_model(model)) if zoo.is_zoo_name(model) else model
 
 
 def zoo_students(model: str) -> dict[str, str]:

@@ -1,19 +1,22 @@
-"""Contenders of the comparison harness: parsing `METHOD@STEPS[+refine]`, resolving each to a
-network + sampler on one shared base family, and counting UNet passes (issue 6).
+"""Contenders of the comparison harness and the quality bench: parsing `METHOD@STEPS[+refine]`,
+resolving each to a network + sampler on one shared base family, and counting UNet passes.
 
 * teacher — the base UNet (LoRA adapters disabled), Euler on diffusers' Karras σ grid (sampling.euler);
-* tdd     — TDD LoRA (adapter "tdd" on the base) or a full UNet; TDD sampler (tdd_video.sampling.sample),
+* base    — the same untrained base with the TDD sampler (what distillation starts from);
+* tdd     — TDD LoRA (adapter on the base) or a full UNet; TDD sampler (tdd_video.sampling.sample),
             `+refine` = Distillation++ with the base as teacher;
+* adv     — a second TDD student slot (the adversarially trained one), TDD sampler;
 * animatelcm — a full UNet loaded strictly (tdd_video.unet_checkpoint; the released
-            AnimateLCM-SVD-xt-1.1.safetensors) or a LoRA (adapter "animatelcm"); AnimateLCM sampler.
+            AnimateLCM-SVD-xt-1.1.safetensors) or a LoRA; AnimateLCM sampler.
+Student weights come from the config's ``<method>_lora`` / ``<method>_unet`` attributes.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import re
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -24,7 +27,9 @@ from tdd_video.sampling import RefineSettings, make_sampler, sample
 from tdd_video.unet_checkpoint import load_unet_checkpoint
 
 Tensor = torch.Tensor
-METHODS = ("teacher", "tdd", "animatelcm")
+METHODS = ("teacher", "base", "tdd", "adv", "animatelcm")
+STUDENTS = ("tdd", "adv", "animatelcm")          # methods with their own weights
+TDD_SAMPLER = ("base", "tdd", "adv")
 
 
 @dataclass(frozen=True)
@@ -37,15 +42,15 @@ class Contender:
 
 def parse_contender(spec: str) -> Contender:
     """'tdd@4+refine' -> Contender('tdd@4+refine', 'tdd', 4, True); clear ConfigError otherwise."""
-    m = re.fullmatch(r"\s*(teacher|tdd|animatelcm)@(\d+)(\+refine)?\s*", spec)
+    m = re.fullmatch(r"\s*(teacher|base|tdd|adv|animatelcm)@(\d+)(\+refine)?\s*", spec)
     if not m:
         raise ConfigError("contender", f"got {spec!r}; write METHOD@STEPS[+refine] with METHOD in "
                                        f"{', '.join(METHODS)} (e.g. teacher@25, tdd@4+refine, animatelcm@8)")
     method, steps, refine = m.group(1), int(m.group(2)), bool(m.group(3))
     if steps < 1:
         raise ConfigError("contender", f"{spec!r}: steps must be >= 1")
-    if refine and method != "tdd":
-        raise ConfigError("contender", f"{spec!r}: +refine (Distillation++) is defined for tdd contenders")
+    if refine and method not in ("tdd", "adv"):
+        raise ConfigError("contender", f"{spec!r}: +refine (Distillation++) is defined for TDD students")
     if method == "animatelcm" and steps > 40:
         raise ConfigError("contender", f"{spec!r}: AnimateLCM samples on a 40-point grid, steps must be <= 40")
     return Contender(spec.strip(), method, steps, refine)
@@ -83,24 +88,20 @@ class Contenders:
     def __init__(self, family, cfg, contenders: list[Contender]):
         self.family, self.cfg, self.base = family, cfg, family.unet
         self.units: dict[str, torch.nn.Module] = {}
-        methods = {c.method for c in contenders}
-        if "tdd" in methods:
-            if bool(cfg.tdd_lora) == bool(cfg.tdd_unet):
-                raise ConfigError("--tdd-lora", "tdd contenders need exactly one of --tdd-lora FILE (LoRA from "
-                                                "train/distill_svd.py's export) or --tdd-unet FILE (full UNet state dict)")
-            if cfg.tdd_unet:
-                self.units["tdd"] = self._full_unet(cfg.tdd_unet)
-        if "animatelcm" in methods:
-            if bool(cfg.animatelcm_lora) == bool(cfg.animatelcm_unet):
-                raise ConfigError("--animatelcm-unet", "animatelcm contenders need exactly one of --animatelcm-unet "
-                                                       "FILE (e.g. AnimateLCM-SVD-xt-1.1.safetensors) or "
-                                                       "--animatelcm-lora FILE")
-            if cfg.animatelcm_unet:
-                self.units["animatelcm"] = self._full_unet(cfg.animatelcm_unet)
         self.adapters: dict[str, str] = {}
-        for method, path in (("tdd", cfg.tdd_lora), ("animatelcm", cfg.animatelcm_lora)):
-            if method in methods and path:
-                self.adapters[method] = self._load_adapter(method, path)
+        methods = {c.method for c in contenders}
+        for method in STUDENTS:
+            if method not in methods:
+                continue
+            lora_file, unet_file = getattr(cfg, f"{method}_lora", None), getattr(cfg, f"{method}_unet", None)
+            if bool(lora_file) == bool(unet_file):
+                raise ConfigError(f"--{method}-lora", f"{method} contenders need exactly one of --{method}-lora FILE "
+                                                      f"(a LoRA from a training run's export) or --{method}-unet FILE "
+                                                      "(full UNet state dict, e.g. AnimateLCM-SVD-xt-1.1.safetensors)")
+            if unet_file:
+                self.units[method] = self._full_unet(unet_file)
+            else:
+                self.adapters[method] = self._load_adapter(method, lora_file)
         self.counter = PassCounter()
         for m in {id(u): u for u in [self.base, *self.units.values()]}.values():
             self.counter.attach(m)
@@ -136,7 +137,7 @@ class Contenders:
         """family.unet set to the contender's network (adapter switched on, or the bare base)."""
         unet = self.units.get(c.method, self.base)
         with using_unet(self.family, unet):
-            if unet is self.base and c.method in ("tdd", "animatelcm"):
+            if unet is self.base and c.method in STUDENTS:
                 with lora.use_adapter(unet, self.adapters[c.method]):
                     yield unet
             elif lora.adapter_names(unet):
@@ -158,6 +159,7 @@ class Contenders:
                           scheduler=make_sampler(self.family, "animatelcm"))
         refine = None
         if c.refine:
-            refine = RefineSettings(strength=cfg.refine_strength, teacher=self.base if "tdd" in self.units else None)
+            refine = RefineSettings(strength=cfg.refine_strength,
+                                    teacher=self.base if c.method in self.units else None)
         return sample(self.family, cond, null, steps=c.steps, eta=cfg.tdd_eta, guidance=float(cfg.tdd_guidance),
                       refine=refine, generator=gen, latents=noise, progress=False)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 Tensor = torch.Tensor
 FeatureExtractor = Callable[[Tensor], Tensor]
@@ -96,10 +97,10 @@ class I3DFeatures:
     def __call__(self, videos: Tensor) -> Tensor:
         if videos.ndim != 5 or videos.shape[2] != 3:
             raise ValueError(f"I3DFeatures: expected videos [B, F, 3, H, W], got {tuple(videos.shape)}")
-        b, f = videos.shape[:2]
+        b = videos.shape[0]
         x = F.interpolate(videos.flatten(0, 1).float(), size=(self.size, self.size), mode="bilinear",
                           align_corners=False, antialias=True).clamp(-1, 1)
-        x = x.reshape(b, f, 3, self.size, self.size).permute(0, 2, 1, 3, 4).contiguous().to(self.device)
+        x = rearrange(x, "(b f) c h w -> b c f h w", b=b).contiguous().to(self.device)
         try:
             return self.model(x, rescale=False, resize=False, return_features=True)
         except (RuntimeError, TypeError):

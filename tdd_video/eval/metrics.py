@@ -20,6 +20,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 Tensor = torch.Tensor
 
@@ -29,7 +30,7 @@ _LUMA = (0.299, 0.587, 0.114)
 def _frames(video: Tensor) -> Tensor:
     """[F, 3, H, W] or [B, F, 3, H, W] -> [N, 3, H, W] float64."""
     if video.ndim == 5:
-        video = video.flatten(0, 1)
+        video = rearrange(video, "b f c h w -> (b f) c h w")
     if video.ndim != 4 or video.shape[1] != 3:
         raise ValueError(f"expected a video [F, 3, H, W] or [B, F, 3, H, W], got shape {tuple(video.shape)}")
     return video.detach().to(torch.float64)

@@ -7,12 +7,11 @@ memory (tests, demo; the trained toy zoo is a folder you pass as ``model``).
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import torch
 
 from tdd_video.errors import ConfigError
-from tdd_video.families.base import Conditioning, Family
+from tdd_video.families.base import Conditioning, Family, check_model_folder
 
 # name -> (module, class); imported lazily so `import tdd_video.families` stays light.
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -27,22 +26,6 @@ def family_class(name: str) -> type[Family]:
         raise ConfigError("family", f"unknown model family {name!r}; known families: {', '.join(sorted(FAMILIES))}")
     module, cls = FAMILIES[name]
     return getattr(importlib.import_module(module), cls)
-
-
-def check_model_folder(path, components: tuple[str, ...], family: str) -> None:
-    """For a local folder: raise a clear error if a pipeline component subfolder is missing.
-
-    Hub ids (paths that do not exist locally) are left to diffusers."""
-    p = Path(path)
-    if not p.exists():
-        return
-    if not p.is_dir():
-        raise ConfigError("model", f"{str(p)!r} is a file; expected a diffusers pipeline folder for family {family!r}")
-    missing = [c for c in components if not (p / c).is_dir()]
-    if missing:
-        raise ConfigError("model", f"model folder {str(p)!r} is missing component subfolder(s) "
-                                   f"{', '.join(m + '/' for m in missing)} (a {family!r} pipeline folder needs "
-                                   f"{', '.join(c + '/' for c in components)} and model_index.json)")
 
 
 def parse_tiny(model) -> int | None:

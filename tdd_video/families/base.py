@@ -1,4 +1,4 @@
-"""The family contract: everything a method or sampler may know about a model family (SPEC §1).
+"""The family contract: everything a method or sampler may know about a model family (docs/math.md §1).
 
 A family adapter owns the networks (unet, vae, conditioning encoders) and the schedule, and
 exposes the k-diffusion style denoiser ``denoise(x, u, cond) -> x0_hat``. Methods, samplers and
@@ -10,7 +10,7 @@ Batch contract (what data loaders hand to ``encode_conditioning``), per family:
   - ``pixel_values`` [B, F, 3, H, W] float in [-1, 1]   (raw-video path), or
     ``latents`` [B, F, 4, h, w] (already × scaling_factor) + ``first_frame`` [B, 3, H, W] in [-1, 1]
     + ``image_emb`` [B, 1, D]                            (latent-cache path);
-  - ``fps_id`` [B] int (the clip's real fps − 1, SPEC §1a), ``motion_bucket_id`` [B] int.
+  - ``fps_id`` [B] int (the clip's real fps − 1, docs/math.md §1a), ``motion_bucket_id`` [B] int.
 * SDXL (image, latents [B, 4, H/8, W/8]):
   - ``pixel_values`` [B, 3, H, W] in [-1, 1] or ``latents``; ``caption`` list[str] (or cached
     ``prompt_embeds`` [B, 77, 2048] + ``pooled_prompt_embeds`` [B, 1280]);
@@ -22,6 +22,7 @@ import contextlib
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -40,10 +41,11 @@ class Conditioning:
 
     def cat(self, *others: "Conditioning") -> "Conditioning":
         """Concatenate along the batch (for one batched CFG forward: [uncond; cond])."""
-        return replace(self, **{k: torch.cat([v] + [o.tensors()[k] for o in others]) for k, v in self.tensors().items()})
+        return replace(self, **{k: torch.cat([v] + [o.tensors()[k] for o in others])
+                                for k, v in self.tensors().items()})
 
     def select(self, mask: Tensor, null: "Conditioning") -> "Conditioning":
-        """Per sample: null[i] where mask[i] else self[i] (decoupled guidance, SPEC §4)."""
+        """Per sample: null[i] where mask[i] else self[i] (decoupled guidance, docs/math.md §4)."""
         from tdd_video.core.guidance import where_null
         nt = null.tensors()
         return replace(self, **{k: where_null(mask, v, nt[k]) for k, v in self.tensors().items()})
@@ -73,7 +75,7 @@ class Family(ABC):
     @abstractmethod
     def encode_conditioning(self, batch: dict, generator: torch.Generator | None = None,
                             train: bool = True) -> Conditioning:
-        """Conditioning c for a data batch (SPEC §1a/§1b), per sample; no grad."""
+        """Conditioning c for a data batch (docs/math.md §1a/§1b), per sample; no grad."""
 
     @abstractmethod
     def null_conditioning(self, cond: Conditioning) -> Conditioning:
@@ -89,14 +91,14 @@ class Family(ABC):
 
     @abstractmethod
     def denoise(self, x: Tensor, u: Tensor, cond: Conditioning, unet: nn.Module | None = None) -> Tensor:
-        """x0_hat = D(x_u, u, c) in float32 math around a possibly bf16 network (SPEC §1).
+        """x0_hat = D(x_u, u, c) in float32 math around a possibly bf16 network (docs/math.md §1).
 
         x: noisy latents [B, ...]; u: [B] on the shared time axis (float64); returns float32 x0
         of x's shape. u = 0 returns x exactly. `unet` overrides self.unet (e.g. a frozen teacher copy)."""
 
     def denoise_cfg(self, x: Tensor, u, cond: Conditioning, scale, null: Conditioning | None = None,
                     unet: nn.Module | None = None) -> Tensor:
-        """Guided x0 = x0(∅) + w·(x0(c) − x0(∅)) with ONE batched forward of 2B ([∅; c]) — SPEC §4.
+        """Guided x0 = x0(∅) + w·(x0(c) − x0(∅)) with ONE batched forward of 2B ([∅; c]) — docs/math.md §4.
 
         scale: number, or weights broadcastable to x (e.g. per frame: core.framewise_scale);
         scale == 1 is a single unguided forward. null defaults to ``null_conditioning(cond)``."""
@@ -108,6 +110,23 @@ class Family(ABC):
         u = torch.as_tensor(u, dtype=torch.float64, device=x.device).reshape(-1).expand(b)
         both = self.denoise(torch.cat([x, x]), torch.cat([u, u]), null.cat(cond), unet)
         return cfg(both[:b], both[b:], scale)
+
+
+def check_model_folder(path, components: tuple[str, ...], family: str) -> None:
+    """For a local folder: raise a clear error if a pipeline component subfolder is missing.
+
+    Hub ids (paths that do not exist locally) are left to diffusers."""
+    p = Path(path)
+    if not p.exists():
+        return
+    if not p.is_dir():
+        raise ConfigError("model", f"{str(p)!r} is a file; expected a diffusers pipeline folder for family {family!r}")
+    missing = [c for c in components if not (p / c).is_dir()]
+    if missing:
+        raise ConfigError("model", f"model folder {str(p)!r} is missing component subfolder(s) "
+                                   f"{', '.join(m + '/' for m in missing)} (a {family!r} pipeline folder needs "
+                                   f"{', '.join(c + '/' for c in components)} and model_index.json)")
+
 
 
 @contextlib.contextmanager
@@ -146,7 +165,6 @@ class DiffusersFamily(Family):
 
         A local folder is checked for every component subfolder first; a load failure is a
         ConfigError on key 'model' naming the folder / hub id."""
-        from tdd_video.families import check_model_folder
         if path_or_hub_id is None:
             raise ConfigError("model", f"no model given for family {cls.name!r} (a diffusers folder or hub id)")
         check_model_folder(path_or_hub_id, cls.components, cls.name)
@@ -154,7 +172,8 @@ class DiffusersFamily(Family):
         try:
             pipe = pipeline_cls.from_pretrained(str(path_or_hub_id), dtype=dtype, variant=variant, **kwargs)
         except (OSError, ValueError) as e:
-            raise ConfigError("model", f"could not load {cls.name.upper()} pipeline {str(path_or_hub_id)!r}: {e}") from e
+            raise ConfigError("model", f"could not load {cls.name.upper()} pipeline "
+                                       f"{str(path_or_hub_id)!r}: {e}") from e
         return cls.from_pipeline(pipe, device=device)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""SDXL family adapter (discrete VP, ε-prediction, text-to-image) — SPEC §1b.
+"""SDXL family adapter (discrete VP, ε-prediction, text-to-image) — docs/math.md §1b.
 
 Latents are images [B, 4, h, w] (× vae scaling_factor). Conditioning per sample: prompt_embeds
 [B, L, D1+D2] (penultimate hidden states of both CLIP text encoders, concatenated), pooled
@@ -55,12 +55,14 @@ class SDXLFamily(DiffusersFamily):
         self.scheduler_config = dict(scheduler_config or SDXL_SCHEDULER_CONFIG)
         sc = self.scheduler_config
         if sc.get("beta_schedule", "scaled_linear") != "scaled_linear":
-            raise ConfigError("scheduler.beta_schedule", f"got {sc.get('beta_schedule')!r}; only 'scaled_linear' is supported")
+            raise ConfigError("scheduler.beta_schedule",
+                              f"got {sc.get('beta_schedule')!r}; only 'scaled_linear' is supported")
         self.prediction_type = sc.get("prediction_type", "epsilon")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ConfigError("scheduler.prediction_type", f"got {self.prediction_type!r}; allowed: {PREDICTION_TYPES}")
         self.schedule = VPSchedule(num_train_timesteps=int(sc.get("num_train_timesteps", 1000)),
-                                   beta_start=float(sc.get("beta_start", 0.00085)), beta_end=float(sc.get("beta_end", 0.012)))
+                                   beta_start=float(sc.get("beta_start", 0.00085)),
+                                   beta_end=float(sc.get("beta_end", 0.012)))
         for m in (self.vae, self.text_encoder, self.text_encoder_2):
             m.requires_grad_(False)
 
@@ -104,7 +106,7 @@ class SDXLFamily(DiffusersFamily):
     @torch.no_grad()
     def encode_conditioning(self, batch: dict, generator: torch.Generator | None = None,
                             train: bool = True) -> SDXLConditioning:
-        """Per-sample conditioning (SPEC §1b) from captions or cached embeddings; sizes per sample.
+        """Per-sample conditioning (docs/math.md §1b) from captions or cached embeddings; sizes per sample.
 
         Missing size keys default to the batch's pixel size (original = target, crop = (0, 0))."""
         if "prompt_embeds" in batch:
@@ -150,7 +152,8 @@ class SDXLFamily(DiffusersFamily):
 
     # ------------------------------------------------------------------ denoiser
     def denoise(self, x: Tensor, u, cond: SDXLConditioning, unet: nn.Module | None = None) -> Tensor:
-        """x0_hat = (x_t − √(1−ᾱ_t)·ε_hat)/√ᾱ_t at t = t(u), fp32 math (SPEC §1b). x [B, 4, h, w]; u scalar or [B].
+        """x0_hat = (x_t − √(1−ᾱ_t)·ε_hat)/√ᾱ_t at t = t(u), fp32 math (docs/math.md §1b).
+        x [B, 4, h, w]; u scalar or [B].
 
         v_prediction / sample prediction types are converted likewise; u = 0 (t = −1) returns x exactly."""
         net = self.unet if unet is None else unet
@@ -175,6 +178,7 @@ class SDXLFamily(DiffusersFamily):
         """A StableDiffusionXLPipeline sharing this family's modules (force_zeros_for_empty_prompt=True)."""
         from diffusers import StableDiffusionXLPipeline
         scheduler = self.default_scheduler(scheduler, self.scheduler_config)
-        return StableDiffusionXLPipeline(vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,
+        return StableDiffusionXLPipeline(vae=self.vae, text_encoder=self.text_encoder,
+                                         text_encoder_2=self.text_encoder_2,
                                          tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=self.unet,
                                          scheduler=scheduler, force_zeros_for_empty_prompt=True)

@@ -1,4 +1,4 @@
-"""Stable Video Diffusion family adapter (EDM, v-preconditioning, image-to-video) — SPEC §1a.
+"""Stable Video Diffusion family adapter (EDM, v-preconditioning, image-to-video) — docs/math.md §1a.
 
 Latents are video tensors [B, F, 4, h, w] (× vae scaling_factor). Conditioning per sample:
 CLIP image embedding of the clean first frame [B, 1, D], the VAE latent of the noise-augmented
@@ -11,6 +11,7 @@ import inspect
 from dataclasses import dataclass, replace
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from tdd_video.core.schedules import EDMSchedule
@@ -86,8 +87,7 @@ class SVDFamily(DiffusersFamily):
 
         Resized antialiased to the encoder's image size and normalized exactly like
         StableVideoDiffusionPipeline._encode_image does for a PIL image."""
-        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import \
-            _resize_with_antialiasing
+        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
         size = self.image_encoder.config.image_size
         x = _resize_with_antialiasing(frames.float(), (size, size))
         x = (x + 1.0) / 2.0
@@ -111,7 +111,7 @@ class SVDFamily(DiffusersFamily):
     def encode_conditioning(self, batch: dict, generator: torch.Generator | None = None, train: bool = True,
                             noise_aug: float | Tensor = 0.02, fps_id: int = 6,
                             motion_bucket_id: int = 127) -> SVDConditioning:
-        """Per-sample conditioning (SPEC §1a) from a raw-pixel or latent-cache batch (see base.py).
+        """Per-sample conditioning (docs/math.md §1a) from a raw-pixel or latent-cache batch (see base.py).
 
         train: σ_aug ~ LogNormal(−3, 0.5) per sample; else σ_aug = `noise_aug` (scalar or [B]).
         fps_id / motion_bucket_id: used only when the batch has no per-sample values."""
@@ -146,11 +146,11 @@ class SVDFamily(DiffusersFamily):
         if "latents" in batch:
             return batch["latents"].to(self.device, torch.float32)
         pix = batch["pixel_values"].to(self.device, torch.float32)
-        b, f = pix.shape[:2]
-        flat = pix.flatten(0, 1).to(self.vae.dtype)
+        b = pix.shape[0]
+        flat = rearrange(pix, "b f c h w -> (b f) c h w").to(self.vae.dtype)
         parts = [self.vae.encode(flat[i:i + chunk]).latent_dist.sample(generator).float()
                  for i in range(0, flat.shape[0], chunk)]
-        return (torch.cat(parts) * self.scaling_factor).unflatten(0, (b, f))
+        return rearrange(torch.cat(parts) * self.scaling_factor, "(b f) c h w -> b f c h w", b=b)
 
     @torch.no_grad()
     def decode_latents(self, latents: Tensor, decode_chunk: int | None = None) -> Tensor:
@@ -174,7 +174,7 @@ class SVDFamily(DiffusersFamily):
 
     # ------------------------------------------------------------------ denoiser
     def denoise(self, x: Tensor, u, cond: SVDConditioning, unet: nn.Module | None = None) -> Tensor:
-        """x0_hat = c_skip·x + c_out·F(c_in·x ⊕ cond_latent, c_noise, image_emb, ids) in fp32 (SPEC §1a).
+        """x0_hat = c_skip·x + c_out·F(c_in·x ⊕ cond_latent, c_noise, image_emb, ids) in fp32 (docs/math.md §1a).
 
         x [B, F, 4, h, w]; u scalar or [B] (shared time axis). u = 0 (σ = 0) returns x exactly."""
         net = self.unet if unet is None else unet

@@ -1,4 +1,4 @@
-"""AnimateLCM-SVD's consistency-distillation recipe on the shared engine (SPEC §8; baseline for TDD).
+"""AnimateLCM-SVD's consistency-distillation recipe on the shared engine (docs/math.md §8; baseline for TDD).
 
     grid: Karras ρ = 7, N = 40 points σ_0 = 700 … σ_{N−1} = 0.002, plus σ_N = 0
           (tdd_video.core.karras_grid_u on the shared u axis)
@@ -58,7 +58,7 @@ def _choose(values: list, batch: int, generator) -> Tensor:
 
 
 class AnimateLCM(DistillMethod):
-    """AnimateLCM-SVD consistency distillation step (SPEC §8); see the module docstring."""
+    """AnimateLCM-SVD consistency distillation step (docs/math.md §8); see the module docstring."""
 
     name = "animatelcm"
     sampler = "animatelcm"        # validation renders use AnimateLCM's multistep sampler (docs/math.md §8)

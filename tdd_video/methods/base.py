@@ -3,7 +3,7 @@
 A method turns (clean latents x0, conditioning c) into a scalar loss for the student, using three
 network *roles*: the teacher ψ, the target θ⁻ and the student θ. The engine (tdd_video.engine.
 trainables) decides how the roles are realised — one shared base with a LoRA adapter switched on
-and off (SPEC §9), or a frozen teacher copy for partial/full fine-tuning — so a method never knows.
+and off (docs/math.md §9), or a frozen teacher copy for partial/full fine-tuning — so a method never knows.
 Methods register a config dataclass and a class here; the engine builds them by `method.name`.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Target-Driven Distillation (TDD), one training step generic over model families (SPEC §3–4).
+"""Target-Driven Distillation (TDD), one training step generic over model families (docs/math.md §3–4).
 
     n ~ density, t = u_n, t_n = u_{n−1};  K ~ U{K_min..K_max};  τ = next S_K point ≤ t_n;
     η ~ U[0, η_max];  s = quantize((1 − η)·τ)                                    (select_targets)
@@ -23,8 +23,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tdd_video.core import (add_noise, distill_loss, guidance_weights, heun_step, jump, null_mask, sample_guidance_range,
-                            select_targets, source_density, validate_tdd_params)
+from tdd_video.core import (
+    add_noise,
+    distill_loss,
+    guidance_weights,
+    heun_step,
+    jump,
+    null_mask,
+    sample_guidance_range,
+    select_targets,
+    source_density,
+    validate_tdd_params,
+)
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
 
@@ -78,7 +88,7 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
 
 
 class TDD(DistillMethod):
-    """TDD step (SPEC §3–4); see the module docstring for the equations."""
+    """TDD step (docs/math.md §3–4); see the module docstring for the equations."""
 
     name = "tdd"
 

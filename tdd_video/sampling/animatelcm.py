@@ -1,4 +1,4 @@
-"""AnimateLCM-SVD's multistep consistency sampler as a diffusers scheduler (SPEC §8).
+"""AnimateLCM-SVD's multistep consistency sampler as a diffusers scheduler (docs/math.md §8).
 
 Grid: Karras ρ = 7, N = 40 points from σ_0 = σ_max = 700 down to σ_{N−1} = σ_min = 0.002, plus
 σ_N = 0. On the shared time axis of tdd_video.core.EDMSchedule, grid index i has
@@ -50,7 +50,7 @@ class AnimateLCMSchedulerOutput(BaseOutput):
 
 
 class AnimateLCMScheduler(SchedulerMixin, ConfigMixin):
-    """Multistep consistency sampler of AnimateLCM-SVD (SPEC §8), diffusers-compatible."""
+    """Multistep consistency sampler of AnimateLCM-SVD (docs/math.md §8), diffusers-compatible."""
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
     order = 1
@@ -102,7 +102,8 @@ class AnimateLCMScheduler(SchedulerMixin, ConfigMixin):
         if grid_indices is not None:
             idx = torch.as_tensor(list(grid_indices), dtype=torch.int64)
             if idx.numel() == 0 or bool((idx < 0).any()) or bool((idx >= n).any()) or bool((idx.diff() <= 0).any()):
-                raise ConfigError("grid_indices", f"got {list(grid_indices)}, need strictly increasing indices in [0, {n - 1}]")
+                raise ConfigError("grid_indices",
+                                  f"got {list(grid_indices)}, need strictly increasing indices in [0, {n - 1}]")
         else:
             if num_inference_steps is None:
                 raise ConfigError("num_inference_steps", "give num_inference_steps or grid_indices")

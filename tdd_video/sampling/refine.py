@@ -1,4 +1,4 @@
-"""Distillation++: inference-time teacher refinement of the student's x0 (SPEC §7, arXiv 2412.08871).
+"""Distillation++: inference-time teacher refinement of the student's x0 (docs/math.md §7, arXiv 2412.08871).
 
 At each of the first `steps` sampler steps, with the student's estimate x0_θ and the next sampler
 level s = u_{i+1}:
@@ -58,7 +58,7 @@ def teacher_context(family, settings: RefineSettings):
 
 def refine_x0(family, x0_student: Tensor, u_next: float, cond, null_cond, settings: RefineSettings,
               generator: torch.Generator | None = None, stats=None) -> Tensor:
-    """One Distillation++ correction of x0 (SPEC §7). x0_student [B, ...] float32; returns float32."""
+    """One Distillation++ correction of x0 (docs/math.md §7). x0_student [B, ...] float32; returns float32."""
     b = x0_student.shape[0]
     z = torch.randn(x0_student.shape, generator=generator, dtype=torch.float32,
                     device=generator.device if generator is not None else "cpu").to(x0_student.device)

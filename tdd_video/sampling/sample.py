@@ -1,6 +1,7 @@
 """The one sampling loop over a model family (docs/math.md §4–7).
 
-`sample` drives a `TDDScheduler` (or any sampler of `make_sampler`) with the family's denoiser ``D(x, u, c) -> x0`` instead of raw
+`sample` drives a `TDDScheduler` (or any sampler of `make_sampler`) with the family's denoiser
+``D(x, u, c) -> x0`` instead of raw
 network outputs, so it adds what a stock pipeline cannot: frame-wise guidance on the student,
 Distillation++ teacher refinement and an exact count of UNet passes. With the same starting noise
 and settings it produces the same latents as the diffusers pipeline + TDDScheduler (tested).
@@ -31,7 +32,7 @@ SAMPLERS = ("tdd", "animatelcm", "euler")
 
 @dataclass
 class ClipSettings:
-    """x0 clipping (SPEC §6): mode 'none' | 'static' | 'dynamic', bound b, quantile q, first `steps` steps."""
+    """x0 clipping (docs/math.md §6): mode 'none' | 'static' | 'dynamic', bound b, quantile q, first `steps` steps."""
 
     mode: str = "none"
     value: float | None = None
@@ -71,13 +72,13 @@ def sample(family, cond, null_cond=None, *, steps: int = 4, eta: float = 0.3, sc
            generator: torch.Generator | None = None, latents: Tensor | None = None,
            shape: tuple[int, ...] | None = None, progress: bool = True, stats: SamplingStats | None = None,
            scheduler: TDDScheduler | None = None, timesteps: list | None = None) -> Tensor:
-    """Few-step TDD sampling (SPEC §5) with the family's denoiser. Returns final latents x0 (float32).
+    """Few-step TDD sampling (docs/math.md §5) with the family's denoiser. Returns final latents x0 (float32).
 
     cond / null_cond: the family's Conditioning (null defaults to family.null_conditioning(cond)).
     latents: unit-variance starting noise [B, ...] (like the diffusers pipelines' ``latents``; it is
     multiplied by the scheduler's init_noise_sigma), or drawn from `generator` with `shape`.
     guidance: g (plain CFG on the student; 1 = one forward per step) or (g_min, g_max) frame-wise.
-    refine: a `RefineSettings` (Distillation++, SPEC §7) or None. `stats` is filled in place.
+    refine: a `RefineSettings` (Distillation++, docs/math.md §7) or None. `stats` is filled in place.
     scheduler: use this sampler object instead of a TDDScheduler built from (eta, schedule, clip);
     timesteps: custom levels in the scheduler's units instead of `steps`."""
     check_range("steps", steps, 1, None)

@@ -1,13 +1,13 @@
-"""TDD few-step sampler as a diffusers scheduler, for EDM (SVD) and VP (SDXL) models (SPEC §5–6).
+"""TDD few-step sampler as a diffusers scheduler, for EDM (SVD) and VP (SDXL) models (docs/math.md §5–6).
 
 One class serves both families: the family is read from the base pipeline's scheduler config
 (`timestep_type == "continuous"` — diffusers' marker for EDM c_noise timesteps — means EDM/SVD,
 anything else discrete VP/SDXL), so ``pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config)``
 works for StableVideoDiffusionPipeline and StableDiffusionXLPipeline alike.
 
-Step i (u_i → u_{i+1} on the shared time axis, SPEC §1c):
+Step i (u_i → u_{i+1} on the shared time axis, docs/math.md §1c):
   x0 = D(x, u_i)                       (from the model output, or given directly: `step_denoised`)
-  x0 = clip(x0)                        (SPEC §6, first `clip_steps` steps only)
+  x0 = clip(x0)                        (docs/math.md §6, first `clip_steps` steps only)
   s  = (1 − η)·u_{i+1}                 (γ-sampling target, VP: rounded down to an integer timestep)
   x_s = DDIM jump u_i → s              (core.jump)
   x  = re-noise s → u_{i+1} with z     (core.renoise; only if η > 0 and not the last step)
@@ -25,8 +25,16 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from tdd_video.core import (EDMSchedule, VPSchedule, add_noise, clip_x0, jump, nonuniform_schedule_indices, renoise,
-                            schedule_indices)
+from tdd_video.core import (
+    EDMSchedule,
+    VPSchedule,
+    add_noise,
+    clip_x0,
+    jump,
+    nonuniform_schedule_indices,
+    renoise,
+    schedule_indices,
+)
 from tdd_video.errors import ConfigError, check_range
 
 Tensor = torch.Tensor
@@ -43,7 +51,7 @@ class TDDSchedulerOutput(BaseOutput):
 
 
 class TDDScheduler(SchedulerMixin, ConfigMixin):
-    """Target-Driven Distillation sampler (SPEC §5): K steps on the TDD schedule set S_K, γ-sampling,
+    """Target-Driven Distillation sampler (docs/math.md §5): K steps on the TDD schedule set S_K, γ-sampling,
     x0 clipping. Config keys shared with EulerDiscreteScheduler keep their meaning, so the config of
     the base pipeline's scheduler is a valid starting point.
 
@@ -68,12 +76,14 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
             self.noise_schedule = EDMSchedule(sigma_min=sigma_min or 0.002, sigma_max=sigma_max or 700.0, rho=rho)
         elif family == "vp":
             if beta_schedule != "scaled_linear":
-                raise ConfigError("beta_schedule", f"got {beta_schedule!r}; the TDD VP sampler supports 'scaled_linear'")
+                raise ConfigError("beta_schedule",
+                                  f"got {beta_schedule!r}; the TDD VP sampler supports 'scaled_linear'")
             self.noise_schedule = VPSchedule(num_train_timesteps, beta_start, beta_end)
         else:
             raise ConfigError("family", f"got {family!r}, allowed values are 'edm', 'vp' (or None to detect)")
         if prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ConfigError("prediction_type", f"got {prediction_type!r}, allowed: 'epsilon', 'v_prediction', 'sample'")
+            raise ConfigError("prediction_type",
+                              f"got {prediction_type!r}, allowed: 'epsilon', 'v_prediction', 'sample'")
         if schedule not in SCHEDULES:
             raise ConfigError("schedule", f"got {schedule!r}, allowed values are {', '.join(map(repr, SCHEDULES))}")
         if clip_mode not in CLIP_MODES:
@@ -151,7 +161,8 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
         if self.family == "edm":
             return self.noise_schedule.u_of_sigma(torch.exp(4.0 * t))
         if bool((t != t.round()).any()) or bool((t < 0).any()) or bool((t >= self.config.num_train_timesteps).any()):
-            raise ConfigError("timesteps", f"VP timesteps must be integers in [0, {self.config.num_train_timesteps - 1}]")
+            raise ConfigError("timesteps",
+                              f"VP timesteps must be integers in [0, {self.config.num_train_timesteps - 1}]")
         return self.noise_schedule.u_of_timestep(t)
 
     @property
@@ -199,7 +210,7 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ model I/O
     def scale_model_input(self, sample: Tensor, timestep=None) -> Tensor:
-        """EDM: c_in·x = x/√(σ²+1) (SPEC §1a); VP: unchanged."""
+        """EDM: c_in·x = x/√(σ²+1) (docs/math.md §1a); VP: unchanged."""
         if self.family != "edm":
             return sample
         if self._step_index is None:
@@ -208,7 +219,7 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
         return sample / math.sqrt(sigma ** 2 + 1.0)
 
     def convert_model_output(self, model_output: Tensor, sample: Tensor, u: float) -> Tensor:
-        """x0 from the raw network output at level u, in float32 (SPEC §1a/§1b).
+        """x0 from the raw network output at level u, in float32 (docs/math.md §1a/§1b).
 
         EDM: x0 = c_skip·x + c_out·F ('v_prediction'), x − σ·ε ('epsilon'). VP: x0 = (x − σ_t·ε)/α_t,
         α_t·x − σ_t·v. 'sample': the output itself."""
@@ -234,7 +245,7 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
 
     def step_denoised(self, denoised: Tensor, timestep, sample: Tensor, generator: torch.Generator | None = None,
                       return_dict: bool = True) -> TDDSchedulerOutput | tuple:
-        """One TDD step given x0 = D(x, u_i) directly (the family sampling loop's entry point). SPEC §5."""
+        """One TDD step given x0 = D(x, u_i) directly (the family sampling loop's entry point). docs/math.md §5."""
         u_t, u_next, i = self._levels(timestep)
         cfg = self.config
         x = sample.to(torch.float32)

@@ -43,7 +43,8 @@ def zoo_path(name: str) -> Path:
 
 
 def is_zoo_name(name) -> bool:
-    return isinstance(name, str) and "/" not in name and "\\" not in name and (ZOO_DIR / name / "model_index.json").is_file()
+    return (isinstance(name, str) and "/" not in name and "\\" not in name
+            and (ZOO_DIR / name / "model_index.json").is_file())
 
 
 def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:

@@ -8,7 +8,7 @@ Stages (each resumable from work_dir/<stage>/ckpt.pt, skipped when done.json exi
 1. ``vae``: pixel MSE + kl_weight·KL on posterior samples; then scaling_factor = 1/std(latents) is stored.
 2. ``unet``: SDXL's own objective through SDXLFamily: t ~ U{0..999}, x_t = √ᾱ x0 + √(1−ᾱ) ε, MSE on ε;
    caption dropout p_uncond → the SAME null conditioning as inference (zero prompt and pooled embeds,
-   SPEC §1b); add_time_ids = (S, S, 0, 0, S, S). Latents are encoded once (posterior mean, std), text
+   docs/math.md §1b); add_time_ids = (S, S, 0, 0, S, S). Latents are encoded once (posterior mean, std), text
    embeddings once per unique caption. fp32 EMA of the UNet is exported.
 3. export + evaluation: teacher 25-step Euler (diffusers pipeline, guidance `eval_guidance`) on held-out
    seeds, prompt adherence (sdxl_synthetic.mean_adherence), written to MODEL_CARD.md.
@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from tdd_video.errors import ConfigError, check_range
 from tdd_video.engine.config import load_dataclass_recipe
 from tdd_video.engine.ema import EMA
 from tdd_video.engine.lr import lr_multiplier
+from tdd_video.errors import ConfigError, check_range
 from tools.zoo.stage import StageDir, step_generator
 
 
@@ -135,7 +134,8 @@ def train_vae(cfg: ToySDXLConfig, pix: torch.Tensor, log=print):
         hold = to_pixels(make_images(256, cfg.size, cfg.seed + 999)[0])
         rec = vae.decode(vae.encode(hold).latent_dist.mode()).sample.clamp(-1, 1)
         psnr = float(10 * torch.log10(4.0 / (rec - hold).pow(2).mean()))
-        std = float(torch.cat([vae.encode(pix[i:i + 256]).latent_dist.mode() for i in range(0, min(1024, pix.shape[0]), 256)]).std())
+        std = float(torch.cat([vae.encode(pix[i:i + 256]).latent_dist.mode()
+                               for i in range(0, min(1024, pix.shape[0]), 256)]).std())
     vae.register_to_config(scaling_factor=1.0 / std)
     info = {"heldout_psnr_db": round(psnr, 2), "latent_std": round(std, 4), "scaling_factor": round(1.0 / std, 5),
             "params": sum(p.numel() for p in vae.parameters()), "steps": cfg.vae_steps}
@@ -224,9 +224,9 @@ def build(cfg: ToySDXLConfig, log=print, command: str = "") -> Path:
     """Run all stages (resumable) and write the pipeline folder + MODEL_CARD.md; returns the folder."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
+    from tdd_video.data.synthetic_images import make_images
     from tdd_video.families.sdxl import SDXLFamily
     from tdd_video.families.tiny import SDXL_SCHEDULER_CONFIG
-    from tdd_video.data.synthetic_images import make_images
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
     imgs, caps = make_images(cfg.num_images, cfg.size, cfg.seed)

@@ -17,8 +17,9 @@ def write_model_card(folder: Path, s: dict) -> Path:
     """Write folder/MODEL_CARD.md from the summary dict produced by tools.zoo.pretrain.run."""
     from tdd_video.data.synthetic import PHOTOS, TEXTURES, available_photos, available_textures
     c, vae, enc, unet, ref, tm = s["config"], s["vae"], s["image_encoder"], s["unet"], s["reference"], s["timings"]
-    d, v, e, u, r = c["data"], c["vae"], c["image_encoder"], c["unet"], c["render"]
-    photos = "\n".join(f"  - `skimage/data/{n}` — {PHOTOS[n]}" for n in available_photos()) or "  - none (scikit-image absent)"
+    d, v, e, u, _ = c["data"], c["vae"], c["image_encoder"], c["unet"], c["render"]
+    photos = ("\n".join(f"  - `skimage/data/{n}` — {PHOTOS[n]}" for n in available_photos())
+              or "  - none (scikit-image absent)")
     textures = "\n".join(f"  - `skimage/data/{n}` — {TEXTURES[n]}" for n in available_textures()) or "  - none"
     hist_vae = ", ".join(f"{h['step']}: {h['heldout_psnr_db']} dB" for h in vae.get("history", []))
     hist_unet = ", ".join(f"{h['step']}: {h['loss_smooth']}" for h in unet.get("history", []))
@@ -31,7 +32,8 @@ the project runs, and quality can be *measured*, on a laptop without the 10 GB S
 {d['height']}×{d['width']} px, {d['num_frames']} frames, {unet['params']/1e6:.2f} M-param UNet. Real and toy models go
 through exactly the same code paths.
 
-- Load: `StableVideoDiffusionPipeline.from_pretrained(tdd_video.zoo.resolve_model("{s['name']}"))` or `--model {s['name']}`.
+- Load: `StableVideoDiffusionPipeline.from_pretrained(tdd_video.zoo.resolve_model("{s['name']}"))` \
+or `--model {s['name']}`.
 - Size on disk: {s['size_mb']} MB (fp32 safetensors). Built {s['date_utc']} on {s['machine']}.
 
 ## Rebuild (one command, resumable)
@@ -41,7 +43,8 @@ through exactly the same code paths.
 ```
 Seed {c['seed']}; work files (clips, checkpoints, logs) in `{c['work_dir']}/`; re-running resumes/skips finished stages.
 Wall time of this build: data {tm.get('data_s')} s, VAE {tm.get('vae_s')} s, latent cache {tm.get('latent_cache_s')} s,
-UNet {tm.get('unet_s')} s, export + reference render {tm.get('export_s')} s (total {tm.get('total_this_run_s')} s for the
+UNet {tm.get('unet_s')} s, export + reference render {tm.get('export_s')} s \
+(total {tm.get('total_this_run_s')} s for the
 run that finished the build, on a CPU shared with other jobs; an earlier interrupted run's time is not included).
 `threads: 1` because on a shared 2-core machine two OpenMP threads ran 4–8× slower per step than one (measured
 here); on an idle machine `threads=2` is faster.
@@ -58,25 +61,31 @@ over slowly panning photos. Read through the project's `build_video_loader` (str
 
 ## VAE (AutoencoderKLTemporalDecoder)
 block_out_channels {v['block_out_channels']}, layers_per_block {v['layers_per_block']}, {v['latent_channels']} latent
-channels (factor {2 ** (len(v['block_out_channels']) - 1)}), {vae['params']/1e6:.2f} M params. Adam, lr {v['lr']} → {v['lr_min']}
+channels (factor {2 ** (len(v['block_out_channels']) - 1)}), {vae['params']/1e6:.2f} M params. \
+Adam, lr {v['lr']} → {v['lr_min']}
 cosine ({v['warmup_steps']} warm-up), {v['steps']} steps: first windows of {v['window_frames']} consecutive frames from
-{v['window_batch_clips']} clips per step, then for the last {v['full_clip_fraction']:.0%} of the steps {v['batch_clips']} whole clips
+{v['window_batch_clips']} clips per step, then for the last {v['full_clip_fraction']:.0%} of the steps \
+{v['batch_clips']} whole clips
 per step (each decoded as one clip with `num_frames={d['num_frames']}`); loss = MSE + {v['kl_weight']}·KL, posterior
 log-variance initialised at {v['init_logvar']}.
-**Held-out reconstruction PSNR: {vae['heldout_psnr_db']} dB** (whole held-out clips decoded with `num_frames={d['num_frames']}`,
+**Held-out reconstruction PSNR: {vae['heldout_psnr_db']} dB** \
+(whole held-out clips decoded with `num_frames={d['num_frames']}`,
 mode latents, pixels in [−1, 1], peak-to-peak 2). Progress: {hist_vae} — the jump at the end is the whole-clip phase:
-the temporal decoder trained on short windows decodes full clips poorly until it sees them. Latent std {vae['latent_std']:.4f} → `scaling_factor` = {vae['scaling_factor']:.4f} (stored in
+the temporal decoder trained on short windows decodes full clips poorly until it sees them. \
+Latent std {vae['latent_std']:.4f} → `scaling_factor` = {vae['scaling_factor']:.4f} (stored in
 vae/config.json). {vae['sec_per_step']} s/step.
 
 ## Image encoder (CLIPVisionModelWithProjection)
 hidden {e['hidden_size']}, {e['num_hidden_layers']} layers, patch {e['patch_size']} at {e['image_size']} px, projection
-{e['projection_dim']}. **Random init (seed {c['seed'] + 2}), frozen** — SVD's CLIP is frozen too; here it is a fixed random
+{e['projection_dim']}. **Random init (seed {c['seed'] + 2}), frozen** — \
+SVD's CLIP is frozen too; here it is a fixed random
 feature extractor. Measured information: first-frame → last-frame retrieval among {enc['num_clips']} held-out clips,
 top-1 = {enc['retrieval_top1_first_to_last_frame']} (chance {enc['chance']}). The spatial content reaches the UNet
 mainly through the concatenated first-frame latent, as in SVD.
 
 ## UNet (UNetSpatioTemporalConditionModel), SVD EDM objective
-block_out_channels {u['block_out_channels']}, layers_per_block {u['layers_per_block']}, heads {u['num_attention_heads']},
+block_out_channels {u['block_out_channels']}, layers_per_block {u['layers_per_block']}, \
+heads {u['num_attention_heads']},
 addition_time_embed_dim {u['addition_time_embed_dim']}, cross_attention_dim {e['projection_dim']}, num_frames
 {d['num_frames']}; {unet['params']/1e6:.2f} M params. Trained through `SVDFamily` (the code that samples and
 distills it): ln σ ~ N({u['p_mean']}, {u['p_std']}²) (EDM's lognormal density; EDM's image default is N(−1.2, 1.2²),

@@ -102,7 +102,7 @@ class UNetSection:
     ema_decay: float = 0.999
     p_mean: float = 0.0              # ln σ ~ N(p_mean, p_std²) (EDM lognormal training density)
     p_std: float = 1.6
-    cond_drop_prob: float = 0.1      # image_emb AND cond_latent -> ∅ together (SPEC §1a null cond.)
+    cond_drop_prob: float = 0.1      # image_emb AND cond_latent -> ∅ together (docs/math.md §1a null cond.)
     noise_aug_mean: float = -3.0     # σ_aug ~ LogNormal(-3, 0.5): SVDFamily.encode_conditioning(train=True)
     noise_aug_std: float = 0.5
     eval_every: int = 500
@@ -130,7 +130,7 @@ class RenderSection:
     num_inference_steps: int = 25
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 3.0
-    fps: int = 7                      # the pipeline passes fps - 1 to the UNet (SPEC §1a)
+    fps: int = 7                      # the pipeline passes fps - 1 to the UNet (docs/math.md §1a)
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.02
 

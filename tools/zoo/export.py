@@ -68,7 +68,8 @@ def render_reference(folder: str | Path) -> tuple[np.ndarray, dict]:
 
 
 def save_pipeline(folder: Path, vae, image_encoder, unet, feature_extractor, scheduler_config: dict) -> Path:
-    """Write the complete diffusers folder (model_index.json + unet/ vae/ image_encoder/ feature_extractor/ scheduler/)."""
+    """Write the complete diffusers folder
+    (model_index.json + unet/ vae/ image_encoder/ feature_extractor/ scheduler/)."""
     from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
     pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet,
                                         scheduler=EulerDiscreteScheduler.from_config(scheduler_config),

@@ -64,6 +64,7 @@ def split(clips: dict, holdout: int) -> tuple[dict, dict]:
 def build_image_encoder(cfg: ImageEncoderSection, seed: int):
     """(CLIPVisionModelWithProjection, CLIPImageProcessor) — random init with `seed`, frozen, eval."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
     from tdd_video.families.tiny import tiny_clip_image_processor
     conf = CLIPVisionConfig(hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
                             projection_dim=cfg.projection_dim, num_hidden_layers=cfg.num_hidden_layers,

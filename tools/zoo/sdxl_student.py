@@ -26,8 +26,9 @@ REFERENCE = {"prompt": "a red circle above a blue square", "seed": 0, "steps": 4
 @torch.no_grad()
 def reference_render(teacher: str, lora: str) -> dict:
     """Latent statistics of the reference render (REFERENCE settings) through tdd_video.apps.txt2img."""
-    from tdd_video.apps.txt2img import Txt2ImgSettings, render_txt2img
     import tempfile
+
+    from tdd_video.apps.txt2img import Txt2ImgSettings, render_txt2img
     with tempfile.TemporaryDirectory() as tmp:
         r = render_txt2img(Txt2ImgSettings(prompts=[REFERENCE["prompt"]], model=teacher, lora=lora,
                                            steps=REFERENCE["steps"], eta=REFERENCE["eta"],
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
     teacher = resolve_model(cfg.model.path)
     dest = Path(teacher) / "students" / "tdd"
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / "export" / "lora" / "pytorch_lora_weights.safetensors", dest / "pytorch_lora_weights.safetensors")
+    shutil.copy2(run / "export" / "lora" / "pytorch_lora_weights.safetensors",
+                 dest / "pytorch_lora_weights.safetensors")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     losses = [m["loss"] for m in metrics if "loss" in m]
     ref = reference_render(str(teacher), str(dest / "pytorch_lora_weights.safetensors"))

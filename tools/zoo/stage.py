@@ -1,7 +1,8 @@
 """Small pieces shared by the zoo's training stages: per-step generators, resumable checkpoints, logs.
 (LR schedules and the fp32 EMA are the engine's: tdd_video.engine.lr, tdd_video.engine.ema.)
 
-A stage keeps everything in ``work_dir/<stage>/``: ``ckpt.pt`` (model, EMA shadow, optimizer, step: tensors and numbers only, loaded with
+A stage keeps everything in ``work_dir/<stage>/``: ``ckpt.pt`` (model, EMA shadow, optimizer, step:
+tensors and numbers only, loaded with
 ``weights_only=True`` —
 rewritten atomically every ``checkpoint_every`` steps), ``log.jsonl`` (one JSON line per log
 event) and, when finished, ``done.json`` (final metrics). Randomness per step comes from

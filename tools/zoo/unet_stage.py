@@ -1,7 +1,7 @@
 """Stage 3 of a toy SVD teacher: train a UNetSpatioTemporalConditionModel with SVD's EDM objective.
 
 Everything goes through the project's SVDFamily (tdd_video/families/svd.py), i.e. the same code
-that samples and distills the model (SPEC §1a):
+that samples and distills the model (docs/math.md §1a):
 
 * x0 = VAE posterior sample × scaling_factor of every frame (``family.encode_latents``);
 * conditioning per sample (``family.encode_conditioning(train=True)``): CLIP embedding of the clean
@@ -27,11 +27,11 @@ import time
 import torch
 from tqdm import tqdm
 
+from tdd_video.engine.ema import EMA
+from tdd_video.engine.lr import lr_multiplier
 from tools.zoo.config import DataSection, ImageEncoderSection, UNetSection
 from tools.zoo.fast_ops import fast_temporal_convs
 from tools.zoo.stage import StageDir, step_generator
-from tdd_video.engine.ema import EMA
-from tdd_video.engine.lr import lr_multiplier
 
 EVAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
 

@@ -5,7 +5,8 @@ Objective: per-pixel MSE of the reconstruction of a clip decoded as ONE clip
 sample z. Two phases (measured here: learning is limited by how many different images a step
 sees, not by frames of the same clip): first short windows (``window_frames`` consecutive frames)
 from ``window_batch_clips`` clips, then for the last ``full_clip_fraction`` of the steps whole
-clips (``num_frames``) so the temporal decoder sees the clip length it decodes at inference. Loss: plus ``kl_weight`` × the per-element KL to N(0, I). The posterior log-variance starts at
+clips (``num_frames``) so the temporal decoder sees the clip length it decodes at inference.
+Loss: plus ``kl_weight`` × the per-element KL to N(0, I). The posterior log-variance starts at
 ``init_logvar`` (quant_conv's log-variance half zeroed, bias = init_logvar) so early training is
 not drowned in sampling noise. After training, the latent std over the training clips is measured
 and ``scaling_factor = 1/std`` is stored in the VAE config (a fresh VAE is far from SD's 0.18215).
@@ -18,10 +19,10 @@ import time
 import torch
 from tqdm import tqdm
 
+from tdd_video.engine.lr import lr_multiplier
 from tools.zoo.config import DataSection, VAESection
 from tools.zoo.fast_ops import fast_temporal_convs
 from tools.zoo.stage import StageDir, step_generator
-from tdd_video.engine.lr import lr_multiplier
 
 
 def build_vae(cfg: VAESection, data: DataSection, seed: int):

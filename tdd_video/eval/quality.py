@@ -1,0 +1,176 @@
+"""The quality bench: few-step students against the many-step teacher on held-out images and seeds.
+
+For every contender (`METHOD@STEPS`, see eval.contenders) on every held-out (image, seed) pair — the
+same conditioning and the same initial noise for every contender — it measures (docs/math.md §12):
+
+* same-noise distance to teacher@25 (Euler on the Karras grid, frame-wise CFG 1 → 3): latent MSE and
+  pixel PSNR;
+* sharpness and motion relative to teacher@25 of the same pair (Laplacian energy, mean |frame change|);
+* a distribution metric: the Fréchet distance between fixed random-network video features
+  (eval.features) of the contender's samples and of a REFERENCE set, teacher@25 on the same images
+  but with independent noise (other seeds). teacher@25 itself therefore scores the metric's floor,
+  and a student that leaves the same-noise trajectory on purpose (γ-sampling, adversarial) is judged
+  on its distribution, not on a trajectory it was never meant to follow.
+Every figure is a mean over pairs with its standard error (std/√n); the FD's standard error is a
+bootstrap over the samples of both sets.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from tdd_video.errors import ConfigError
+from tdd_video.eval import metrics as M
+from tdd_video.eval.contenders import Contenders, parse_contender
+from tdd_video.eval.features import RandomVideoFeatures
+from tdd_video.eval.fvd import frechet_distance, gaussian_stats
+from tdd_video.eval.heldout import heldout_images
+
+Tensor = torch.Tensor
+REFERENCE = "teacher@25"
+REFERENCE_SEED_OFFSET = 100_000       # seeds of the distribution reference set (independent noise)
+
+
+@dataclass
+class QualityConfig:
+    """What bench/quality.py measures (see its --help)."""
+
+    contenders: list[str] = field(default_factory=lambda: ["teacher@4", "teacher@8", "teacher@25", "base@4",
+                                                             "tdd@1", "tdd@2", "tdd@4", "tdd@8"])
+    num_images: int = 32
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    batch: int = 16
+    tdd_lora: str | None = None
+    tdd_unet: str | None = None
+    animatelcm_lora: str | None = None
+    animatelcm_unet: str | None = None
+    adv_lora: str | None = None
+    adv_unet: str | None = None
+    tdd_eta: float = 0.0
+    tdd_guidance: float = 1.0
+    animatelcm_guidance: tuple[float, float] = (1.0, 1.0)
+    teacher_guidance: tuple[float, float] = (1.0, 3.0)
+    refine_strength: float = 0.05
+    fps_id: int = 6
+    motion_bucket_id: int = 127
+    noise_aug: float = 0.02
+    bootstrap: int = 200
+    progress: bool = True
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """(mean, standard error = sample std / √n); SE is 0 for one value."""
+    x = torch.tensor(values, dtype=torch.float64)
+    if x.numel() == 0:
+        return float("nan"), float("nan")
+    se = float(x.std(unbiased=True) / math.sqrt(x.numel())) if x.numel() > 1 else 0.0
+    return float(x.mean()), se
+
+
+def fd_with_se(feats: Tensor, ref: Tensor, boots: int, seed: int = 0) -> tuple[float, float]:
+    """Fréchet distance of two feature sets [N, D] and its bootstrap standard error (both sets resampled)."""
+    fd = frechet_distance(*gaussian_stats(feats), *gaussian_stats(ref))
+    if boots <= 1:
+        return fd, float("nan")
+    g = torch.Generator().manual_seed(seed)
+    vals = []
+    for _ in range(boots):
+        a = feats[torch.randint(0, feats.shape[0], (feats.shape[0],), generator=g)]
+        b = ref[torch.randint(0, ref.shape[0], (ref.shape[0],), generator=g)]
+        vals.append(frechet_distance(*gaussian_stats(a), *gaussian_stats(b)))
+    return fd, float(torch.tensor(vals, dtype=torch.float64).std(unbiased=True))
+
+
+class _Batches:
+    """The held-out (image, seed) pairs in fixed batches: conditioning and noise per pair, independent of batching."""
+
+    def __init__(self, family, images: list[Tensor], seeds: list[int], cfg: QualityConfig, frames: int):
+        self.family, self.cfg, self.frames = family, cfg, frames
+        self.images = images
+        self.pairs = [(i, s) for s in seeds for i in range(len(images))]
+
+    def cond(self, pairs):
+        conds = []
+        for i, s in pairs:
+            gen = torch.Generator().manual_seed(s * 7919 + i)
+            conds.append(self.family.encode_conditioning(
+                {"first_frame": self.images[i][None].to(self.family.device)}, gen, train=False,
+                noise_aug=self.cfg.noise_aug, fps_id=self.cfg.fps_id, motion_bucket_id=self.cfg.motion_bucket_id))
+        cond = conds[0].cat(*conds[1:]) if len(conds) > 1 else conds[0]
+        return cond, self.family.null_conditioning(cond)
+
+    def noise(self, pairs) -> Tensor:
+        _, c, h, w = self.family.latent_shape(1, self.frames, *self.images[0].shape[-2:])[1:]
+        shape = (self.frames, c, h, w)
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s * 100_003 + i))
+                            for i, s in pairs]).to(self.family.device)
+
+    def chunks(self):
+        b = max(1, self.cfg.batch)
+        for k in range(0, len(self.pairs), b):
+            yield k, self.pairs[k:k + b]
+
+
+def _sample_all(bench: Contenders, c, batches: _Batches, seeds_of_batch: int = 0) -> tuple[Tensor, Tensor, float]:
+    """(latents [P, F, C, h, w], videos [P, F, 3, H, W] float16 on CPU, UNet passes per video) for contender c."""
+    fam = batches.family
+    lats, vids, passes = [], [], []
+    for k, pairs in batches.chunks():
+        cond, null = batches.cond(pairs)
+        noise = batches.noise(pairs)
+        bench.counter.reset(videos=len(pairs))
+        with bench.using(c):
+            lat = bench.sample(c, cond, null, noise, seed=seeds_of_batch + 1000 + k).float()
+        passes.append(bench.counter.passes)
+        with torch.no_grad():
+            vids.append(fam.decode_latents(lat).clamp(-1, 1).cpu().half())
+        lats.append(lat.cpu())
+    return torch.cat(lats), torch.cat(vids), float(sum(passes) / len(passes))
+
+
+def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
+    """Measure every contender (module docstring); returns one row (dict) per contender, reference first."""
+    specs = list(dict.fromkeys([REFERENCE, *cfg.contenders]))
+    contenders = [parse_contender(s) for s in specs]
+    if not cfg.seeds:
+        raise ConfigError("--seeds", "give at least one seed")
+    factor = family.vae_scale_factor
+    size = int(family.unet.config.sample_size) * factor
+    frames = int(getattr(family, "num_frames", 8))
+    images, names = heldout_images(cfg.num_images, size)
+    bench = Contenders(family, cfg, contenders)
+    batches = _Batches(family, images, list(cfg.seeds), cfg, frames)
+    ref_batches = _Batches(family, images, [s + REFERENCE_SEED_OFFSET for s in cfg.seeds], cfg, frames)
+    features = RandomVideoFeatures()
+    try:
+        log(f"reference set: {REFERENCE} on {len(images)} images x seeds {cfg.seeds} + {REFERENCE_SEED_OFFSET}")
+        _, ref_set, _ = _sample_all(bench, contenders[0], ref_batches, seeds_of_batch=REFERENCE_SEED_OFFSET)
+        ref_feats = features(ref_set.float())
+        out, teacher = [], None
+        for c in contenders:
+            log(f"sampling {c.label} on {len(batches.pairs)} pairs")
+            lat, vid, passes = _sample_all(bench, c, batches)
+            if teacher is None:
+                teacher = (lat, vid.float())
+            t_lat, t_vid = teacher
+            v = vid.float()
+            mse = [M.latent_mse(lat[p], t_lat[p]) for p in range(len(lat))]
+            psnr = [M.psnr(v[p], t_vid[p]) for p in range(len(v))]
+            sharp = [M.ratio(M.sharpness(v[p]), M.sharpness(t_vid[p])) for p in range(len(v))]
+            motion = [M.ratio(M.temporal_change(v[p]), M.temporal_change(t_vid[p])) for p in range(len(v))]
+            fd, fd_se = fd_with_se(features(v), ref_feats, cfg.bootstrap)
+            row = {"contender": c.label, "method": c.method, "steps": c.steps, "unet_passes": passes,
+                   "pairs": len(lat), "images": len(images), "seeds": list(cfg.seeds)}
+            for key, vals in (("latent_mse", mse), ("psnr_db", [p for p in psnr if math.isfinite(p)]),
+                              ("sharpness_ratio", sharp), ("motion_ratio", motion)):
+                row[key], row[f"{key}_se"] = mean_se(vals)
+            if c.label == REFERENCE:
+                row["psnr_db"], row["psnr_db_se"] = math.inf, 0.0
+            row["fd"], row["fd_se"] = fd, fd_se
+            out.append(row)
+    finally:
+        bench.counter.close()
+    out[0]["image_names"] = names
+    return out
