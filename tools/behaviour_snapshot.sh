@@ -3,6 +3,7 @@
 # commit and diff the two folders.  usage: bash tools/behaviour_snapshot.sh REPO OUTDIR
 # Captures: --help of every CLI, the losses and validation metrics of four 30-step trainings (TDD, TDD+Heun+EMA,
 # AnimateLCM, SDXL), checksums of img2vid/txt2img renders, the compare table, and the zoo checksum tests.
+set -u
 REPO=$1; OUT=$2; mkdir -p $OUT/help $OUT/train $OUT/render
 cd $REPO
 export PYTHONPATH=$REPO OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 COLUMNS=100
