@@ -21,7 +21,14 @@ from pathlib import Path
 
 import torch
 
+from tdd_video import lora, zoo
 from tdd_video.errors import ConfigError
+from tdd_video.families import check_model_folder
+from tdd_video.families.svd import SVD_COMPONENTS
+from tdd_video.families.tiny import save_tiny_svd
+from tdd_video.lora import unwrap_peft
+from tdd_video.sampling import AnimateLCMScheduler, TDDScheduler
+from tdd_video.unet_checkpoint import CheckpointError, load_unet_checkpoint
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
@@ -38,7 +45,6 @@ def default_model_dir() -> Path:
     """The default img2vid model folder, built on first use (tiny random-weight SVD, diffusers format)."""
     folder = cache_dir() / "tiny-svd"
     if not (folder / "model_index.json").exists():
-        from tdd_video.families.tiny import save_tiny_svd
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="tiny-svd.", dir=folder.parent))
         save_tiny_svd(tmp, seed=0)
@@ -59,7 +65,6 @@ def img2vid_model(model) -> tuple[str, bool]:
     None/'' → the zoo's trained toy teacher (``toy-svd``) when it is installed, else the tiny
     random-weight model; 'tiny' → the tiny random-weight model; a zoo name → its folder;
     anything else (folder or hub id) passes through."""
-    from tdd_video import zoo
     if model is None or model == "":
         if zoo.is_zoo_name(zoo.DEFAULT_SVD):
             return str(zoo.zoo_path(zoo.DEFAULT_SVD)), False
@@ -75,7 +80,6 @@ def default_lora(model, lora):
     """The LoRA to apply: the caller's, or — when no model was named — the zoo's shipped TDD student."""
     if lora is not None or model not in (None, ""):
         return lora
-    from tdd_video import zoo
     path = zoo.default_student_lora()
     return None if path is None or not zoo.is_zoo_name(zoo.DEFAULT_SVD) else str(path)
 
@@ -90,7 +94,6 @@ def parse_dtype(dtype) -> torch.dtype:
 
 def apply_lora(unet, path, scale: float = 1.0, fuse: bool = False):
     """Load a TDD LoRA file into `unet` (refused if made for another base) at `scale`; optionally fuse."""
-    from tdd_video import lora
     p = Path(path)
     if not p.exists():
         raise ConfigError("lora", f"file not found: {str(p)!r}")
@@ -119,9 +122,6 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
     `steps` is set on the scheduler (call the pipeline with ``num_inference_steps=steps``)."""
     from diffusers import StableVideoDiffusionPipeline
 
-    from tdd_video.families import check_model_folder
-    from tdd_video.families.svd import SVD_COMPONENTS
-    from tdd_video.sampling import TDDScheduler
     check_sampler(sampler)
     path, _ = img2vid_model(model)
     check_model_folder(path, SVD_COMPONENTS, "svd")
@@ -130,7 +130,6 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
     except (OSError, ValueError) as e:
         raise ConfigError("model", f"could not load SVD pipeline {path!r}: {e}") from e
     if unet is not None:
-        from tdd_video.unet_checkpoint import CheckpointError, load_unet_checkpoint
         try:
             load_unet_checkpoint(pipe.unet, unet, strict=True)
         except CheckpointError as e:
@@ -138,7 +137,6 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
     if lora is not None:
         apply_lora(pipe.unet, lora, lora_scale, fuse)
     if sampler == "animatelcm":
-        from tdd_video.sampling.animatelcm import AnimateLCMScheduler
         pipe.scheduler = AnimateLCMScheduler.from_config(pipe.scheduler.config, **scheduler_kwargs)
     else:
         pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config, eta=eta, schedule=schedule,
@@ -151,7 +149,6 @@ def _fused_plain_unet(unet) -> None:
     """Merge every active LoRA adapter into its base layer and remove the PEFT wrappers, in place."""
     from peft.tuners.lora import LoraLayer
 
-    from tdd_video.lora import unwrap_peft
     for module in unet.modules():
         if isinstance(module, LoraLayer) and not module.merged:
             module.merge(adapter_names=list(module.active_adapters))
@@ -166,7 +163,6 @@ def export_pipeline(pipe, folder) -> Path:
     without tdd_video; ``scheduler/scheduler_config.json`` holds the few-step sampler's settings:
         pipe = StableVideoDiffusionPipeline.from_pretrained(folder)
         pipe.scheduler = TDDScheduler.from_pretrained(folder, subfolder="scheduler")"""
-    from tdd_video.sampling import AnimateLCMScheduler, TDDScheduler
     folder = Path(folder)
     if not isinstance(pipe.scheduler, (TDDScheduler, AnimateLCMScheduler)):
         pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config)

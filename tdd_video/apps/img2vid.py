@@ -17,10 +17,24 @@ from pathlib import Path
 
 import torch
 
-from tdd_video.apps.api import check_sampler, default_lora
+from tdd_video.apps.api import (
+    TINY_NOTE,
+    ZOO_NOTE,
+    check_sampler,
+    default_lora,
+    export_pipeline,
+    img2vid_model,
+    load_img2vid,
+    parse_dtype,
+)
 from tdd_video.apps.settings import RenderSettings, StageTimer
+from tdd_video.data.image_io import fit_image, image_to_tensor, load_image, round_size
+from tdd_video.data.video_io import write_video
 from tdd_video.errors import ConfigError, check_range
+from tdd_video.families.svd import SVDFamily
 from tdd_video.sampling import SamplingStats, make_sampler, sample
+from tdd_video.sampling.animatelcm import ANIMATELCM_NUM_GRID
+from tdd_video.unet_checkpoint import CheckpointError, resolve_checkpoint_file
 
 VIDEO_OUT = (".mp4", ".gif")
 
@@ -47,7 +61,6 @@ class Img2VidSettings(RenderSettings):
         self.check_shared()
         check_sampler(self.sampler)
         if self.sampler == "animatelcm":
-            from tdd_video.sampling.animatelcm import ANIMATELCM_NUM_GRID
             check_range("steps", self.steps, 1, ANIMATELCM_NUM_GRID)
             if self.schedule != "equidistant":
                 raise ConfigError("schedule", "the AnimateLCM sampler has its own grid (docs/math.md §8); "
@@ -56,7 +69,6 @@ class Img2VidSettings(RenderSettings):
                 raise ConfigError("clip", "x0 clipping is part of the TDD sampler; "
                                           "drop --clip-x0 with --sampler animatelcm")
         if self.unet is not None:                   # a missing / unusable file fails before the model loads
-            from tdd_video.unet_checkpoint import CheckpointError, resolve_checkpoint_file
             try:
                 resolve_checkpoint_file(self.unet)
             except CheckpointError as e:
@@ -120,10 +132,6 @@ def default_size(family, image) -> tuple[int, int]:
 
 def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     """Run one image-to-video render (see module docstring); `log` receives progress lines."""
-    from tdd_video.apps.api import TINY_NOTE, ZOO_NOTE, img2vid_model, load_img2vid, parse_dtype
-    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image, round_size
-    from tdd_video.data.video_io import write_video
-    from tdd_video.families.svd import SVDFamily
     s.validate()
     dtype = parse_dtype(s.dtype)
     notes: list[str] = []
@@ -173,7 +181,6 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     stage("write")
     exported = None
     if s.export_pipeline:
-        from tdd_video.apps.api import export_pipeline
         exported = export_pipeline(pipe, s.export_pipeline)
         stage("export")
     log(f"wrote {out} ({frames} frames, {height}x{width}, {s.steps} steps, {stats.unet_passes} UNet passes, "

@@ -20,9 +20,13 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from tdd_video import lora as lora_lib
+from tdd_video.apps.api import parse_dtype
 from tdd_video.apps.settings import RenderSettings, StageTimer
 from tdd_video.errors import ConfigError, check_range
+from tdd_video.families import load_family
 from tdd_video.sampling import SamplingStats, make_sampler, sample
+from tdd_video.zoo import is_zoo_name, resolve_model
 
 DEFAULT_ZOO = "toy-sdxl"
 STUDENT_LORA = Path("students") / "tdd" / "pytorch_lora_weights.safetensors"
@@ -70,7 +74,6 @@ class Txt2ImgResult:
 
 def resolve_txt2img_model(model: str | None, lora: str | None) -> tuple[str, str | None, list[str]]:
     """(model path / hub id / 'tiny', LoRA path or None, notes) with the zoo defaults applied."""
-    from tdd_video.zoo import is_zoo_name, resolve_model
     notes: list[str] = []
     if model in (None, ""):
         if is_zoo_name(DEFAULT_ZOO):
@@ -128,9 +131,6 @@ def write_images(images: np.ndarray, out: Path, cols: int) -> list[Path]:
 def load_txt2img_family(model: str, lora: str | None, *, lora_scale: float = 1.0, fuse: bool = False,
                         dtype: str = "fp32", device: str = "cpu"):
     """SDXLFamily from a folder / hub id / 'tiny', with a TDD LoRA injected (or fused) into its UNet."""
-    from tdd_video import lora as lora_lib
-    from tdd_video.apps.api import parse_dtype
-    from tdd_video.families import load_family
     family = load_family("sdxl", model, dtype=parse_dtype(dtype), device=device)
     if lora is not None:
         lora_lib.load_lora(family.unet, lora, name="student", scale=lora_scale)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tdd_video.data.cached import LatentCacheDataset
 from tdd_video.data.clips import plan_clip
 from tdd_video.data.config import VideoDataConfig
 from tdd_video.data.readers import ReaderPool, VideoReadError, open_reader
@@ -235,7 +236,6 @@ def build_video_loader(cfg: VideoDataConfig | dict, rank: int = 0, world_size: i
     cfg = cfg if isinstance(cfg, VideoDataConfig) else VideoDataConfig.from_dict(cfg)
     cfg.validate()
     if cfg.use_cache:
-        from tdd_video.data.cached import LatentCacheDataset
         dataset = LatentCacheDataset(cfg.cache_dir)
     else:
         dataset = build_video_dataset(cfg, seed)

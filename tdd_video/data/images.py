@@ -33,10 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tdd_video.data import sources
+from tdd_video.data.cached import ImageLatentCacheDataset
 from tdd_video.data.config import DataConfig, check_choice
 from tdd_video.data.dataset import DataFailureError, SkippingDataset, collate
 from tdd_video.data.sampler import ShardedBatchSampler, VideoLoader
 from tdd_video.data.transforms import crop_offsets, nearest_bucket, resize_crop
+from tdd_video.data.webdataset import ShardReader, index_shards
 from tdd_video.errors import ConfigError, check_range
 
 logger = logging.getLogger("tdd_video.data")
@@ -103,7 +106,6 @@ class ImageReadError(Exception):
 
 def load_image_records(cfg: ImageDataConfig) -> list[ImageRecord]:
     """Records of cfg's source; missing files reported (and refused above max_failure_fraction)."""
-    from tdd_video.data import sources
     if not cfg.path:
         raise ConfigError("data.path", "required: a folder of images, a manifest (CSV/JSONL) or .tar shards")
     p = Path(cfg.path).expanduser()
@@ -112,7 +114,6 @@ def load_image_records(cfg: ImageDataConfig) -> list[ImageRecord]:
         kind = "folder" if p.is_dir() and not any(p.rglob("*.tar")) else \
             "webdataset" if (p.is_dir() or p.suffix == ".tar" or any(c in cfg.path for c in "*?{")) else "manifest"
     if kind == "webdataset":
-        from tdd_video.data.webdataset import index_shards
         items, info = index_shards(cfg.path)
         if info["keys_without_image"]:
             logger.warning("%d shard keys have no image and were skipped", info["keys_without_image"])
@@ -168,7 +169,6 @@ class ImageTextDataset(SkippingDataset):
 
     def __init__(self, records: list[ImageRecord], cfg: ImageDataConfig, seed: int = 0,
                  bucket_of: list[int] | None = None):
-        from tdd_video.data.webdataset import ShardReader
         super().__init__(records, cfg, seed, bucket_of)
         self._bad: dict[str, tuple[str, str]] = {}
         self.shards = ShardReader(cfg.shard_cache_size)
@@ -220,7 +220,6 @@ def assign_image_buckets(records: list[ImageRecord], sizes: list[tuple[int, int]
         return [0] * len(records)
     from PIL import Image
 
-    from tdd_video.data.webdataset import ShardReader
     reader, out = ShardReader(), []
     for r in records:
         h, w = r.height, r.width
@@ -250,7 +249,6 @@ def build_image_loader(cfg: ImageDataConfig | dict, rank: int = 0, world_size: i
     raw images, or the latent + text-embedding cache when ``use_cache``."""
     c = (cfg if isinstance(cfg, ImageDataConfig) else ImageDataConfig.from_dict(cfg)).validate()
     if c.use_cache:
-        from tdd_video.data.cached import ImageLatentCacheDataset
         dataset = ImageLatentCacheDataset(c.cache_dir)
     else:
         dataset = build_image_dataset(c, seed)

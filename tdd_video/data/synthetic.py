@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tdd_video.data.video_io import write_video
+from tdd_video.errors import ConfigError, check_range
+
 MOTION_FULL_SCALE = 0.1          # frame widths per frame that map to motion_bucket_id 255
 SHAPE_KINDS = ("circle", "square", "triangle")
 CLIP_KINDS = ("shapes", "photo_pan", "shapes_over_photo")
@@ -66,7 +69,6 @@ class SyntheticConfig:
     supersample: int = 4
 
     def __post_init__(self):
-        from tdd_video.errors import ConfigError, check_range
         check_range("synthetic.num_frames", self.num_frames, 1, 10_000)
         check_range("synthetic.height", self.height, 8, 4096)
         check_range("synthetic.width", self.width, 8, 4096)
@@ -260,7 +262,6 @@ def write_dataset(out_dir: str | Path, num: int, seed: int = 0, cfg: SyntheticCo
     cfg = cfg or SyntheticConfig()
     if num < 1:
         raise ValueError(f"write_dataset: num must be >= 1, got {num}")
-    from tdd_video.data.video_io import write_video
     out_dir = Path(out_dir)
     (out_dir / "clips").mkdir(parents=True, exist_ok=True)
     rows = []

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import torch
 
+from tdd_video.data.dataset import build_video_loader
+from tdd_video.data.images import build_image_loader
+from tdd_video.data.synthetic import SyntheticConfig, write_dataset
+from tdd_video.data.synthetic_images import write_folder
 from tdd_video.errors import ConfigError
+from tdd_video.families import load_family, tiny
+from tdd_video.unet_checkpoint import CheckpointError, resolve_checkpoint_file
+from tdd_video.zoo import is_zoo_name, resolve_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SYNTHETIC = ("synthetic",)
@@ -24,7 +31,6 @@ def check_init_unet(cfg) -> None:
     path = cfg.trainable.init_unet
     if path is None:
         return
-    from tdd_video.unet_checkpoint import CheckpointError, resolve_checkpoint_file
     try:
         resolve_checkpoint_file(path)
     except (CheckpointError, FileNotFoundError, OSError) as e:
@@ -34,11 +40,9 @@ def check_init_unet(cfg) -> None:
 
 def build_family(cfg, backend, run_dir: Path):
     """The model family of `cfg.model`, on the backend's device."""
-    from tdd_video.families import load_family
     m = cfg.model
     path = m.path
     if path is None:
-        from tdd_video.families import tiny
         folder = run_dir / "tiny_model"
         if backend.is_main and not (folder / "model_index.json").is_file():
             save = tiny.save_tiny_svd if m.family == "svd" else tiny.save_tiny_sdxl
@@ -46,7 +50,6 @@ def build_family(cfg, backend, run_dir: Path):
         backend.barrier()
         path = str(folder)
     else:   # a toy-zoo name (e.g. toy-sdxl) -> its folder; local paths and hub ids pass through
-        from tdd_video.zoo import is_zoo_name, resolve_model
         if is_zoo_name(path):
             path = str(resolve_model(path))
     if m.dtype == "fp16" and backend.device.type != "cuda":
@@ -56,7 +59,6 @@ def build_family(cfg, backend, run_dir: Path):
 
 def synthetic_data(cfg, backend, run_dir: Path):
     """Data config pointing at synthetic clips written (once, rank 0) into the run dir."""
-    from tdd_video.data.synthetic import SyntheticConfig, write_dataset
     d = cfg.data
     out = run_dir / "synthetic_data"
     manifest = out / "manifest.jsonl"
@@ -70,7 +72,6 @@ def synthetic_data(cfg, backend, run_dir: Path):
 
 def synthetic_images(cfg, backend, run_dir: Path):
     """Image data config pointing at toy captioned images (tdd_video.data.synthetic_images), written once."""
-    from tdd_video.data.synthetic_images import write_folder
     d = cfg.data
     out = run_dir / "synthetic_images"
     if backend.is_main and not (out / "done").is_file():
@@ -83,12 +84,10 @@ def synthetic_images(cfg, backend, run_dir: Path):
 def build_loader(cfg, backend, run_dir: Path):
     """This rank's VideoLoader (state_dict/load_state_dict for exact resume)."""
     if cfg.model.family == "sdxl":   # image-text pairs (tdd_video.data.images)
-        from tdd_video.data.images import build_image_loader
         data = cfg.data
         if not data.use_cache and data.path in SYNTHETIC + ("",):
             data = synthetic_images(cfg, backend, run_dir)
         return build_image_loader(data, rank=backend.rank, world_size=backend.world_size, seed=cfg.run.seed)
-    from tdd_video.data.dataset import build_video_loader
     data = cfg.data
     if not data.use_cache and data.path in SYNTHETIC:
         data = synthetic_data(cfg, backend, run_dir)

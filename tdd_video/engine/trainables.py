@@ -26,6 +26,7 @@ from torch import nn
 from tdd_video import lora
 from tdd_video.engine.ema import EMA
 from tdd_video.errors import ConfigError
+from tdd_video.unet_checkpoint import load_unet_checkpoint
 
 STUDENT = "student"
 # '(^|\.)' anchors: a bare `.*transformer_blocks\.` would also match `temporal_transformer_blocks`.
@@ -68,7 +69,6 @@ class Trainables:
         else:
             self.teacher_module = copy.deepcopy(self.module).requires_grad_(False).eval()
             if init_unet is not None:       # staged training: the student starts from an earlier stage
-                from tdd_video.unet_checkpoint import load_unet_checkpoint
                 load_unet_checkpoint(self.module, init_unet, strict=True)
             for n, p in self.module.named_parameters():
                 p.requires_grad_(kind == "full" or bool((SPATIAL_RE if kind == "spatial" else TEMPORAL_RE).search(n)))

@@ -22,10 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tdd_video import lora
+from tdd_video.engine.build import build_family, build_loader, check_init_unet
 from tdd_video.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tdd_video.engine.distributed import make_backend
 from tdd_video.engine.logging import MetricsLogger
 from tdd_video.engine.trainables import Trainables
+from tdd_video.engine.validation import Validator, validation_duties
+from tdd_video.errors import ConfigError
 from tdd_video.methods import build_method
 
 logger = logging.getLogger("tdd_video.engine")
@@ -55,7 +59,6 @@ def _resume_folder(cfg, run_dir: Path):
         return latest_checkpoint(run_dir)
     p = Path(r)
     if not (p / "state.json").is_file():
-        from tdd_video.errors import ConfigError
         raise ConfigError("run.resume", f"{p} is not a complete checkpoint folder (no state.json)")
     return p
 
@@ -89,7 +92,6 @@ def export(cfg, trainables, backend, run_dir: Path, step: int) -> dict:
                     p.data = m.detach().float().to(p.device).reshape(p.shape)
             module = trainables.module
             if trainables.kind == "lora":
-                from tdd_video import lora
                 if cfg.export.lora:
                     out["lora"] = str(lora.save_lora(module, exp / "lora", adapter="student", family=cfg.model.family,
                                                      extra={"method": cfg.method_name, "step": step}))
@@ -129,7 +131,6 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
     seed_everything(cfg.run.seed * 1000 + backend.rank)
-    from tdd_video.engine.build import build_family, build_loader, check_init_unet
     check_init_unet(cfg)
     family = family if family is not None else build_family(cfg, backend, run_dir)
     t = cfg.trainable
@@ -157,7 +158,6 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
     data_stats: dict[str, int] = {}
     last_ckpt = None
     zero3 = getattr(backend, "zero_stage", 0) == 3
-    from tdd_video.engine.validation import validation_duties
     renders, metric = validation_duties(cfg.validation, backend.is_main, zero3)
     if zero3 and cfg.validation.every > 0:
         logger.warning("validation renders are skipped under ZeRO-3 (partitioned weights); "
@@ -171,7 +171,6 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
                     x0 = family.encode_latents(batch, generator)
                     cond = family.encode_conditioning(batch, generator, train=True)
                 if validator is None and (renders or metric):
-                    from tdd_video.engine.validation import Validator
                     validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
                                           getattr(cfg.method, "num_grid", 250), method=method, renders=renders)
                     if metric and step == 0:        # distillation distance before the first update

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from tdd_video.data.video_io import write_video
 from tdd_video.errors import ConfigError
 from tdd_video.eval.metrics import latent_mse
 from tdd_video.families.base import using_unet
@@ -115,7 +116,6 @@ class Validator:
 
     @torch.no_grad()
     def render(self, step: int, roles) -> list[Path]:
-        from tdd_video.data.video_io import write_video
         out_dir = self.run_dir / "validation" / f"step_{step:06d}"
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []

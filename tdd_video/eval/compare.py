@@ -22,8 +22,15 @@ from pathlib import Path
 import torch
 
 from tdd_video import zoo
+from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
+from tdd_video.data.synthetic import SyntheticConfig, render_clip
+from tdd_video.data.video_io import write_video
 from tdd_video.errors import ConfigError
+from tdd_video.eval import metrics as M
+from tdd_video.eval import report
 from tdd_video.eval.contenders import Contender, Contenders, parse_contender
+from tdd_video.eval.fvd import I3DFeatures, fvd
+from tdd_video.families import load_family
 
 Tensor = torch.Tensor
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -93,7 +100,6 @@ def zoo_students(model: str) -> dict[str, str]:
 def load_images(cfg: CompareConfig, height: int, width: int) -> tuple[list[Tensor], list[str], list[str]]:
     """Conditioning images as [3, H, W] tensors in [-1, 1], their names, and notes. Files or folders;
     default: the bundled sample image plus first frames of held-out synthetic clips."""
-    from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
     notes: list[str] = []
     pils, names = [], []
     if cfg.images:
@@ -110,7 +116,6 @@ def load_images(cfg: CompareConfig, height: int, width: int) -> tuple[list[Tenso
     else:
         from PIL import Image
 
-        from tdd_video.data.synthetic import SyntheticConfig, render_clip
         img, n = load_image(None)
         pils.append(img)
         names.append("sample_image")
@@ -156,7 +161,6 @@ def _resolve(cfg: CompareConfig) -> tuple[list[Contender], Contender, list[str]]
 
 
 def _metrics(video: Tensor, lat: Tensor, ref_video: Tensor, ref_lat: Tensor, image: Tensor) -> dict:
-    from tdd_video.eval import metrics as M
     return {"latent_mse": M.latent_mse(lat, ref_lat), "psnr_db": M.psnr(video, ref_video),
             "ssim": M.ssim(video, ref_video), "temporal_change": M.temporal_change(video),
             "temporal_ratio": M.ratio(M.temporal_change(video), M.temporal_change(ref_video)),
@@ -182,15 +186,12 @@ def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
     video, frame strips and metrics tables into `cfg.out`. `family` may be injected (tests)."""
     from tqdm.auto import tqdm
 
-    from tdd_video.data.video_io import write_video
-    from tdd_video.eval import report
     contenders, reference, notes = _resolve(cfg)
     if cfg.video_format not in ("mp4", "gif"):
         raise ConfigError("--format", f"got {cfg.video_format!r}, allowed values are 'mp4', 'gif'")
     if not cfg.seeds:
         raise ConfigError("--seeds", "give at least one seed")
     if family is None:
-        from tdd_video.families import load_family
         model = resolve_model_name(cfg.model) if cfg.model else default_model()
         students = zoo_students(model)
         methods = {c.method for c in contenders}
@@ -212,7 +213,6 @@ def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
                          "(--tdd-lora / --animatelcm-unet / --animatelcm-lora, or a zoo teacher with students)")
     extractor = None
     if cfg.i3d:
-        from tdd_video.eval.fvd import I3DFeatures
         extractor = I3DFeatures(cfg.i3d, device=family.device)
     factor = family.vae_scale_factor
     height = cfg.height or int(family.unet.config.sample_size) * factor
@@ -264,7 +264,6 @@ def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
                      **{k: _mean([r[k] for r in mine]) for k in keys}, "fvd": None})
     fvd_note = None
     if extractor is not None:
-        from tdd_video.eval.fvd import fvd
         real = torch.stack(videos[reference.label]).float()
         for row in rows:
             try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from tdd_video.data.video_io import to_uint8_frames
 from tdd_video.eval.metrics import format_metric, json_safe
 
 Tensor = torch.Tensor
@@ -52,7 +53,6 @@ def frame_strip(videos: list[Tensor], labels: list[str], max_frames: int = 8, pa
     (frames under 128 px are enlarged by an integer factor, nearest-neighbour)."""
     from PIL import Image, ImageDraw
 
-    from tdd_video.data.video_io import to_uint8_frames
     f, _, h, w = videos[0].shape
     up = max(1, 128 // max(h, w))                 # small (toy) frames are enlarged, nearest-neighbour
     h, w = h * up, w * up

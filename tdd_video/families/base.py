@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tdd_video.core.guidance import cfg, where_null
 from tdd_video.errors import ConfigError
 
 Tensor = torch.Tensor
@@ -46,7 +47,6 @@ class Conditioning:
 
     def select(self, mask: Tensor, null: "Conditioning") -> "Conditioning":
         """Per sample: null[i] where mask[i] else self[i] (decoupled guidance, docs/math.md §4)."""
-        from tdd_video.core.guidance import where_null
         nt = null.tensors()
         return replace(self, **{k: where_null(mask, v, nt[k]) for k, v in self.tensors().items()})
 
@@ -102,7 +102,6 @@ class Family(ABC):
 
         scale: number, or weights broadcastable to x (e.g. per frame: core.framewise_scale);
         scale == 1 is a single unguided forward. null defaults to ``null_conditioning(cond)``."""
-        from tdd_video.core.guidance import cfg
         if isinstance(scale, (int, float)) and scale == 1:
             return self.denoise(x, u, cond, unet)
         null = self.null_conditioning(cond) if null is None else null

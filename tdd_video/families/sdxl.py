@@ -16,6 +16,7 @@ from torch import nn
 from tdd_video.core.schedules import VPSchedule
 from tdd_video.errors import ConfigError
 from tdd_video.families.base import Conditioning, DiffusersFamily, place_modules
+from tdd_video.families.tiny import SDXL_SCHEDULER_CONFIG, tiny_sdxl_components
 
 Tensor = torch.Tensor
 SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
@@ -48,7 +49,6 @@ class SDXLFamily(DiffusersFamily):
 
     def __init__(self, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.Module,
                  tokenizer, tokenizer_2, scheduler_config: dict | None = None):
-        from tdd_video.families.tiny import SDXL_SCHEDULER_CONFIG
         self.unet, self.vae = unet, vae
         self.text_encoder, self.text_encoder_2, self.tokenizer, self.tokenizer_2 = \
             text_encoder, text_encoder_2, tokenizer, tokenizer_2
@@ -76,7 +76,6 @@ class SDXLFamily(DiffusersFamily):
     @classmethod
     def tiny(cls, seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu") -> "SDXLFamily":
         """Tiny random-weight SDXL built in memory (tests/demo only; see families/tiny.py)."""
-        from tdd_video.families.tiny import tiny_sdxl_components
         c = tiny_sdxl_components(seed)
         place_modules(c, ("unet", "vae", "text_encoder", "text_encoder_2"), dtype, device)
         return cls(c["unet"], c["vae"], c["text_encoder"], c["text_encoder_2"], c["tokenizer"], c["tokenizer_2"],

@@ -17,6 +17,7 @@ from torch import nn
 from tdd_video.core.schedules import EDMSchedule
 from tdd_video.errors import ConfigError
 from tdd_video.families.base import Conditioning, DiffusersFamily, place_modules
+from tdd_video.families.tiny import SVD_SCHEDULER_CONFIG, tiny_svd_components
 
 Tensor = torch.Tensor
 SVD_COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "scheduler")
@@ -48,7 +49,6 @@ class SVDFamily(DiffusersFamily):
 
     def __init__(self, unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, feature_extractor,
                  scheduler_config: dict | None = None):
-        from tdd_video.families.tiny import SVD_SCHEDULER_CONFIG
         self.unet, self.vae, self.image_encoder, self.feature_extractor = unet, vae, image_encoder, feature_extractor
         self.scheduler_config = dict(scheduler_config or SVD_SCHEDULER_CONFIG)
         self.schedule = EDMSchedule(sigma_min=float(self.scheduler_config.get("sigma_min", 0.002)),
@@ -65,7 +65,6 @@ class SVDFamily(DiffusersFamily):
     @classmethod
     def tiny(cls, seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu", num_frames: int = 8) -> "SVDFamily":
         """Tiny random-weight SVD built in memory (tests/demo only; see families/tiny.py)."""
-        from tdd_video.families.tiny import tiny_svd_components
         c = tiny_svd_components(seed, num_frames)
         place_modules(c, ("unet", "vae", "image_encoder"), dtype, device)
         return cls(c["unet"], c["vae"], c["image_encoder"], c["feature_extractor"], dict(c["scheduler"].config))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from tdd_video.errors import ConfigError, check_range
+from tdd_video.sampling.animatelcm import AnimateLCMScheduler
+from tdd_video.sampling.euler import KarrasEulerSampler
 from tdd_video.sampling.guided import Guidance, SamplingStats, guidance_scale, guided_denoise
 from tdd_video.sampling.refine import refine_x0
 from tdd_video.sampling.scheduler import TDDScheduler
@@ -59,10 +61,8 @@ def make_sampler(family, name: str = "tdd", **tdd_kwargs):
     if name == "tdd":
         return make_scheduler(family, **tdd_kwargs)
     if name == "animatelcm":
-        from tdd_video.sampling.animatelcm import AnimateLCMScheduler
         return AnimateLCMScheduler.for_schedule(family.schedule)
     if name == "euler":
-        from tdd_video.sampling.euler import KarrasEulerSampler
         return KarrasEulerSampler(family.schedule)
     raise ConfigError("sampler", f"got {name!r}, allowed values are {', '.join(SAMPLERS)}")
 
