@@ -49,8 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--tdd-guidance", type=float, default=1.0, help="CFG on TDD students (default 1)")
     p.add_argument("--animatelcm-guidance", type=_pair, default=(1.0, 1.0), help="frame-wise GMIN,GMAX")
     p.add_argument("--batch", type=int, default=16, help="videos per forward (default 16)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the FD's SE")
     p.add_argument("--out", default="runs/quality", help="folder for quality.json and quality_vs_passes.png")
+    p.add_argument("--cache", default="runs/quality_cache",
+                   help="folder keeping the teacher's samples between runs ('' = no cache; default runs/quality_cache)")
     p.add_argument("--title", default=None, help="plot title")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     cfg = QualityConfig(contenders=args.contenders or default_contenders(have), num_images=args.num_images,
                         seeds=list(args.seeds), batch=args.batch, tdd_eta=args.tdd_eta,
                         tdd_guidance=args.tdd_guidance, animatelcm_guidance=args.animatelcm_guidance,
-                        bootstrap=args.bootstrap, progress=not args.quiet, **weights)
+                        progress=not args.quiet, cache_dir=args.cache or None, **weights)
     t0 = time.time()
     try:
         family = load_family("svd", model)

@@ -147,3 +147,27 @@ def test_skipped_samples_are_logged(tmp_path, caplog):
     data = [r for r in rows if "data/skipped" in r]
     assert [(r["step"], r["data/skipped"], r["data/attempts"]) for r in data] == [(2, 2, 6), (4, 4, 12)]
     assert "4 of 12 samples could not be loaded" in caplog.text
+
+
+def test_export_ema_is_the_ema_of_the_student_and_resumes_exactly(tmp_path):
+    """export.ema = d: the exported weights are d·w0 + (1−d)·w1 after one step (w0 the initial, w1 the trained
+    weights of the same run without EMA); a resumed run exports exactly what an uninterrupted one does."""
+    def run(name, max_steps=1, ema=0.0, resume=None):
+        cfg = _cfg(tmp_path, name, max_steps=max_steps, warmup_steps=0, checkpoint_every=1)
+        cfg.export.ema = ema
+        cfg.run.resume = resume
+        train(cfg, family=ToyFamily("edm"), loader=IndexLoader())
+        return torch.load(tmp_path / name / "export" / "unet.pt")
+
+    w0 = ToyFamily("edm").unet.state_dict()
+    w1 = run("plain")
+    e1 = run("ema", ema=0.75)
+    for k in w1:
+        assert torch.allclose(e1[k], 0.75 * w0[k] + 0.25 * w1[k], atol=1e-6), k
+    assert any(not torch.equal(e1[k], w1[k]) for k in w1)
+    full = run("ema_full", max_steps=4, ema=0.75)
+    run("ema_split", max_steps=2, ema=0.75)
+    split = run("ema_split", max_steps=4, ema=0.75, resume="auto")
+    assert all(torch.equal(full[k], split[k]) for k in full)
+    with pytest.raises(Exception, match="export.ema"):
+        config_from_dict({"export": {"ema": 1.0}})

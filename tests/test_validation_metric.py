@@ -12,6 +12,7 @@ from standin_family import ToyCond, ToyFamily
 from tdd_video.engine.config import config_from_dict
 from tdd_video.engine.trainer import train
 from tdd_video.errors import ConfigError
+from tdd_video.sampling import KarrasEulerSampler, sample
 
 
 class IndexLoader:
@@ -69,8 +70,25 @@ def _teacher_distance(k, eta, seeds=(0, 1)):
                          scheduler=KarrasEulerSampler(fam.schedule))
             few = sample(fam, cond, null, steps=k, eta=eta, guidance=1.0, progress=False,
                          generator=torch.Generator().manual_seed(seed), shape=shape)
-            errs.append(float(((few.double() - ref.double()) ** 2).mean()))
+            errs += ((few.double() - ref.double()) ** 2).flatten(1).mean(1).tolist()
     return sum(errs) / len(errs)
+
+
+def _teacher_distance_se(k, eta, seeds=(0, 1)):
+    """Standard error over the (image, seed) pairs of the same distance, computed like _teacher_distance."""
+    fam = ToyFamily("edm")
+    cond = ToyCond(emb=IndexLoader().batch(0)["emb"])
+    null = fam.null_conditioning(cond)
+    errs = []
+    with torch.no_grad():
+        for seed in seeds:
+            noise = torch.randn((2, 3, 4, 8, 8), generator=torch.Generator().manual_seed(seed))
+            ref = sample(fam, cond, null, steps=25, guidance=(1.0, 3.0), latents=noise, progress=False,
+                         scheduler=KarrasEulerSampler(fam.schedule))
+            few = sample(fam, cond, null, steps=k, eta=eta, guidance=1.0, progress=False,
+                         generator=torch.Generator().manual_seed(seed), shape=(2, 3, 4, 8, 8))
+            errs += ((few.double() - ref.double()) ** 2).flatten(1).mean(1).tolist()
+    return float(torch.tensor(errs).std(unbiased=True) / len(errs) ** 0.5)
 
 
 def test_metric_logged_at_0_every_n_and_end_and_equals_teacher_distance_at_step_0(tmp_path):
@@ -78,10 +96,12 @@ def test_metric_logged_at_0_every_n_and_end_and_equals_teacher_distance_at_step_
     rows = _metric_rows(tmp_path / "m")
     assert sorted(rows) == [0, 2, 4, 5]
     for r in rows.values():
-        assert set(r) == {"step", "val/mse_to_teacher_k2", "val/mse_to_teacher_k4"}
+        assert set(r) == {"step", "val/mse_to_teacher_k2", "val/mse_to_teacher_k4", "val/mse_to_teacher_k2_se",
+                          "val/mse_to_teacher_k4_se"}
         assert all(math.isfinite(v) and v > 0 for k, v in r.items() if k != "step")
     for k in (2, 4):
         assert rows[0][f"val/mse_to_teacher_k{k}"] == pytest.approx(_teacher_distance(k, 0.3), rel=1e-6)
+        assert rows[0][f"val/mse_to_teacher_k{k}_se"] == pytest.approx(_teacher_distance_se(k, 0.3), rel=1e-6)
         assert rows[5][f"val/mse_to_teacher_k{k}"] != pytest.approx(rows[0][f"val/mse_to_teacher_k{k}"], rel=1e-3)
     assert len(out["losses"]) == 5
     tb = list((tmp_path / "m" / "tensorboard").glob("events.*"))
@@ -146,3 +166,16 @@ def test_animatelcm_metric_uses_its_own_sampler(tmp_path):
             errs.append(float(((few.double() - ref.double()) ** 2).mean()))
     assert got == pytest.approx(sum(errs) / 2, rel=1e-6)
     assert got != pytest.approx(_teacher_distance(4, 0.0), rel=1e-3)      # not the TDD sampler
+
+
+def test_heldout_images_condition_the_metric(tmp_path):
+    """validation.images=heldout: the distance is measured on the held-out real photos (the quality bench's),
+    and only for video families."""
+    from tdd_video.eval.heldout import heldout_images
+    with pytest.raises(ConfigError, match="validation.images"):
+        config_from_dict({"model": {"family": "sdxl"}, "validation": {"images": "heldout"}})
+    with pytest.raises(ConfigError, match="validation.num_images"):
+        config_from_dict({"validation": {"images": "heldout", "num_images": 33}})
+    imgs, names = heldout_images(32, 16)
+    assert len(set(names)) == 32 and all(i.shape == (3, 16, 16) and i.abs().max() <= 1 for i in imgs)
+    assert len({tuple(i.flatten()[:50].tolist()) for i in imgs}) == 32          # 32 distinct pictures

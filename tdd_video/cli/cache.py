@@ -58,7 +58,8 @@ def main_video(argv=None) -> int:
         d.update(stride=args.stride, target_fps=None)
     try:
         cfg = VideoDataConfig.from_dict(d).validate()
-        family = load_family("svd", args.model, dtype=DTYPES[args.model_dtype], device=args.device)
+        model = str(resolve_model(args.model)) if is_zoo_name(args.model) else args.model
+        family = load_family("svd", model, dtype=DTYPES[args.model_dtype], device=args.device)
         index = build_cache(video_encoder(family), cfg, args.out, args.dtype, args.shard_size, args.seed, args.model,
                             clips_per_video=args.clips_per_video)
     except (ConfigError, ValueError, FileNotFoundError) as e:

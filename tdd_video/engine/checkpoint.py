@@ -3,7 +3,8 @@
 Layout: <output_dir>/checkpoints/step_000123/ with
   state.json          step, samples seen, world size
   trainable.pt        trainable weights, fp32 (rank 0; not written under ZeRO-3, DeepSpeed has them)
-  ema.pt              fp32 EMA shadow (rank 0, if any)
+  ema.pt              fp32 EMA shadow of the target network (rank 0, if any)
+  ema_export.pt       fp32 EMA of the student weights that is exported (export.ema, rank 0, if any)
   optimizer.pt | deepspeed/   optimizer + lr schedule (plain/accelerate | DeepSpeed's own shards)
   rng_rank{r}.pt      torch / numpy / python / CUDA RNG states and the method's generator, per rank
   data_rank{r}.pt     the loader position, per rank
@@ -85,6 +86,8 @@ def save_checkpoint(output_dir, step: int, *, backend, trainables, generator, lo
             torch.save(trainables.state_dict(), tmp / "trainable.pt")
         if trainables.ema is not None:
             torch.save(trainables.ema.state_dict(), tmp / "ema.pt")
+        if getattr(trainables, "export_ema", None) is not None:
+            torch.save(trainables.export_ema.state_dict(), tmp / "ema_export.pt")
     r = backend.rank
     torch.save(rng_state(generator), tmp / f"rng_rank{r}.pt")
     if hasattr(loader, "state_dict"):
@@ -114,6 +117,8 @@ def load_checkpoint(folder: Path, *, backend, trainables, generator, loader) -> 
     backend.load(folder)
     if trainables.ema is not None:
         trainables.ema.load_state_dict(torch.load(folder / "ema.pt", map_location="cpu"))
+    if getattr(trainables, "export_ema", None) is not None:
+        trainables.export_ema.load_state_dict(torch.load(folder / "ema_export.pt", map_location="cpu"))
     r = backend.rank
     set_rng_state(torch.load(folder / f"rng_rank{r}.pt", weights_only=False), generator)
     data_file = folder / f"data_rank{r}.pt"

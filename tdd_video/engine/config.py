@@ -126,6 +126,7 @@ class ValidationConfig:
     # (each K in `steps`, same seeds / eta / guidance as the renders) to the teacher's many-step
     # sample from the same noise; at step 0, every `metric_every` steps and at the end. 0 = off.
     metric_every: int = 0
+    images: str = "data"                    # data: the first training batch | heldout: real photos (video)
     reference_steps: int = 25               # teacher steps of the reference (computed once, cached)
     reference_guidance: list = field(default_factory=lambda: [1.0, 3.0])   # [g] or frame-wise [g_min, g_max]
 
@@ -142,6 +143,9 @@ class ValidationConfig:
         if not self.seeds or any(not isinstance(s, int) for s in self.seeds):
             raise ConfigError(f"{p}.seeds", f"got {self.seeds!r}, need a non-empty list of ints")
         check_range(f"{p}.num_images", self.num_images, 1, 64)
+        _choice(f"{p}.images", self.images, ("data", "heldout"))
+        if self.images == "heldout":
+            check_range(f"{p}.num_images", self.num_images, 1, 32)
         check_range(f"{p}.eta", self.eta, 0.0, 1.0, hi_open=True)
         check_range(f"{p}.guidance", self.guidance, 0.0, None)
         _choice(f"{p}.format", self.format, ("gif", "mp4"))
@@ -152,6 +156,11 @@ class ValidationConfig:
 class ExportConfig:
     lora: bool = True                       # final LoRA in diffusers format (alpha preserved)
     fused_unet: bool = False                # also a plain diffusers UNet folder with the LoRA fused
+    ema: float = 0.0                        # decay of an fp32 EMA of the student weights that is exported (and
+                                            # measured by validation.metric_every) instead of the last weights; 0 = off
+
+    def validate(self, p: str) -> None:
+        check_range(f"{p}.ema", self.ema, 0.0, 1.0, hi_open=True)
 
 
 @dataclass
@@ -370,6 +379,9 @@ def _cross_checks(cfg: Config) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("train.mixed_precision", "fp16 needs a CUDA GPU (it does not work on CPU); "
                                                        "use bf16 or no")
+    if cfg.model.family == "sdxl" and cfg.validation.images == "heldout":
+        raise ConfigError("validation.images", "'heldout' conditioning photos are for video families (svd); "
+                                               "image families validate on the data's captions ('data')")
     if cfg.model.family == "sdxl" and cfg.trainable.kind in ("spatial", "temporal"):
         raise ConfigError("trainable.kind", "spatial/temporal partial fine-tuning needs a video UNet (family svd)")
 

@@ -53,6 +53,7 @@ class Trainables:
 
     def __init__(self, family, kind: str = "lora", *, lora_rank: int = 64, lora_alpha: float | None = None,
                  lora_preset: str = "attn", gradient_checkpointing: bool = False, ema_decay: float = 0.0,
+                 export_ema_decay: float = 0.0,
                  init_unet: str | None = None):
         self.family, self.kind = family, kind
         self.module: nn.Module = family.unet
@@ -80,7 +81,8 @@ class Trainables:
                                   f"{type(self.module).__name__} does not support gradient checkpointing")
             self.module.enable_gradient_checkpointing()
         self.wrapper = self.module            # replaced by the backend (DeepSpeed engine / DDP)
-        self.ema = EMA(self.named_parameters(), ema_decay) if ema_decay > 0 else None
+        self.ema = EMA(self.named_parameters(), ema_decay) if ema_decay > 0 else None          # target θ⁻
+        self.export_ema = EMA(self.named_parameters(), export_ema_decay) if export_ema_decay > 0 else None
 
     # -- parameters --------------------------------------------------------------------------
     def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -106,8 +108,18 @@ class Trainables:
             p.copy_(state[n].to(p.dtype))
 
     def update_ema(self) -> None:
-        if self.ema is not None:
-            self.ema.update(self.named_parameters())
+        for ema in (self.ema, self.export_ema):
+            if ema is not None:
+                ema.update(self.named_parameters())
+
+    @contextlib.contextmanager
+    def exported_weights(self):
+        """The weights a run exports: the student's, or its export EMA (export.ema) swapped in."""
+        if self.export_ema is None:
+            yield self.module
+        else:
+            with self.export_ema.swapped_in(self.named_parameters()):
+                yield self.module
 
     # -- NetworkRoles ----------------------------------------------------------------------------
     @contextlib.contextmanager

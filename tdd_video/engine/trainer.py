@@ -75,7 +75,8 @@ def _export_context(trainables, backend):
 def export(cfg, trainables, backend, run_dir: Path, step: int) -> dict:
     """Final artefacts (all ranks call; rank 0 writes): the LoRA in diffusers format with alpha kept
     (`tdd_video.lora.save_lora`), optionally a fused UNet folder; for partial/full fine-tuning the
-    trained UNet. Under DeepSpeed the fp32 master weights are exported, not their bf16 copies."""
+    trained UNet. Under DeepSpeed the fp32 master weights are exported, not their bf16 copies; with
+    `export.ema` the fp32 EMA of the student weights is exported instead of the last weights."""
     out: dict = {}
     if not (cfg.export.lora or cfg.export.fused_unet):
         return out
@@ -90,6 +91,8 @@ def export(cfg, trainables, backend, run_dir: Path, step: int) -> dict:
             if masters is not None:
                 for p, m in zip(trainables.parameters(), masters):
                     p.data = m.detach().float().to(p.device).reshape(p.shape)
+            if trainables.export_ema is not None:          # export.ema: the EMA weights are the result
+                trainables.export_ema.copy_to(trainables.named_parameters())
             module = trainables.module
             if trainables.kind == "lora":
                 if cfg.export.lora:
@@ -137,6 +140,7 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
     method = build_method(cfg.method_name, cfg.method, family)
     trainables = Trainables(family, t.kind, lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_preset=t.lora_preset,
                             gradient_checkpointing=t.gradient_checkpointing, ema_decay=method.target_ema,
+                            export_ema_decay=cfg.export.ema,
                             init_unet=t.init_unet)
     backend.setup(trainables)
     loader = loader if loader is not None else build_loader(cfg, backend, run_dir)
@@ -158,6 +162,10 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
     data_stats: dict[str, int] = {}
     last_ckpt = None
     zero3 = getattr(backend, "zero_stage", 0) == 3
+    if zero3 and (trainables.ema is not None or trainables.export_ema is not None):
+        raise ConfigError("method.target_ema" if trainables.ema is not None else "export.ema",
+                          "an EMA of the student weights is not supported under ZeRO-3 (the weights are partitioned "
+                          "across ranks); use ZeRO-2, or set it to 0")
     renders, metric = validation_duties(cfg.validation, backend.is_main, zero3)
     if zero3 and cfg.validation.every > 0:
         logger.warning("validation renders are skipped under ZeRO-3 (partitioned weights); "
@@ -174,7 +182,8 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
                     validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
                                           getattr(cfg.method, "num_grid", 250), method=method, renders=renders)
                     if metric and step == 0:        # distillation distance before the first update
-                        log.step(0, validator.distances(trainables), prefix="")
+                        with trainables.exported_weights():
+                            log.step(0, validator.distances(trainables), prefix="")
                 with backend.autocast():
                     out = method.training_step(x0, cond, trainables, generator)
                 bad = backend.all_reduce_max(torch.tensor([0.0 if torch.isfinite(out.loss.detach()) else 1.0],
@@ -200,9 +209,11 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
             if validator is not None and validator.due(done):
-                validator.render(done, trainables)
+                with trainables.exported_weights():
+                    validator.render(done, trainables)
             if metric and validator.metric_due(done, cfg.train.max_steps):
-                log.step(done, validator.distances(trainables), prefix="")
+                with trainables.exported_weights():
+                    log.step(done, validator.distances(trainables), prefix="")
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
                 last_ckpt = save_checkpoint(run_dir, done, backend=backend, trainables=trainables, generator=generator,
                                             loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)

@@ -1,7 +1,10 @@
 """Validation renders during training: fixed conditioning images, fixed seeds, K = 4 and 8 steps.
 
-The conditioning batch is taken once, at the start of training, from the first `num_images`
-samples of the data (inference conditioning: `train=False`, so SVD uses σ_aug = 0.02). Renders
+The conditioning batch is taken once, at the start of training: the first `num_images` samples of
+the data (`images: data`), or for video families `num_images` held-out real photos
+(`images: heldout`, tdd_video.eval.heldout, with the pipeline's default fps 7 / motion 127) — the
+quality bench's conditioning, so the in-training distance is the bench's. Inference conditioning:
+`train=False`, so SVD uses σ_aug = 0.02. Renders
 use the student (LoRA on / trained weights) with the sampler of the method being trained (the
 method's `sampler` name: TDD's scheduler, or AnimateLCM's multistep sampler, docs/math.md §8),
 driven by the one sampling loop `tdd_video.sampling.sample`.
@@ -18,8 +21,11 @@ DDIM (the TDD sampler with η = 0) with CFG g, like bench_sdxl_quality. The teac
 `roles.teacher()` (LoRA off, or the frozen copy); the reference is computed once and cached.
 Every sampler draws its starting noise first, from a generator seeded with the seed, so the
 student and the reference start from the same ε. Logged as `val/mse_to_teacher_k{K}` (mean over
-images, seeds, latent elements) at step 0 (before the first update; student = teacher there for a
-zero-initialised LoRA), every `metric_every` steps and at the end.
+(image, seed) pairs of the per-pair latent MSE), with its standard error over the pairs as
+`val/mse_to_teacher_k{K}_se`, at step 0 (before the first update; student = teacher there for a
+zero-initialised LoRA), every `metric_every` steps and at the end. With 32 held-out images × 3 seeds
+the standard error is a few per cent of the value; the same pairs are used at every evaluation, so
+changes between evaluations are paired differences.
 
 Ranks: renders and the metric run on rank 0 only, except that under ZeRO-3 every rank computes
 the metric (each forward all-gathers the partitioned weights, a collective, so every rank must
@@ -33,7 +39,7 @@ import torch
 
 from tdd_video.data.video_io import write_video
 from tdd_video.errors import ConfigError
-from tdd_video.eval.metrics import latent_mse
+from tdd_video.eval.heldout import heldout_images
 from tdd_video.families.base import using_unet
 from tdd_video.sampling import make_sampler, sample
 
@@ -58,10 +64,17 @@ class Validator:
         self.sampler = getattr(method, "sampler", "tdd")              # the method's own sampler
         self.renders = renders
         self._reference: dict[int, torch.Tensor] | None = None       # seed -> teacher latents
-        n = min(cfg.num_images, latent_shape[0])
-        small = {k: (v[:n] if hasattr(v, "__getitem__") and not isinstance(v, str) else v) for k, v in batch.items()}
         gen = torch.Generator().manual_seed(0)
-        self.cond = family.encode_conditioning(small, gen, train=False)
+        if getattr(cfg, "images", "data") == "heldout":
+            n = cfg.num_images
+            size = tuple(d * family.vae_scale_factor for d in latent_shape[-2:])
+            images, _ = heldout_images(n, size)
+            self.cond = family.encode_conditioning({"first_frame": torch.stack(images)}, gen, train=False)
+        else:
+            n = min(cfg.num_images, latent_shape[0])
+            small = {k: (v[:n] if hasattr(v, "__getitem__") and not isinstance(v, str) else v)
+                     for k, v in batch.items()}
+            self.cond = family.encode_conditioning(small, gen, train=False)
         self.null = family.null_conditioning(self.cond)
         self.shape = (n, *latent_shape[1:])
 
@@ -105,13 +118,17 @@ class Validator:
 
     @torch.no_grad()
     def distances(self, roles) -> dict[str, float]:
-        """{'val/mse_to_teacher_k{K}': latent MSE of the student's K-step samples to the reference}."""
+        """{'val/mse_to_teacher_k{K}': mean over (image, seed) pairs of the latent MSE of the student's K-step
+        sample to the reference, and 'val/mse_to_teacher_k{K}_se': its standard error}."""
         ref = self.reference(roles)
         out = {}
         with roles.target(False) as unet:      # the student weights, no autograd
             for k in self.cfg.steps:
-                errs = [latent_mse(self._student(k, seed, unet).float().cpu(), ref[seed]) for seed in self.cfg.seeds]
-                out[metric_key(k)] = float(sum(errs) / len(errs))
+                per_pair = torch.cat([((self._student(k, seed, unet).double().cpu() - ref[seed].double()) ** 2)
+                                      .flatten(1).mean(1) for seed in self.cfg.seeds])
+                out[metric_key(k)] = float(per_pair.mean())
+                se = per_pair.std(unbiased=True) / per_pair.numel() ** 0.5 if per_pair.numel() > 1 else 0.0
+                out[metric_key(k) + "_se"] = float(se)
         return out
 
     @torch.no_grad()

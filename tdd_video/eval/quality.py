@@ -12,7 +12,7 @@ same conditioning and the same initial noise for every contender — it measures
   and a student that leaves the same-noise trajectory on purpose (γ-sampling, adversarial) is judged
   on its distribution, not on a trajectory it was never meant to follow.
 Every figure is a mean over pairs with its standard error (std/√n); the FD's standard error is a
-bootstrap over the samples of both sets.
+jackknife over the samples of both sets.
 """
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ class QualityConfig:
     fps_id: int = 6
     motion_bucket_id: int = 127
     noise_aug: float = 0.02
-    bootstrap: int = 200
     progress: bool = True
+    cache_dir: str | None = None          # teacher samples (they depend only on the base model) are kept here
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -69,18 +69,24 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return float(x.mean()), se
 
 
-def fd_with_se(feats: Tensor, ref: Tensor, boots: int, seed: int = 0) -> tuple[float, float]:
-    """Fréchet distance of two feature sets [N, D] and its bootstrap standard error (both sets resampled)."""
+def fd_with_se(feats: Tensor, ref: Tensor) -> tuple[float, float]:
+    """Fréchet distance of two feature sets [N, D] and its jackknife standard error: leave one sample out of
+    either set, SE² = Σ_sets (n−1)/n·Σ_i (FD_(i) − mean)². (A bootstrap would duplicate samples, which
+    itself changes a covariance-based distance.)"""
     fd = frechet_distance(*gaussian_stats(feats), *gaussian_stats(ref))
-    if boots <= 1:
-        return fd, float("nan")
-    g = torch.Generator().manual_seed(seed)
-    vals = []
-    for _ in range(boots):
-        a = feats[torch.randint(0, feats.shape[0], (feats.shape[0],), generator=g)]
-        b = ref[torch.randint(0, ref.shape[0], (ref.shape[0],), generator=g)]
-        vals.append(frechet_distance(*gaussian_stats(a), *gaussian_stats(b)))
-    return fd, float(torch.tensor(vals, dtype=torch.float64).std(unbiased=True))
+    var = 0.0
+    for which in (feats, ref):
+        n = which.shape[0]
+        if n < 3:
+            return fd, float("nan")
+        vals = []
+        for i in range(n):
+            rest = torch.cat([which[:i], which[i + 1:]])
+            a, b = (rest, ref) if which is feats else (feats, rest)
+            vals.append(frechet_distance(*gaussian_stats(a), *gaussian_stats(b)))
+        v = torch.tensor(vals, dtype=torch.float64)
+        var += float((n - 1) / n * ((v - v.mean()) ** 2).sum())
+    return fd, math.sqrt(var)
 
 
 class _Batches:
@@ -130,6 +136,28 @@ def _sample_all(bench: Contenders, c, batches: _Batches, seeds_of_batch: int = 0
     return torch.cat(lats), torch.cat(vids), float(sum(passes) / len(passes))
 
 
+def _cached(cfg: QualityConfig, family, key: str, make):
+    """make() -> (latents, videos, passes), kept in cfg.cache_dir under a key of the base weights and settings."""
+    if not cfg.cache_dir:
+        return make()
+    import hashlib
+    import json
+    from pathlib import Path
+    unet = family.unet
+    probe = next(iter(unet.state_dict().values())).flatten()[:64].tolist()
+    blob = json.dumps({"key": key, "cfg": dict(unet.config), "probe": probe, "images": cfg.num_images,
+                       "seeds": list(cfg.seeds), "guidance": list(cfg.teacher_guidance), "aug": cfg.noise_aug,
+                       "ids": [cfg.fps_id, cfg.motion_bucket_id]}, sort_keys=True, default=str)
+    path = Path(cfg.cache_dir) / f"{key.replace('@', '_')}_{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        d = torch.load(path, weights_only=True)
+        return d["latents"], d["videos"], float(d["passes"])
+    lat, vid, passes = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"latents": lat, "videos": vid, "passes": torch.tensor(passes)}, path)
+    return lat, vid, passes
+
+
 def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
     """Measure every contender (module docstring); returns one row (dict) per contender, reference first."""
     specs = list(dict.fromkeys([REFERENCE, *cfg.contenders]))
@@ -146,12 +174,16 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
     features = RandomVideoFeatures()
     try:
         log(f"reference set: {REFERENCE} on {len(images)} images x seeds {cfg.seeds} + {REFERENCE_SEED_OFFSET}")
-        _, ref_set, _ = _sample_all(bench, contenders[0], ref_batches, seeds_of_batch=REFERENCE_SEED_OFFSET)
+        _, ref_set, _ = _cached(cfg, family, "reference_set", lambda: _sample_all(
+            bench, contenders[0], ref_batches, seeds_of_batch=REFERENCE_SEED_OFFSET))
         ref_feats = features(ref_set.float())
         out, teacher = [], None
         for c in contenders:
             log(f"sampling {c.label} on {len(batches.pairs)} pairs")
-            lat, vid, passes = _sample_all(bench, c, batches)
+            if c.method == "teacher":
+                lat, vid, passes = _cached(cfg, family, c.label, lambda: _sample_all(bench, c, batches))
+            else:
+                lat, vid, passes = _sample_all(bench, c, batches)
             if teacher is None:
                 teacher = (lat, vid.float())
             t_lat, t_vid = teacher
@@ -160,7 +192,7 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
             psnr = [M.psnr(v[p], t_vid[p]) for p in range(len(v))]
             sharp = [M.ratio(M.sharpness(v[p]), M.sharpness(t_vid[p])) for p in range(len(v))]
             motion = [M.ratio(M.temporal_change(v[p]), M.temporal_change(t_vid[p])) for p in range(len(v))]
-            fd, fd_se = fd_with_se(features(v), ref_feats, cfg.bootstrap)
+            fd, fd_se = fd_with_se(features(v), ref_feats)
             row = {"contender": c.label, "method": c.method, "steps": c.steps, "unet_passes": passes,
                    "pairs": len(lat), "images": len(images), "seeds": list(cfg.seeds)}
             for key, vals in (("latent_mse", mse), ("psnr_db", [p for p in psnr if math.isfinite(p)]),
