@@ -100,3 +100,61 @@ def test_cli_help_runs_as_a_script():
     out = subprocess.run([sys.executable, str(ROOT / "train/distill_svd.py"), "--help"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0 and "deepspeed" in out.stdout and "--dry-run" in out.stdout
+
+
+def test_data_section_is_typed_and_checked_before_anything_is_built(tmp_path):
+    bad = {"data.num_frames=abc": "data.num_frames", "data.flip=maybe": "data.flip", "data.path=[1,2]": "data.path",
+           "data.buckets=[[32,x]]": r"data.buckets\[0\]\[1\]"}
+    for override, key in bad.items():
+        with pytest.raises(ConfigError, match=key):
+            load_config(ROOT / "configs/toy/tdd_svd_tiny.yaml", [override])
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="a recipe is a mapping"):
+        load_config(tmp_path / "list.yaml")
+    from tdd_video.engine.config import check_runnable
+    with pytest.raises(ConfigError, match="data.path.*required"):
+        check_runnable(load_config(tmp_path / "empty.yaml"))
+    with pytest.raises(ConfigError, match="data.path.*not found"):
+        check_runnable(load_config(ROOT / "configs/toy/tdd_svd_tiny.yaml", ["data.path=/nope/videos"]))
+    with pytest.raises(ConfigError, match="data.cache_dir"):
+        check_runnable(load_config(ROOT / "configs/toy/tdd_svd_tiny.yaml",
+                                   ["data.use_cache=true", f"data.cache_dir={tmp_path}"]))
+    with pytest.raises(ConfigError, match="model.path.*not found"):
+        check_runnable(load_config(ROOT / "configs/toy/tdd_svd_tiny.yaml", ["model.path=not/a/real/thing"]))
+
+
+def test_cli_errors_are_one_line_fast_and_name_flags(tmp_path):
+    """A bad flag, config file or value: one `error:` line within 2 s, exit status 2, no traceback."""
+    import time
+    (tmp_path / "empty.yaml").write_text("")
+    cases = [(["--config", str(tmp_path / "nope.yaml")], "error: --config: file not found"),
+             (["--config", str(ROOT / "configs/toy/tdd_svd_tiny.yaml"), "data.num_frames=abc"],
+              "error: config key 'data.num_frames'"),
+             (["--config", str(tmp_path / "empty.yaml")], "error: config key 'data.path': required"),
+             (["--config", str(ROOT / "configs/toy/tdd_svd_tiny.yaml"), "train.lr=2"], "train.lr")]
+    for args, expect in cases:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, str(ROOT / "train/distill_svd.py"), *args], capture_output=True,
+                             text=True, timeout=60, cwd=ROOT)
+        took = time.perf_counter() - t0
+        assert out.returncode == 2 and expect in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and took < 2.0, (out.stderr, took)
+
+
+def test_cli_exit_codes_for_preemption_and_nonfinite(monkeypatch, capsys):
+    from tdd_video.cli import distill
+    from tdd_video.engine import trainer
+    from tdd_video.engine.preempt import Preempted
+    tiny = ROOT / "configs/toy/tdd_svd_tiny.yaml"
+
+    def preempted(cfg):
+        raise Preempted(7, "SIGTERM", "runs/x/checkpoints/step_000007")
+    monkeypatch.setattr(trainer, "train", preempted)
+    assert distill.main([], default_config=tiny) == 75
+    assert "resume auto" in capsys.readouterr().err
+
+    def nonfinite(cfg):
+        raise trainer.NonFiniteLoss(3, "10 optimizer steps in a row had a non-finite loss")
+    monkeypatch.setattr(trainer, "train", nonfinite)
+    assert distill.main([], default_config=tiny) == 3

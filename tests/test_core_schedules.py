@@ -100,3 +100,51 @@ def test_schedule_errors_name_the_key():
         make_schedule("flow")
     with pytest.raises(ConfigError, match="sigma_max"):
         EDMSchedule(sigma_min=1.0, sigma_max=0.5)
+
+
+# γ / TDD target level: floor((1 − η)·τ) on VP integer timesteps (official TDD rule, docs/math.md §3.3, §5).
+# Values computed by hand from the formula, τ from the S_K table of §1c (N = 250).
+VP_SHRINK_CASES = [
+    (0.2, 8, [875, 751, 627, 499, 375, 251, 127], [700, 600, 501, 399, 300, 200, 101]),
+    (0.2, 4, [751, 499, 251], [600, 399, 200]),
+    (0.4, 6, [835, 667, 499, 335, 167], [501, 400, 299, 201, 100]),
+    (0.3, 7, [859, 715, 571, 431, 287, 143], [601, 500, 399, 301, 200, 100]),
+    (0.4, 3, [667, 335], [400, 201]),
+    (0.3, 4, [751, 499, 251], [525, 349, 175]),
+]
+
+
+@pytest.mark.parametrize("eta,k,taus,want", VP_SHRINK_CASES)
+def test_vp_shrink_is_floor_of_scaled_timestep(eta, k, taus, want):
+    vp = VPSchedule()
+    u_tau = schedule_indices(250, k)[1:].double() / 250
+    assert vp.timestep(u_tau).tolist() == taus
+    assert vp.timestep(vp.shrink(u_tau, eta)).tolist() == want
+    assert vp.shrink(u_tau, eta).dtype == torch.float64
+
+
+def test_vp_shrink_edge_cases():
+    vp = VPSchedule()
+    u = torch.tensor([1.0, 0.876, 0.376, 0.004, 0.001, 0.0], dtype=torch.float64)   # t = 999, 875, 375, 3, 0, clean
+    # η = 0: every level is its own target; the clean end stays the clean end for any η
+    assert torch.equal(vp.shrink(u, 0.0), u)
+    assert vp.timestep(vp.shrink(u, 0.99)).tolist() == [9, 8, 3, 0, 0, -1]
+    # per-element η (training draws one per sample)
+    eta = torch.tensor([0.2, 0.2, 0.2, 0.5, 0.5, 0.3], dtype=torch.float64)
+    assert vp.timestep(vp.shrink(u, eta)).tolist() == [799, 700, 300, 1, 0, -1]
+    # evaluated in float64 like the official numpy code: (1 − 0.32)·375 = 254.99999999999997 → 254
+    assert vp.timestep(vp.shrink(u[2:3], 0.32)).tolist() == [int(math.floor((1 - 0.32) * 375.0))] == [254]
+    assert bool((vp.shrink(u, 0.3) <= u).all())
+    assert vp.shrink(u.float(), 0.2).dtype == torch.float32
+
+
+def test_edm_shrink_is_continuous_and_unchanged():
+    e = EDMSchedule()
+    u = torch.rand(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eta = torch.rand(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.3
+    assert torch.equal(e.shrink(u, eta), (1.0 - eta) * u)
+    assert torch.equal(e.quantize(e.shrink(u, eta)), e.shrink(u, eta))
+    # docs/math.md §5: η = 0.3 on u_{i+1} = 0.752 gives u_s = 0.5264, σ_s ≈ 20.3
+    u_s = e.shrink(torch.tensor(0.752, dtype=torch.float64), 0.3)
+    assert float(u_s) == (1.0 - 0.3) * 0.752
+    assert float(e.sigma(u_s)) == pytest.approx(20.3, rel=1e-2)

@@ -9,7 +9,7 @@ from tdd_video.errors import ConfigError
 @pytest.mark.parametrize("schedule", [EDMSchedule(), VPSchedule()], ids=["edm", "vp"])
 def test_order_and_membership_for_every_sample(schedule):
     g = torch.Generator().manual_seed(0)
-    ts = select_targets(20000, 250, 4, 8, 0.3, generator=g, quantize=schedule.quantize)
+    ts = select_targets(20000, 250, 4, 8, 0.3, generator=g, schedule=schedule)
     assert bool((ts.s <= ts.t_next).all()) and bool((ts.t_next < ts.t).all())
     assert bool((ts.s <= ts.tau + 1e-12).all()) and bool((ts.s >= (1 - 0.3) * ts.tau - 1e-3 - 1e-12).all())
     assert set(ts.k.unique().tolist()) == {4, 5, 6, 7, 8}
@@ -61,3 +61,48 @@ def test_source_density_weights_shift_sources():
 def test_bad_settings_are_named(kw, key):
     with pytest.raises(ConfigError, match=key):
         select_targets(4, **kw)
+
+
+def test_vp_targets_are_floor_of_scaled_tau_timestep():
+    """docs/math.md §3.3, VP: s = floor((1 − η)·τ) with τ the integer timestep of the S_K point (official TDD
+    `select_s`), for every sample; not (1 − η) on u = (τ + 1)/T rounded down."""
+    vp = VPSchedule()
+    ts = select_targets(20000, 250, 4, 8, 0.3, generator=torch.Generator().manual_seed(0), schedule=vp)
+    tau_t = vp.timestep(ts.tau)
+    # τ comes from the S_K table: 4·index − 1 (or −1, the clean end)
+    tau_idx = tau_table(250, 4, 8)[ts.k - 4, ts.index - 1]
+    assert torch.equal(tau_t, torch.where(tau_idx > 0, 4 * tau_idx - 1, torch.full_like(tau_idx, -1)))
+    want = torch.where(tau_t >= 0, torch.floor((1 - ts.eta) * tau_t.double()).long(), tau_t)
+    assert torch.equal(vp.timestep(ts.s), want)
+    assert torch.equal(ts.s, vp.u_of_timestep(want))            # exactly on the integer lattice
+    assert bool((ts.s <= ts.tau).all()) and bool((ts.tau <= ts.t_next).all()) and bool((ts.t_next < ts.t).all())
+    assert bool((vp.timestep(ts.s) <= vp.timestep(ts.t_next)).all())
+    # the old rule (shrink u, then round down) is one timestep lower on a sizeable share of these samples
+    old = vp.timestep(vp.quantize((1 - ts.eta) * ts.tau))
+    assert bool((old <= want).all()) and int((old < want).sum()) > 1000
+
+
+def test_vp_target_hand_checked_values():
+    """Hand-computed targets of S_8 (τ = 875, 751, …, 127) and S_4 through the training path."""
+    vp = VPSchedule()
+    ts = select_targets(50000, 250, 8, 8, 0.3, generator=torch.Generator().manual_seed(1), schedule=vp)
+    tau_t, s_t = vp.timestep(ts.tau), vp.timestep(ts.s)
+    # pick samples whose η lies where floor((1 − η)·875) = 700, i.e. η ∈ (1 − 701/875, 1 − 700/875] = (0.19886, 0.2]
+    sel = (tau_t == 875) & (ts.eta > 1 - 701 / 875 + 1e-9) & (ts.eta <= 0.2)
+    assert int(sel.sum()) > 0 and set(s_t[sel].tolist()) == {700}
+    # τ = 375, η ∈ (1 − 301/375, 0.2]: s = 300 (the old rule gave 299 for η = 0.2)
+    sel = (tau_t == 375) & (ts.eta > 1 - 301 / 375 + 1e-9) & (ts.eta <= 0.2)
+    assert int(sel.sum()) > 0 and set(s_t[sel].tolist()) == {300}
+    # τ at the clean end: s stays at the clean end
+    sel = tau_t == -1
+    assert int(sel.sum()) > 0 and set(s_t[sel].tolist()) == {-1}
+
+
+def test_edm_targets_unchanged():
+    """EDM: s = (1 − η)·u_τ on the continuous u axis, bit for bit."""
+    e = EDMSchedule()
+    for kw in (dict(schedule=e), {}):
+        ts = select_targets(4096, 250, 4, 8, 0.3, generator=torch.Generator().manual_seed(2), **kw)
+        assert torch.equal(ts.s, (1.0 - ts.eta) * ts.tau)
+
+

@@ -84,15 +84,78 @@ def test_lr_decay_schedules(tmp_path, kind, expected):
         _cfg(tmp_path, "bad", lr_schedule="step")
 
 
-def test_nan_loss_stops_without_checkpoint(tmp_path):
-    # batch 4 (0-based) carries a NaN: optimizer step 5 fails; checkpoints 2 and 4 exist, nothing after
-    with pytest.raises(NonFiniteLoss, match="step 5"):
-        train(_cfg(tmp_path, "nan", max_steps=6, checkpoint_every=2, keep_last=5), family=ToyFamily("edm"),
-              loader=IndexLoader(nan_at=4))
-    assert [p.name for p in list_checkpoints(tmp_path / "nan")] == ["step_000002", "step_000004"]
-    assert not list((tmp_path / "nan" / "checkpoints").glob(".tmp-*"))
-    assert all(torch.isfinite(v).all()
-               for v in torch.load(latest_checkpoint(tmp_path / "nan") / "trainable.pt").values())
+class NaNLoader(IndexLoader):
+    """Every batch from `start` on carries a NaN (a run that cannot recover)."""
+
+    def __init__(self, start=0, **kw):
+        super().__init__(**kw)
+        self.start = start
+
+    def infinite(self):
+        for batch in super().infinite():
+            if self.pos - 1 >= self.start:
+                batch["latents"][0, 0, 0, 0, 0] = float("nan")
+            yield batch
+
+
+def _weights(run, step):
+    return torch.load(run / "checkpoints" / f"step_{step:06d}" / "trainable.pt", weights_only=True)
+
+
+def test_nonfinite_loss_skips_the_step_and_is_counted(tmp_path):
+    """Batch 4 (0-based) carries a NaN: optimizer step 5 is skipped (weights unchanged), counted, and the run
+    goes on; the summary losses ignore the skipped step."""
+    out = train(_cfg(tmp_path, "nan", max_steps=6, checkpoint_every=1, keep_last=10), family=ToyFamily("edm"),
+                loader=IndexLoader(nan_at=4))
+    run = tmp_path / "nan"
+    assert math.isnan(out["losses"][4]) and all(math.isfinite(v) for i, v in enumerate(out["losses"]) if i != 4)
+    assert out["nonfinite_steps"] == 1 and math.isfinite(out["loss_last_10pct"])
+    w4, w5, w6 = _weights(run, 4), _weights(run, 5), _weights(run, 6)
+    assert all(torch.equal(w4[k], w5[k]) for k in w4) and any(not torch.equal(w5[k], w6[k]) for k in w5)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    counts = {r["step"]: r["nonfinite_steps"] for r in rows if "nonfinite_steps" in r}
+    assert counts[4] == 0 and counts[5] == 1 and counts[6] == 1
+
+
+def test_nonfinite_steps_in_a_row_stop_the_run_and_checkpoints_stay_finite(tmp_path):
+    with pytest.raises(NonFiniteLoss, match="3 optimizer steps in a row"):
+        train(_cfg(tmp_path, "nan", max_steps=8, checkpoint_every=2, keep_last=10, max_nonfinite_steps=3),
+              family=ToyFamily("edm"), loader=NaNLoader(start=3))
+    run = tmp_path / "nan"
+    assert [p.name for p in list_checkpoints(run)] == ["step_000002", "step_000004"]
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    assert all(torch.isfinite(v).all() for v in _weights(run, 4).values())
+
+
+def test_nonfinite_gradient_with_finite_loss_skips_the_update(tmp_path):
+    fam = ToyFamily("edm")
+    calls = {"n": 0}
+
+    def poison(grad):                      # the 3rd backward (optimizer step 3) gets an infinite gradient
+        calls["n"] += 1
+        return torch.full_like(grad, float("inf")) if calls["n"] == 3 else grad
+
+    next(fam.unet.parameters()).register_hook(poison)
+    out = train(_cfg(tmp_path, "inf", max_steps=4, checkpoint_every=1, keep_last=10, grad_clip=1.0), family=fam,
+                loader=IndexLoader())
+    run = tmp_path / "inf"
+    assert out["nonfinite_steps"] == 1
+    w2, w3 = _weights(run, 2), _weights(run, 3)
+    assert all(torch.equal(w2[k], w3[k]) for k in w2)
+    assert all(torch.isfinite(v).all() for v in _weights(run, 4).values())
+
+
+def test_checkpoint_with_nonfinite_weights_is_refused(tmp_path):
+    from tdd_video.engine.checkpoint import NonFiniteCheckpoint
+    train(_cfg(tmp_path, "run", max_steps=2, checkpoint_every=1), family=ToyFamily("edm"), loader=IndexLoader())
+    f = tmp_path / "run" / "checkpoints" / "step_000002" / "trainable.pt"
+    w = torch.load(f, weights_only=True)
+    next(iter(w.values())).view(-1)[0] = float("nan")
+    torch.save(w, f)
+    cfg = _cfg(tmp_path, "run", max_steps=4, checkpoint_every=1)
+    cfg.run.resume = "auto"
+    with pytest.raises(NonFiniteCheckpoint, match="non-finite"):
+        train(cfg, family=ToyFamily("edm"), loader=IndexLoader())
 
 
 def test_interrupted_save_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
-from tdd_video.core import EDMSchedule, schedule_indices
+import tdd_video.sampling.scheduler as scheduler_module
+from tdd_video.core import EDMSchedule, VPSchedule, schedule_indices
 from tdd_video.errors import ConfigError
 from tdd_video.sampling import TDDScheduler
 
@@ -227,3 +228,138 @@ def test_edm_schedule_consistency():
     s = svd_sched()
     s.set_timesteps(6)
     assert torch.allclose(s.sigmas.double(), EDMSchedule().sigma(s.u), rtol=1e-6)
+
+
+# -- γ-sampling targets on VP: floor((1 − η)·t_{i+1}) in integer timesteps, as the official TDD scheduler --------
+def _targets(monkeypatch, sched, steps, eta_call=None, denoised=True):
+    """Run a full sampling pass and return the target levels s the scheduler jumps to (as VP timesteps or u)."""
+    seen = []
+    real_jump = scheduler_module.jump
+
+    def spy(schedule, x, x0, u_t, u_s):
+        seen.append(float(u_s))
+        return real_jump(schedule, x, x0, u_t, u_s)
+
+    monkeypatch.setattr(scheduler_module, "jump", spy)
+    sched.set_timesteps(steps)
+    x = torch.zeros(1, 4, 4, 4)
+    for t in sched.timesteps:
+        kw = {} if eta_call is None else {"eta": eta_call}
+        if denoised:
+            x = sched.step_denoised(torch.zeros_like(x), t, x, generator=torch.Generator().manual_seed(0),
+                                    **kw).prev_sample
+        else:
+            x = sched.step(torch.zeros_like(x), t, x, generator=torch.Generator().manual_seed(0), **kw).prev_sample
+    return seen
+
+
+# hand-computed from s = floor((1 − η)·t_next), t_next the next S_K timestep (docs/math.md §1c table, N = 250)
+OFFICIAL_VP_TARGETS = [
+    (0.2, 8, [999, 875, 751, 627, 499, 375, 251, 127], [700, 600, 501, 399, 300, 200, 101]),
+    (0.2, 4, [999, 751, 499, 251], [600, 399, 200]),
+    (0.3, 4, [999, 751, 499, 251], [525, 349, 175]),
+    (0.4, 6, [999, 835, 667, 499, 335, 167], [501, 400, 299, 201, 100]),
+    (0.3, 7, [999, 859, 715, 571, 431, 287, 143], [601, 500, 399, 301, 200, 100]),
+    (0.2, 3, [999, 667, 335], [533, 268]),
+    # (1 − 0.32)·375 = 254.99999999999997 in float64, as the official numpy scheduler computes it
+    (0.32, 8, [999, 875, 751, 627, 499, 375, 251, 127], [595, 510, 426, 339, 254, 170, 86]),
+]
+
+
+@pytest.mark.parametrize("denoised", [True, False], ids=["step_denoised", "step"])
+@pytest.mark.parametrize("eta,k,timesteps,want", OFFICIAL_VP_TARGETS)
+def test_vp_gamma_targets_match_official_scheduler(monkeypatch, eta, k, timesteps, want, denoised):
+    s = sdxl_sched(eta=eta, prediction_type="sample")
+    seen = _targets(monkeypatch, s, k, denoised=denoised)
+    assert s.timesteps.tolist() == timesteps
+    assert VPSchedule().timestep(torch.tensor(seen)).tolist() == want
+    # the official code's formula on the same timesteps (float64, numpy-style)
+    assert want == [math.floor((1 - eta) * float(t)) for t in timesteps[1:]]
+
+
+def test_vp_gamma_targets_nonuniform_schedule(monkeypatch):
+    s = sdxl_sched(eta=0.2, schedule="tdd-nonuniform", prediction_type="sample")
+    seen = _targets(monkeypatch, s, 5)
+    assert s.timesteps.tolist() == [999, 875, 751, 499, 251]
+    assert VPSchedule().timestep(torch.tensor(seen)).tolist() == [700, 600, 399, 200]
+
+
+def test_vp_gamma_step_equals_official_update():
+    """One step 999 → 875 at η = 0.2: DDIM to s = 700, then re-noise 700 → 875 with the caller's z
+    (official: x = √(ᾱ_875/ᾱ_700)·x_s + √(1 − ᾱ_875/ᾱ_700)·z)."""
+    from diffusers import DDPMScheduler
+    abar = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod.double()
+    s = sdxl_sched(eta=0.2, prediction_type="sample")
+    s.set_timesteps(8)
+    g = torch.Generator().manual_seed(3)
+    x, x0 = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    out = s.step(x0, s.timesteps[0], x, generator=torch.Generator().manual_seed(11)).prev_sample
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(11))
+    eps = (x.double() - abar[999].sqrt() * x0) / (1 - abar[999]).sqrt()
+    x_s = abar[700].sqrt() * x0 + (1 - abar[700]).sqrt() * eps
+    r = abar[875] / abar[700]
+    want = r.sqrt() * x_s + (1 - r).sqrt() * z
+    assert torch.allclose(out.double(), want, atol=1e-5), float((out - want).abs().max())
+
+
+def test_edm_gamma_target_is_bit_identical_shrink_of_u(monkeypatch):
+    """EDM keeps s = (1 − η)·u_{i+1} on the continuous axis, bit for bit."""
+    s = svd_sched(eta=0.3)
+    seen = _targets(monkeypatch, s, 4)
+    u = s.u.tolist()
+    assert seen[:3] == [(1.0 - 0.3) * u_next for u_next in u[1:4]]
+    assert seen[0] == pytest.approx(0.5264)
+
+
+# -- per-call η (diffusers pipelines pass their `eta` to any step that accepts it) -------------------------------
+def test_per_call_eta_overrides_config(monkeypatch):
+    vp = VPSchedule()
+    s = sdxl_sched(eta=0.3, prediction_type="sample")
+    assert vp.timestep(torch.tensor(_targets(monkeypatch, s, 4, eta_call=0.2))).tolist() == [600, 399, 200]
+    assert vp.timestep(torch.tensor(_targets(monkeypatch, s, 4, eta_call=None))).tolist() == [525, 349, 175]
+    assert vp.timestep(torch.tensor(_targets(monkeypatch, s, 4, eta_call=0.0, denoised=False))).tolist() == \
+        [751, 499, 251]
+    assert s.config.eta == 0.3, "a per-call eta must not change the config"
+    import inspect
+    params = inspect.signature(s.step).parameters
+    assert list(params)[:6] == ["model_output", "timestep", "sample", "eta", "generator", "return_dict"]
+    assert params["eta"].default is None
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
+@pytest.mark.parametrize("method", ["step", "step_denoised"])
+def test_bad_per_call_eta_names_the_key(bad, method):
+    s = sdxl_sched(prediction_type="sample")
+    s.set_timesteps(4)
+    x = torch.zeros(1, 4, 4, 4)
+    with pytest.raises(ConfigError, match="'eta'"):
+        getattr(s, method)(x, s.timesteps[0], x, eta=bad)
+    assert s.step_index is None, "a rejected call must not advance the scheduler"
+
+
+def test_stock_sdxl_pipeline_honours_per_call_eta():
+    """StableDiffusionXLPipeline passes its `eta` (default 0.0) and `generator` to our `step`: pipe(eta=0.2)
+    equals the family loop at η = 0.2 with the same noise and generator, whatever the config's η."""
+    from tdd_video.families.sdxl import SDXLFamily
+    from tdd_video.sampling.sample import sample
+    family = SDXLFamily.tiny(seed=0)
+    px = family.unet.config.sample_size * family.vae_scale_factor
+    noise = torch.randn(family.latent_shape(1, px, px), generator=torch.Generator().manual_seed(0))
+    pipe = family.pipeline()
+    pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config, eta=0.3)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run(**kw):
+        return pipe("a red circle", height=px, width=px, num_inference_steps=4, guidance_scale=1.0, latents=noise,
+                    generator=torch.Generator().manual_seed(7), output_type="latent", **kw).images.float()
+
+    with_eta, zero, default = run(eta=0.2), run(eta=0.0), run()
+    assert pipe.scheduler.timesteps.tolist() == [999, 751, 499, 251] and pipe.scheduler.config.eta == 0.3
+    cond = family.encode_conditioning({"caption": ["a red circle"]}, train=False)
+    ours = {eta: sample(family, cond, steps=4, eta=eta, guidance=1.0, latents=noise,
+                        generator=torch.Generator().manual_seed(7), progress=False) for eta in (0.2, 0.0)}
+    tol = dict(atol=1e-4 * float(with_eta.abs().max()), rtol=1e-3)
+    assert (with_eta - zero).abs().max() > 1e-2, "the pipeline's eta must reach the scheduler"
+    assert torch.allclose(ours[0.2], with_eta, **tol), float((ours[0.2] - with_eta).abs().max())
+    assert torch.allclose(ours[0.0], zero, **tol)
+    assert torch.equal(default, zero), "the pipeline's default eta = 0.0 wins over the config's η"

@@ -20,6 +20,7 @@ PKG = ROOT / "tdd_video"
 # low -> high; a module may import its own package and anything in a lower layer
 LAYERS = [
     {"errors"},
+    {"typed"},
     {"core", "zoo"},
     {"families", "lora", "data", "unet_checkpoint"},
     {"methods", "sampling"},

@@ -29,7 +29,7 @@ def test_two_rank_zero2_smoke(tmp_path):
     if launcher is None:
         pytest.skip("deepspeed launcher not on PATH")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
-    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_port()), str(ROOT / "tests" / "ds_smoke_driver.py"),
+    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_port()), str(ROOT / "tests" / "multiproc_driver.py"),
            "--out", str(tmp_path / "run"), "--ds", str(ROOT / "configs" / "deepspeed" / "zero2.json"), "--steps", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=580, env=env, cwd=ROOT)
     rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "run").glob("result_rank*.json"))]

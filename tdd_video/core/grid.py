@@ -9,20 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
+from tdd_video.core.params import validate_tdd_params
 from tdd_video.errors import ConfigError, check_range
 
 Tensor = torch.Tensor
-
-
-def validate_tdd_params(num_grid: int, k_min: int, k_max: int, eta_max: float = 0.0) -> None:
-    """Reject inconsistent TDD settings with a message naming the key and allowed range."""
-    check_range("k_min", k_min, 1, None)
-    if k_max < k_min:
-        raise ConfigError("k_max", f"got {k_max}, must be >= k_min ({k_min})")
-    if num_grid < k_max:
-        raise ConfigError("num_grid", f"got {num_grid}, must be >= k_max ({k_max}): "
-                                      f"a K-step schedule needs K distinct grid points")
-    check_range("eta_max", eta_max, 0.0, 1.0, hi_open=True)
 
 
 def grid_u(num_grid: int) -> Tensor:
@@ -82,7 +72,7 @@ class TargetSample:
 
     t: Tensor        # source time u_t (float64)
     t_next: Tensor   # adjacent less-noisy teacher grid point u_{t_n}
-    s: Tensor        # target time u_s = (1 − η)·τ, quantised by the schedule (s ≤ t_n < t)
+    s: Tensor        # target time u_s = shrink(u_τ, η) in the schedule's units (s ≤ τ ≤ t_n < t)
     k: Tensor        # sampled number of steps K (int64)
     tau: Tensor      # u of the next S_K point at or below t_n
     eta: Tensor      # sampled η ∈ [0, η_max]
@@ -91,12 +81,15 @@ class TargetSample:
 
 def select_targets(batch: int, num_grid: int = 250, k_min: int = 4, k_max: int = 8,
                    eta_max: float = 0.3, *, generator: torch.Generator | None = None,
-                   source_weights: Tensor | None = None, quantize=None) -> TargetSample:
+                   source_weights: Tensor | None = None, schedule=None) -> TargetSample:
     """TDD target timestep selection, vectorised over the batch (docs/math.md §3.2–3.3; paper Eq. 6).
 
     n ~ U{1..N} (or ∝ source_weights [N]); t = u_n, t_n = u_{n−1}; K ~ U{k_min..k_max};
-    τ = max{p ∈ S_K ∪ {0} : p ≤ n−1}; η ~ U[0, η_max]; s = quantize((1 − η)·u_τ).
-    `quantize` maps u onto the family's time lattice (VP: round down to an integer timestep)."""
+    τ = max{p ∈ S_K ∪ {0} : p ≤ n−1}; η ~ U[0, η_max]; s = shrink(u_τ, η), then s ≤ τ.
+
+    The shrink is done in the family schedule's own units: EDM s = (1 − η)·u_τ (continuous); VP
+    s = floor((1 − η)·τ) on integer timesteps, as the official TDD code does (not (1 − η) on u and then
+    rounded down, which is one timestep lower for some pairs). Without a `schedule`, s = (1 − η)·u_τ."""
     validate_tdd_params(num_grid, k_min, k_max, eta_max)
     if source_weights is None:
         n = torch.randint(1, num_grid + 1, (batch,), generator=generator)
@@ -109,9 +102,10 @@ def select_targets(batch: int, num_grid: int = 250, k_min: int = 4, k_max: int =
     eta = torch.rand(batch, generator=generator, dtype=torch.float64) * eta_max
     tau_idx = tau_table(num_grid, k_min, k_max)[k - k_min, n - 1]
     tau = tau_idx.to(torch.float64) / num_grid
-    s = (1.0 - eta) * tau
-    if quantize is not None:
-        s = torch.minimum(quantize(s).to(torch.float64), tau)
+    if schedule is not None:
+        s = torch.minimum(schedule.shrink(tau, eta).to(torch.float64), tau)
+    else:
+        s = (1.0 - eta) * tau
     return TargetSample(t=n.to(torch.float64) / num_grid, t_next=(n - 1).to(torch.float64) / num_grid,
                         s=s, k=k, tau=tau, eta=eta, index=n)
 

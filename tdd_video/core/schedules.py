@@ -8,6 +8,10 @@ x_u = alpha(u)·x0 + sigma(u)·eps, with u = 0 the exact clean end (alpha = 1, s
 * VPSchedule (SDXL, discrete variance preserving): integer timestep t(u) = floor(u·T) − 1
   (u = k/N maps to t = k·T/N − 1), alpha = sqrt(abar_t), sigma = sqrt(1 − abar_t), with
   scaled-linear betas; t = −1 is the clean end.
+
+Both expose `quantize(u)` (snap u onto the family's time lattice) and `shrink(u, η)`, TDD's target
+level (1 − η)·u in the schedule's own units (docs/math.md §3.3): continuous u for EDM, integer
+timesteps for VP.
 """
 from __future__ import annotations
 
@@ -57,6 +61,12 @@ class EDMSchedule:
     def quantize(self, u) -> Tensor:
         """EDM time is continuous: identity."""
         return _as_tensor(u)
+
+    def shrink(self, u, eta) -> Tensor:
+        """TDD / γ-sampling target of level u: s = (1 − η)·u on the continuous u axis (docs/math.md §3.3, §5).
+
+        η shrinks u, not σ. u and η broadcast (floats or tensors); s ≤ u for η ∈ [0, 1)."""
+        return (1.0 - _as_tensor(eta)) * _as_tensor(u)
 
     def alpha_sigma(self, u) -> tuple[Tensor, Tensor]:
         """(alpha, sigma) of x_u = alpha·x0 + sigma·eps: (1, sigma(u))."""
@@ -117,6 +127,22 @@ class VPSchedule:
         """Round u down onto the integer timestep lattice (docs/math.md §3.3: 'round down')."""
         u_in = _as_tensor(u)
         out = self.u_of_timestep(self.timestep(u_in))
+        return out.to(u_in.dtype) if u_in.is_floating_point() else out
+
+    def shrink(self, u, eta) -> Tensor:
+        """TDD / γ-sampling target of level u in integer timesteps: s = floor((1 − η)·τ), τ = t(u) (docs/math.md
+        §3.3, §5). Returned as u = (s + 1)/T, in u's float dtype (float64 otherwise); u and η broadcast.
+
+        This is the official TDD rule (scheduler `timesteps_s`, training `select_s`), evaluated in float64
+        like the official numpy code. It is NOT quantize((1 − η)·u): shrinking u = (τ + 1)/T and rounding
+        down lands one timestep lower for some pairs (η = 0.2, τ = 875: 700, not 699). The clean end
+        (τ = −1) stays the clean end, and s ≤ τ always."""
+        u_in = _as_tensor(u)
+        tau = self.timestep(u_in)
+        eta = _as_tensor(eta).to(torch.float64)
+        s = torch.floor((1.0 - eta) * tau.to(torch.float64)).to(torch.int64)
+        s = torch.where(tau < 0, tau, torch.minimum(s, tau))
+        out = self.u_of_timestep(s)
         return out.to(u_in.dtype) if u_in.is_floating_point() else out
 
     def alpha_sigma(self, u) -> tuple[Tensor, Tensor]:

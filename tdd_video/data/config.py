@@ -7,9 +7,10 @@ shares with the image section, ``tdd_video.data.images.ImageDataConfig``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from tdd_video.errors import ConfigError, check_range
+from tdd_video.typed import build_section
 
 SOURCE_KINDS = ("auto", "folder", "manifest", "webvid")
 READERS = ("auto", "decord", "pyav", "imageio")
@@ -39,13 +40,11 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None):
-        """Construct from a mapping; unknown keys raise ConfigError naming them."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"data.{key}", f"unknown key; known keys: {', '.join(sorted(known))}")
-        return cls(**d)
+        """Construct from a mapping: unknown keys and values of the wrong type raise ConfigError naming
+        the key (`validate()` checks ranges and choices)."""
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError("data", f"expected a mapping of keys, got {type(d).__name__}")
+        return build_section(cls, dict(d or {}), "data", validate=False)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +73,13 @@ class DataConfig:
         """data.cache_dir is required with data.use_cache; `how` tells how to build one."""
         if self.use_cache and not self.cache_dir:
             raise ConfigError("data.cache_dir", "required when data.use_cache is true" + (f" ({how})" if how else ""))
+
+    def check_cache_dir(self) -> None:
+        """With use_cache: cache_dir holds a finished cache (its index.json)."""
+        from pathlib import Path
+        if self.use_cache and not (Path(self.cache_dir) / "index.json").is_file():
+            raise ConfigError("data.cache_dir", f"{self.cache_dir!r} is not a finished latent cache (no index.json); "
+                                                "build it first (tdd-cache-video / tdd-cache-images)")
 
     def check_loader(self) -> None:
         """Batch size, worker settings and the failure budget shared by the video and image loaders."""
@@ -144,3 +150,18 @@ class VideoDataConfig(DataConfig):
         if self.default_fps is not None:
             check_range("data.default_fps", self.default_fps, 0, 1000, lo_open=True)
         return self
+
+    def check_paths(self) -> None:
+        """The files a run will read exist (called before any model is built; not by `validate`, so recipes
+        for other machines still load): data.path (unless 'synthetic' or a latent cache) and cache_dir."""
+        from pathlib import Path
+        if self.use_cache:
+            self.check_cache_dir()
+            return
+        if not self.path:
+            raise ConfigError("data.path", "required: a folder of videos, a CSV/JSONL manifest, a WebVid CSV, or "
+                                           "'synthetic' (generated toy clips)")
+        if self.path != "synthetic" and not Path(self.path).exists():
+            raise ConfigError("data.path", f"not found: {self.path!r}")
+        if self.video_root and not Path(self.video_root).is_dir():
+            raise ConfigError("data.video_root", f"folder not found: {self.video_root!r}")

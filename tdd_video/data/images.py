@@ -84,6 +84,19 @@ class ImageDataConfig(DataConfig):
         check_range("data.synthetic_num", self.synthetic_num, 1, 10**7)
         return self
 
+    def check_paths(self) -> None:
+        """The files a run will read exist (see VideoDataConfig.check_paths); '' / 'synthetic' = toy images.
+        Webdataset brace patterns ('shards/{0000..0099}.tar') and globs are checked by their folder."""
+        from pathlib import Path
+        if self.use_cache:
+            self.check_cache_dir()
+            return
+        if self.path in ("", "synthetic"):
+            return
+        where = Path(self.path.split("{")[0]).parent if ("{" in self.path or "*" in self.path) else Path(self.path)
+        if not where.exists():
+            raise ConfigError("data.path", f"not found: {self.path!r}")
+
 
 @dataclass
 class ImageRecord:

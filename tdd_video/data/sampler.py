@@ -103,7 +103,8 @@ class VideoLoader:
     """A DataLoader over a ShardedBatchSampler that tracks its position for exact resume.
 
     Iterating yields one epoch from the current position, then advances to the next epoch.
-    ``state_dict()`` = {epoch, batches_consumed, samples_consumed, seed, rank, world_size};
+    ``state_dict()`` = {epoch, batches_consumed, samples_consumed, seed, rank, world_size, data_stats}
+    (JSON-serialisable);
     restore with ``load_state_dict`` and the next batch is the one an uninterrupted run would get.
     """
 
@@ -114,6 +115,7 @@ class VideoLoader:
         self.dataset, self.sampler = dataset, sampler
         self.epoch, self.batches_consumed = int(epoch), 0
         self._worker_stats: dict[int, dict] = {}
+        self._base_stats: dict[str, int] = {}          # counts restored from a checkpoint (earlier processes)
         extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
         self.loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=StatsCollate(collate_fn, dataset),
                                  num_workers=num_workers, **extra)
@@ -131,9 +133,10 @@ class VideoLoader:
 
     def data_stats(self) -> dict[str, int]:
         """Samples attempted and skipped (by reason) so far, summed over this rank's worker processes
-        (each worker counts its own; the counts ride along with its batches). Since this loader was built."""
+        (each worker counts its own; the counts ride along with its batches), plus the counts of the run
+        before a resume (restored by `load_state_dict`)."""
         total: dict[str, int] = {"attempts": 0, "skipped": 0}
-        for stats in self._worker_stats.values():
+        for stats in [self._base_stats, *self._worker_stats.values()]:
             for k, v in stats.items():
                 total[k] = total.get(k, 0) + int(v)
         return total
@@ -157,7 +160,7 @@ class VideoLoader:
         return {"epoch": self.epoch, "batches_consumed": self.batches_consumed,
                 "samples_consumed": self.batches_consumed * self.sampler.batch_size,
                 "seed": self.sampler.seed, "rank": self.sampler.rank,
-                "world_size": self.sampler.world_size}
+                "world_size": self.sampler.world_size, "data_stats": self.data_stats()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed", self.sampler.seed) != self.sampler.seed:
@@ -167,3 +170,5 @@ class VideoLoader:
             raise ValueError(f"loader state was saved with world_size {state['world_size']}, now "
                              f"{self.sampler.world_size}; the data order would differ")
         self.epoch, self.batches_consumed = int(state["epoch"]), int(state["batches_consumed"])
+        self._base_stats = {k: int(v) for k, v in state.get("data_stats", {}).items()}
+        self._worker_stats = {}

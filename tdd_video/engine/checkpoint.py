@@ -7,12 +7,19 @@ Layout: <output_dir>/checkpoints/step_000123/ with
   ema_export.pt       fp32 EMA of the student weights that is exported (export.ema, rank 0, if any)
   optimizer.pt | deepspeed/   optimizer + lr schedule (plain/accelerate | DeepSpeed's own shards)
   rng_rank{r}.pt      torch / numpy / python / CUDA RNG states and the method's generator, per rank
-  data_rank{r}.pt     the loader position, per rank
+                      (tensors and numbers only)
+  data_rank{r}.json   the loader position and data counters, per rank
+
+Safe loading: every file is read with ``torch.load(..., weights_only=True)`` (or as JSON), so a run
+folder from someone else cannot execute code (DeepSpeed's own shards are read by DeepSpeed). A
+checkpoint is never written from non-finite weights, and loading one with non-finite weights is
+refused.
 
 Atomicity: every rank writes into `.tmp-step_000123/`; after a barrier rank 0 renames it to
 `step_000123/` (os.replace of a directory is atomic on POSIX). A crash mid-save leaves only a
 `.tmp-*` folder, which `latest_checkpoint` ignores and the next save removes, so the last complete
-checkpoint stays intact. Only the last `keep_last` complete checkpoints are kept.
+checkpoint stays intact. The last `keep_last` complete checkpoints are kept, always including the one
+just written.
 """
 from __future__ import annotations
 
@@ -26,6 +33,14 @@ import numpy as np
 import torch
 
 STEP_RE = re.compile(r"^step_(\d{6,})$")
+
+
+class NonFiniteCheckpoint(ValueError):
+    """A checkpoint holds NaN/inf weights (it can only come from outside this trainer): loading is refused."""
+
+    def __init__(self, folder):
+        super().__init__(f"checkpoint {folder} holds non-finite (NaN/inf) weights; it was not written by a healthy "
+                         "run — resume from another checkpoint or start over")
 
 
 def checkpoint_dir(output_dir: str | Path) -> Path:
@@ -48,7 +63,13 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def rng_state(generator: torch.Generator | None) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state as tensors and plain numbers (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     if generator is not None:
@@ -58,17 +79,26 @@ def rng_state(generator: torch.Generator | None) -> dict:
 
 def set_rng_state(state: dict, generator: torch.Generator | None) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if generator is not None and "generator" in state:
         generator.set_state(state["generator"])
 
 
+def _finite(tensors: dict) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in tensors.values() if torch.is_tensor(v))
+
+
 def save_checkpoint(output_dir, step: int, *, backend, trainables, generator, loader, samples_seen: int,
-                    keep_last: int) -> Path:
-    """Write checkpoint `step` atomically (all ranks call this). Returns the final folder."""
+                    keep_last: int, extra: dict | None = None) -> Path:
+    """Write checkpoint `step` atomically (all ranks call this). Returns the final folder. `extra`: more
+    numbers for state.json (e.g. the count of skipped non-finite steps). The caller checks that the
+    weights are finite first (the trainer does, on all ranks)."""
     root = checkpoint_dir(output_dir)
     name = f"step_{step:06d}"
     tmp, final = root / f".tmp-{name}", root / name
@@ -91,15 +121,16 @@ def save_checkpoint(output_dir, step: int, *, backend, trainables, generator, lo
     r = backend.rank
     torch.save(rng_state(generator), tmp / f"rng_rank{r}.pt")
     if hasattr(loader, "state_dict"):
-        torch.save(loader.state_dict(), tmp / f"data_rank{r}.pt")
+        (tmp / f"data_rank{r}.json").write_text(json.dumps(loader.state_dict()))
     backend.barrier()
     if backend.is_main:
         (tmp / "state.json").write_text(json.dumps({"step": step, "samples_seen": samples_seen,
-                                                    "world_size": backend.world_size}))
+                                                    "world_size": backend.world_size, **(extra or {})}))
         if final.exists():
             shutil.rmtree(final)
         tmp.replace(final)
-        for old in list_checkpoints(output_dir)[:-keep_last]:
+        others = [c for c in list_checkpoints(output_dir) if c != final]
+        for old in others[:max(0, len(others) - (keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     backend.barrier()
     return final
@@ -113,15 +144,20 @@ def load_checkpoint(folder: Path, *, backend, trainables, generator, loader) -> 
         raise RuntimeError(f"checkpoint {folder} was written by {state['world_size']} ranks, this run has "
                            f"{backend.world_size}: exact resume (RNG and data position per rank) needs the same count")
     if (folder / "trainable.pt").is_file():
-        trainables.load_state_dict(torch.load(folder / "trainable.pt", map_location="cpu"))
+        weights = torch.load(folder / "trainable.pt", map_location="cpu", weights_only=True)
+        if not _finite(weights):
+            raise NonFiniteCheckpoint(folder)
+        trainables.load_state_dict(weights)
     backend.load(folder)
-    if trainables.ema is not None:
-        trainables.ema.load_state_dict(torch.load(folder / "ema.pt", map_location="cpu"))
-    if getattr(trainables, "export_ema", None) is not None:
-        trainables.export_ema.load_state_dict(torch.load(folder / "ema_export.pt", map_location="cpu"))
+    for ema, name in ((trainables.ema, "ema.pt"), (getattr(trainables, "export_ema", None), "ema_export.pt")):
+        if ema is not None:
+            ema_state = torch.load(folder / name, map_location="cpu", weights_only=True)
+            if not _finite(ema_state["shadow"]):
+                raise NonFiniteCheckpoint(folder)
+            ema.load_state_dict(ema_state)
     r = backend.rank
-    set_rng_state(torch.load(folder / f"rng_rank{r}.pt", weights_only=False), generator)
-    data_file = folder / f"data_rank{r}.pt"
+    set_rng_state(torch.load(folder / f"rng_rank{r}.pt", weights_only=True), generator)
+    data_file = folder / f"data_rank{r}.json"
     if data_file.is_file() and hasattr(loader, "load_state_dict"):
-        loader.load_state_dict(torch.load(data_file, weights_only=False))
+        loader.load_state_dict(json.loads(data_file.read_text()))
     return state

@@ -10,7 +10,7 @@ the method registered (tdd_video.methods), so a new method adds keys without tou
 from __future__ import annotations
 
 import dataclasses
-import types
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from tdd_video.errors import ConfigError, check_range
+from tdd_video.typed import build_section
 
 SECTIONS = ("run", "model", "trainable", "method", "train", "validation", "export", "data")
 
@@ -27,6 +28,7 @@ class RunConfig:
     output_dir: str = "runs/tdd_svd_tiny"
     seed: int = 0
     resume: typing.Optional[str] = None  # None | "auto" (latest checkpoint in output_dir) | a checkpoint dir
+    overwrite: bool = False               # start over in an output_dir that holds a run (deletes its outputs)
 
     def validate(self, p: str) -> None:
         check_range(f"{p}.seed", self.seed, 0, None)
@@ -89,6 +91,8 @@ class TrainConfig:
     keep_last: int = 3
     tensorboard: bool = True
     progress: bool = True
+    max_nonfinite_steps: int = 10           # skipped (non-finite loss / grad norm) steps in a row that stop the run
+    preempt_signals: list = field(default_factory=lambda: ["SIGTERM"])   # checkpoint + exit 75 on these
 
     def validate(self, p: str) -> None:
         _choice(f"{p}.backend", self.backend, ("auto", "plain", "deepspeed", "accelerate"))
@@ -107,6 +111,10 @@ class TrainConfig:
         check_range(f"{p}.log_every", self.log_every, 1, None)
         check_range(f"{p}.checkpoint_every", self.checkpoint_every, 0, None)
         check_range(f"{p}.keep_last", self.keep_last, 1, None)
+        check_range(f"{p}.max_nonfinite_steps", self.max_nonfinite_steps, 1, None)
+        allowed = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
+        if not isinstance(self.preempt_signals, list) or any(s not in allowed for s in self.preempt_signals):
+            raise ConfigError(f"{p}.preempt_signals", f"got {self.preempt_signals!r}, a list of {', '.join(allowed)}")
         if self.backend == "deepspeed" and not self.deepspeed_config:
             raise ConfigError(f"{p}.deepspeed_config", "backend 'deepspeed' needs a DeepSpeed JSON "
                                                        "(e.g. configs/deepspeed/zero2.json)")
@@ -208,73 +216,6 @@ def _choice(key: str, value, allowed) -> None:
         raise ConfigError(key, f"got {value!r}, allowed values are {', '.join(map(repr, allowed))}")
 
 
-def _check_type(key: str, value, hint):
-    """Coerce/check one value against a type hint (int, float, bool, str, list, Optional[...])."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(key, value, inner[0]) if len(inner) == 1 else value
-    if hint is typing.Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"got {value!r}, expected true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"got {value!r}, expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, str):          # YAML 1.1 reads "1e-5" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"got {value!r}, expected a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(key, f"got {value!r}, expected a string")
-        return value
-    if hint in (list, tuple) or origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(key, f"got {value!r}, expected a list")
-        return list(value)
-    return value
-
-
-def build_section(cls, values: dict | None, prefix: str):
-    """Instantiate dataclass `cls` from a dict: unknown keys rejected, types checked, validate() run.
-    A field whose type is itself a dataclass is built recursively (prefix `prefix.field`)."""
-    values = {} if values is None else values
-    if not isinstance(values, dict):
-        raise ConfigError(prefix or "<root>", f"expected a mapping of keys, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        where = f"'{prefix}'" if prefix else "the recipe"
-        raise ConfigError(_join(prefix, unknown[0]), f"unknown key; allowed keys in {where} are: {', '.join(names)}")
-    kwargs = {}
-    for k, v in values.items():
-        if dataclasses.is_dataclass(hints[k]):
-            kwargs[k] = build_section(hints[k], v, _join(prefix, k))
-        else:
-            kwargs[k] = _check_type(_join(prefix, k), v, hints[k])
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(prefix)
-    return obj
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
 def _build_data(values, family: str = "svd"):
     from tdd_video.data.config import VideoDataConfig
     data_cls = VideoDataConfig
@@ -353,7 +294,7 @@ def config_from_dict(raw: dict) -> Config:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(unknown[0], f"unknown section; allowed sections are: {', '.join(SECTIONS)}")
-    from tdd_video.methods import method_config_class
+    from tdd_video.methods.configs import method_config_class
     method_raw = dict(raw.get("method") or {})
     method_name = method_raw.pop("name", "tdd")
     mcls = method_config_class(method_name)
@@ -384,6 +325,28 @@ def _cross_checks(cfg: Config) -> None:
                                                "image families validate on the data's captions ('data')")
     if cfg.model.family == "sdxl" and cfg.trainable.kind in ("spatial", "temporal"):
         raise ConfigError("trainable.kind", "spatial/temporal partial fine-tuning needs a video UNet (family svd)")
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_runnable(cfg: Config) -> None:
+    """What a run will read exists on this machine (data, model folder, DeepSpeed JSON, stage-1 UNet):
+    ConfigError naming the key, before anything heavy is imported or built. Separate from `load_config`
+    so that recipes written for other machines still load (and `--dry-run` prints them)."""
+    cfg.data.check_paths()
+    if cfg.trainable.init_unet and not Path(cfg.trainable.init_unet).exists():
+        raise ConfigError("trainable.init_unet", f"not found: {cfg.trainable.init_unet!r} (run the earlier stage "
+                                                 "first; its trained UNet is <run>/export/unet)")
+    m = cfg.model.path
+    if m is not None and not Path(m).exists():
+        from tdd_video import zoo
+        if not zoo.is_zoo_name(m) and not HUB_ID.match(m):
+            raise ConfigError("model.path", f"not found: {m!r} is not a folder, a zoo model "
+                                            f"({', '.join(zoo.available()) or 'none installed'}) or a hub id "
+                                            "(owner/name)")
+    if cfg.train.deepspeed_config and not Path(cfg.train.deepspeed_config).is_file():
+        raise ConfigError("train.deepspeed_config", f"file not found: {cfg.train.deepspeed_config}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -121,12 +121,18 @@ class PlainBackend(Backend):
         (loss / self.cfg.grad_accum).backward()
 
     def step(self) -> float:
+        """Clip and update; a non-finite gradient norm skips the update (and the lr schedule) instead."""
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        self.optimizer.step()
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        if math.isfinite(norm):
+            self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return float(norm)
+        return norm
+
+    def skip_step(self) -> None:
+        """Drop this step's (partial) gradients; no update, no lr step."""
+        self.optimizer.zero_grad(set_to_none=True)
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -137,7 +143,7 @@ class PlainBackend(Backend):
                        folder / "optimizer.pt")
 
     def load(self, folder: Path) -> None:
-        state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
+        state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -149,6 +155,13 @@ class AccelerateBackend(PlainBackend):
 
     def __init__(self, train_cfg):
         Backend.__init__(self, train_cfg)
+        if "WORLD_SIZE" not in os.environ:
+            raise ConfigError("train.backend", "'accelerate' needs processes started by a launcher: `accelerate launch "
+                                               "--config_file configs/accelerate/ddp_2proc_cpu.yaml ...` (it starts "
+                                               "them with torchrun) or `torchrun --nproc_per_node N ...`. This process "
+                                               "was started alone (an accelerate config with distributed_type "
+                                               "MULTI_CPU starts one process unless MPI is set up); for one process "
+                                               "use train.backend=plain")
         from accelerate import Accelerator
         from accelerate.utils import InitProcessGroupKwargs
         handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
@@ -171,12 +184,15 @@ class AccelerateBackend(PlainBackend):
         self.acc.backward(loss / self.cfg.grad_accum)
 
     def step(self) -> float:
+        """Clip and update (the norm is of the all-reduced gradients, so every rank decides alike); a
+        non-finite gradient norm skips the update and the lr schedule."""
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
-        norm = self.acc.clip_grad_norm_(self.params, clip)
-        self.optimizer.step()
+        norm = float(self.acc.clip_grad_norm_(self.params, clip))
+        if math.isfinite(norm):
+            self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return float(norm)
+        return norm
 
     def save(self, folder: Path) -> None:
         if self.is_main:
@@ -184,7 +200,7 @@ class AccelerateBackend(PlainBackend):
                        folder / "optimizer.pt")
 
     def load(self, folder: Path) -> None:
-        state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
+        state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
         self.optimizer.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -240,9 +256,10 @@ class DeepSpeedBackend(Backend):
     def setup(self, trainables) -> None:
         ds_cfg = deepspeed_config(self.cfg.deepspeed_config, self.cfg)
         self.zero_stage = ds_cfg.get("zero_optimization", {}).get("stage", 0)
-        if trainables.ema is not None and self.zero_stage == 3:
-            raise ConfigError("method.target_ema", "an EMA target needs full (unpartitioned) trainable weights; "
-                                                   "with ZeRO-3 use target_ema: 0 or a ZeRO-2 config")
+        if self.zero_stage == 3 and (trainables.ema is not None or trainables.export_ema is not None):
+            key = "method.target_ema" if trainables.ema is not None else "export.ema"
+            raise ConfigError(key, "an EMA of the student needs full (unpartitioned) trainable weights; "
+                                   "with ZeRO-3 set it to 0, or use a ZeRO-2 config")
         ds_cfg["train_micro_batch_size_per_gpu"] = self.micro_batch
         ds_cfg["train_batch_size"] = self.micro_batch * self.cfg.grad_accum * self.world_size
         self.ds_cfg = ds_cfg
@@ -262,6 +279,9 @@ class DeepSpeedBackend(Backend):
     def step(self) -> float:
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
+
+    def skip_step(self) -> None:
+        """Nothing to drop: a skipped step made no backward call (grad_accum 1; see the trainer)."""
 
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])

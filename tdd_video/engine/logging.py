@@ -17,7 +17,9 @@ NOISE_BINS = 5
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = True, purge_step: int | None = None):
+        """`purge_step`: a resumed run's first step; TensorBoard drops events from that step on (they are
+        rewritten), as the trainer drops those lines of metrics.jsonl."""
         self.enabled = enabled
         self.writer = None
         self.window: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -27,7 +29,7 @@ class MetricsLogger:
             self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
     def add_stats(self, stats: dict[str, torch.Tensor]) -> None:
         """Accumulate a micro step's per-sample stats ([B] tensors)."""

@@ -14,7 +14,9 @@ and `loader` (any iterable of batches with state_dict/load_state_dict for exact 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -25,8 +27,11 @@ import torch
 from tdd_video import lora
 from tdd_video.engine.build import build_family, build_loader, check_init_unet
 from tdd_video.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tdd_video.engine.config import check_runnable
 from tdd_video.engine.distributed import make_backend
 from tdd_video.engine.logging import MetricsLogger
+from tdd_video.engine.preempt import Preempted, PreemptionFlag
+from tdd_video.engine.rundir import RunLock, prepare_run_dir, truncate_metrics
 from tdd_video.engine.trainables import Trainables
 from tdd_video.engine.validation import Validator, validation_duties
 from tdd_video.errors import ConfigError
@@ -36,13 +41,13 @@ logger = logging.getLogger("tdd_video.engine")
 
 
 class NonFiniteLoss(RuntimeError):
-    """Raised when the loss is NaN/inf; no checkpoint is written from that state."""
+    """The run stopped because of non-finite losses / gradients; no checkpoint was written from that state."""
 
-    def __init__(self, step: int, value: float):
+    def __init__(self, step: int, message: str):
         self.step = step
-        super().__init__(f"non-finite loss ({value}) at optimizer step {step}: training stopped, no checkpoint "
-                         f"written from this state. Lower train.lr, check the data, or resume from the last "
-                         f"checkpoint.")
+        super().__init__(f"{message} (at optimizer step {step}). Training stopped; no checkpoint was written from "
+                         f"this state. Lower train.lr or trainable.lora_alpha, check the data, or resume from the "
+                         f"last checkpoint.")
 
 
 def seed_everything(seed: int) -> None:
@@ -125,11 +130,55 @@ def log_data_stats(log, step: int, loader, backend) -> dict[str, int]:
     return values
 
 
+def _summary_losses(losses: list[float]) -> tuple[float, float]:
+    """Mean of the finite losses over the first and the last 10 % of the steps (at least one step each)."""
+    finite = [v for v in losses if math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    n = max(1, len(finite) // 10)
+    return sum(finite[:n]) / n, sum(finite[-n:]) / n
+
+
+def _weights_finite(trainables, backend) -> bool:
+    """All trainable weights (this rank's share under ZeRO-3) finite, agreed by every rank."""
+    bad = 0.0
+    for p in trainables.parameters():
+        t = getattr(p, "ds_tensor", p)
+        if t.numel() and not bool(torch.isfinite(t.detach()).all()):
+            bad = 1.0
+            break
+    return backend.all_reduce_max(torch.tensor([bad], device=backend.device)).item() == 0
+
+
 def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dict:
-    """Run a recipe to `train.max_steps`. Returns {'losses', 'steps', 'run_dir', 'checkpoint', 'export'}."""
+    """Run a recipe to `train.max_steps`. Returns {'losses', 'steps', 'run_dir', 'checkpoint', 'export', ...}.
+
+    Raises NonFiniteLoss after `train.max_nonfinite_steps` skipped steps in a row and Preempted after a
+    preemption signal (the checkpoint of the current step is written first)."""
+    if family is None or loader is None:
+        check_runnable(cfg)
     run_dir = Path(cfg.run.output_dir)
     micro_batch = getattr(cfg.data, "batch_size", 1)
     backend = make_backend(cfg.train, micro_batch)
+    with RunLock(run_dir, active=backend.is_main) as lock:
+        backend.barrier()
+        return _train_locked(cfg, run_dir, backend, lock, family, loader, progress)
+
+
+def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -> dict:
+    notes = [lock.note] if lock.note else []
+    if backend.is_main:
+        cleared = prepare_run_dir(run_dir, cfg.run.resume, cfg.run.overwrite)
+        if cleared:
+            notes.append(f"--overwrite: deleted the previous run's {', '.join(cleared)}")
+    backend.barrier()
+    folder = _resume_folder(cfg, run_dir)
+    if folder is not None:
+        done_step = json.loads((folder / "state.json").read_text())["step"]
+        if done_step >= cfg.train.max_steps:
+            return {"already_finished": True, "steps": 0, "step": done_step, "run_dir": str(run_dir),
+                    "checkpoint": str(folder), "export": {}, "losses": [], "rank": backend.rank,
+                    "backend": backend.name, "world_size": backend.world_size, "notes": notes}
     if backend.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
@@ -140,18 +189,19 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
     method = build_method(cfg.method_name, cfg.method, family)
     trainables = Trainables(family, t.kind, lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_preset=t.lora_preset,
                             gradient_checkpointing=t.gradient_checkpointing, ema_decay=method.target_ema,
-                            export_ema_decay=cfg.export.ema,
-                            init_unet=t.init_unet)
+                            export_ema_decay=cfg.export.ema, init_unet=t.init_unet)
     backend.setup(trainables)
     loader = loader if loader is not None else build_loader(cfg, backend, run_dir)
     generator = torch.Generator().manual_seed(cfg.run.seed * 1000 + backend.rank + 1)
-    start, samples_seen = 0, 0
-    folder = _resume_folder(cfg, run_dir)
+    start, samples_seen, nonfinite = 0, 0, 0
     if folder is not None:
         state = load_checkpoint(folder, backend=backend, trainables=trainables, generator=generator, loader=loader)
         start, samples_seen = state["step"], state["samples_seen"]
+        nonfinite = int(state.get("nonfinite_steps", 0))
+        if backend.is_main:
+            truncate_metrics(run_dir, start)
     batches = loader.infinite() if hasattr(loader, "infinite") else itertools.cycle(loader)
-    log = MetricsLogger(run_dir, backend.is_main, cfg.train.tensorboard)
+    log = MetricsLogger(run_dir, backend.is_main, cfg.train.tensorboard, purge_step=start + 1 if start else None)
     validator = None
     show = cfg.train.progress if progress is None else progress
     bar = None
@@ -162,65 +212,99 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
     data_stats: dict[str, int] = {}
     last_ckpt = None
     zero3 = getattr(backend, "zero_stage", 0) == 3
-    if zero3 and (trainables.ema is not None or trainables.export_ema is not None):
-        raise ConfigError("method.target_ema" if trainables.ema is not None else "export.ema",
-                          "an EMA of the student weights is not supported under ZeRO-3 (the weights are partitioned "
-                          "across ranks); use ZeRO-2, or set it to 0")
     renders, metric = validation_duties(cfg.validation, backend.is_main, zero3)
     if zero3 and cfg.validation.every > 0:
         logger.warning("validation renders are skipped under ZeRO-3 (partitioned weights); "
                        "render from the exported LoRA with infer/img2vid.py instead")
+    streak, accum = 0, cfg.train.grad_accum
+
+    def checkpoint(step: int):
+        if not _weights_finite(trainables, backend):
+            raise NonFiniteLoss(step, "the trainable weights are not finite")
+        return save_checkpoint(run_dir, step, backend=backend, trainables=trainables, generator=generator,
+                               loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last,
+                               extra={"nonfinite_steps": nonfinite})
+
     try:
-        for step in range(start, cfg.train.max_steps):
-            t0, lr, micro_losses = time.perf_counter(), backend.lr(), []
-            for _ in range(cfg.train.grad_accum):
-                batch = next(batches)
-                with torch.no_grad():
-                    x0 = family.encode_latents(batch, generator)
-                    cond = family.encode_conditioning(batch, generator, train=True)
-                if validator is None and (renders or metric):
-                    validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
-                                          getattr(cfg.method, "num_grid", 250), method=method, renders=renders)
-                    if metric and step == 0:        # distillation distance before the first update
-                        with trainables.exported_weights():
-                            log.step(0, validator.distances(trainables), prefix="")
-                with backend.autocast():
-                    out = method.training_step(x0, cond, trainables, generator)
-                bad = backend.all_reduce_max(torch.tensor([0.0 if torch.isfinite(out.loss.detach()) else 1.0],
-                                                          device=out.loss.device))
-                if bad.item() > 0:
-                    raise NonFiniteLoss(step + 1, float(out.loss.detach()))
-                backend.backward(out.loss)
-                micro_losses.append(out.loss.detach().float())
-                log.add_stats(out.stats)
-                samples_seen += x0.shape[0] * backend.world_size
-            grad_norm = backend.step()
-            trainables.update_ema()
-            loss = float(backend.all_reduce_mean(torch.stack(micro_losses).mean().reshape(1)).item())
-            losses.append(loss)
-            done = step + 1
-            dt = time.perf_counter() - t0
-            sps = micro_batch * cfg.train.grad_accum * backend.world_size / dt
-            log.step(done, {"loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": sps})
-            if done % cfg.train.log_every == 0 or done == cfg.train.max_steps:
-                log.flush(done)
-                data_stats = log_data_stats(log, done, loader, backend)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
-            if validator is not None and validator.due(done):
-                with trainables.exported_weights():
-                    validator.render(done, trainables)
-            if metric and validator.metric_due(done, cfg.train.max_steps):
-                with trainables.exported_weights():
-                    log.step(done, validator.distances(trainables), prefix="")
-            if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
-                last_ckpt = save_checkpoint(run_dir, done, backend=backend, trainables=trainables, generator=generator,
-                                            loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)
+        with PreemptionFlag(cfg.train.preempt_signals) as preempt:
+            for step in range(start, cfg.train.max_steps):
+                t0, lr, micro_losses, skip = time.perf_counter(), backend.lr(), [], False
+                for _ in range(accum):
+                    batch = next(batches)
+                    with torch.no_grad():
+                        x0 = family.encode_latents(batch, generator)
+                        cond = family.encode_conditioning(batch, generator, train=True)
+                    if validator is None and (renders or metric):
+                        validator = Validator(cfg.validation, family, batch, tuple(x0.shape), run_dir,
+                                              getattr(cfg.method, "num_grid", 250), method=method, renders=renders)
+                        if metric and step == 0:        # distillation distance before the first update
+                            with trainables.exported_weights():
+                                log.step(0, validator.distances(trainables), prefix="")
+                    samples_seen += x0.shape[0] * backend.world_size
+                    if skip:
+                        continue                        # the rest of a skipped step's micro batches: data only
+                    with backend.autocast():
+                        out = method.training_step(x0, cond, trainables, generator)
+                    finite = torch.isfinite(out.loss.detach()).all()
+                    bad = backend.all_reduce_max(torch.tensor([0.0 if finite else 1.0], device=out.loss.device))
+                    if bad.item() > 0:
+                        if backend.name == "deepspeed" and micro_losses:
+                            raise NonFiniteLoss(step + 1, "non-finite loss in the middle of a gradient accumulation "
+                                                          "cycle under DeepSpeed (it cannot be skipped there; use "
+                                                          "train.grad_accum=1 to skip such steps)")
+                        skip = True
+                        continue
+                    backend.backward(out.loss)
+                    micro_losses.append(out.loss.detach().float())
+                    log.add_stats(out.stats)
+                if skip:
+                    backend.skip_step()
+                    grad_norm = float("nan")
+                else:
+                    grad_norm = backend.step()
+                    if not math.isfinite(grad_norm):
+                        skip = True                    # plain/accelerate skipped the update; DeepSpeed applied it
+                        if backend.name == "deepspeed" and not _weights_finite(trainables, backend):
+                            raise NonFiniteLoss(step + 1, f"gradient norm {grad_norm} made the weights non-finite")
+                done = step + 1
+                if skip:
+                    nonfinite, streak = nonfinite + 1, streak + 1
+                    loss = float("nan")
+                    if streak >= cfg.train.max_nonfinite_steps:
+                        raise NonFiniteLoss(done, f"{streak} optimizer steps in a row had a non-finite loss or "
+                                                  f"gradient norm and were skipped (train.max_nonfinite_steps)")
+                else:
+                    streak = 0
+                    trainables.update_ema()
+                    loss = float(backend.all_reduce_mean(torch.stack(micro_losses).mean().reshape(1)).item())
+                losses.append(loss)
+                dt = time.perf_counter() - t0
+                sps = getattr(cfg.data, "batch_size", 1) * accum * backend.world_size / dt
+                log.step(done, {"loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": sps,
+                                "nonfinite_steps": nonfinite})
+                if done % cfg.train.log_every == 0 or done == cfg.train.max_steps:
+                    log.flush(done)
+                    data_stats = log_data_stats(log, done, loader, backend)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}", **({"skipped": nonfinite} if nonfinite else {}))
+                if validator is not None and validator.due(done):
+                    with trainables.exported_weights():
+                        validator.render(done, trainables)
+                if metric and validator.metric_due(done, cfg.train.max_steps):
+                    with trainables.exported_weights():
+                        log.step(done, validator.distances(trainables), prefix="")
+                if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
+                    last_ckpt = checkpoint(done)
+                stop = backend.all_reduce_max(torch.tensor([1.0 if preempt.received else 0.0],
+                                                           device=backend.device))
+                if stop.item() > 0 and done < cfg.train.max_steps:
+                    if last_ckpt is None or not last_ckpt.name.endswith(f"{done:06d}"):
+                        last_ckpt = checkpoint(done)
+                    raise Preempted(done, preempt.received or "a signal on another rank", last_ckpt)
         end = cfg.train.max_steps
         if last_ckpt is None or not last_ckpt.name.endswith(f"{end:06d}"):
-            last_ckpt = save_checkpoint(run_dir, end, backend=backend, trainables=trainables, generator=generator,
-                                        loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last)
+            last_ckpt = checkpoint(end)
         exported = export(cfg, trainables, backend, run_dir, cfg.train.max_steps)
         if backend.is_main and data_stats.get("data/skipped", 0) > 0:
             logger.warning("%d of %d samples could not be loaded and were replaced (all ranks and workers); "
@@ -229,7 +313,9 @@ def train(cfg, *, family=None, loader=None, progress: bool | None = None) -> dic
         if bar is not None:
             bar.close()
         log.close()
+    first, last = _summary_losses(losses)
     return {"losses": losses, "steps": cfg.train.max_steps - start, "run_dir": str(run_dir),
             "checkpoint": str(last_ckpt), "export": exported, "trainable_params": trainables.num_trainable(),
             "backend": backend.name, "rank": backend.rank, "world_size": backend.world_size,
-            "optimizer_state_bytes": backend.optimizer_state_bytes()}
+            "optimizer_state_bytes": backend.optimizer_state_bytes(), "loss_first_10pct": first,
+            "loss_last_10pct": last, "nonfinite_steps": nonfinite, "notes": notes, "already_finished": False}

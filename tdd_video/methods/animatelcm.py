@@ -15,40 +15,14 @@ Trainables (LoRA / spatial / temporal / full) and the data path are the engine's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from tdd_video.core import add_noise, distill_loss, guidance_weights, jump, karras_grid_u
-from tdd_video.errors import ConfigError, check_range
+from tdd_video.errors import ConfigError
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
+from tdd_video.methods.configs import AnimateLCMConfig
 
 Tensor = torch.Tensor
-
-
-@dataclass
-class AnimateLCMConfig:
-    """Options of the AnimateLCM method (the `method:` section of a recipe)."""
-
-    num_grid: int = 40                                                       # N (Karras grid points)
-    guidance_min_choices: list = field(default_factory=lambda: [1.0, 1.25, 1.5])   # w_min ~ U{…}
-    guidance_max_choices: list = field(default_factory=lambda: [2.0, 2.25, 2.5])   # w_max ~ U{…}
-    target_ema: float = 0.95             # fp32 EMA decay of the target network θ⁻
-    loss: str = "huber"                  # huber | l2
-    huber_c: float = 1e-3
-    weight_power: float = -0.1           # loss weight (σ_n − σ_{n+1})^weight_power
-
-    def validate(self, p: str = "method") -> None:
-        check_range(f"{p}.num_grid", self.num_grid, 2, 10000)
-        for key in ("guidance_min_choices", "guidance_max_choices"):
-            v = getattr(self, key)
-            if not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v):
-                raise ConfigError(f"{p}.{key}", f"got {v!r}, need a non-empty list of numbers >= 0")
-        check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0, hi_open=True)
-        if self.loss not in ("huber", "l2"):
-            raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
-        check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)
-        check_range(f"{p}.weight_power", self.weight_power, -10.0, 10.0)
 
 
 def _choose(values: list, batch: int, generator) -> Tensor:
@@ -113,4 +87,4 @@ class AnimateLCM(DistillMethod):
         return StepOutput(loss=per_sample.mean(), stats=stats)
 
 
-register_method("animatelcm", AnimateLCMConfig, AnimateLCM)
+register_method("animatelcm", AnimateLCM)

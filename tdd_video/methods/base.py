@@ -16,6 +16,8 @@ from typing import ContextManager, Protocol
 import torch
 from torch import nn
 
+from tdd_video.methods.configs import method_config_class
+
 Tensor = torch.Tensor
 
 
@@ -74,22 +76,19 @@ class DistillMethod(ABC):
         cond: the family's Conditioning for the batch; all randomness from `generator`."""
 
 
-_REGISTRY: dict[str, tuple[type, type]] = {}
+_REGISTRY: dict[str, type] = {}
 
 
-def register_method(name: str, config_cls: type, method_cls: type) -> None:
-    """Make a method buildable from a recipe with `method.name: <name>`."""
-    _REGISTRY[name] = (config_cls, method_cls)
-
-
-def method_config_class(name: str) -> type:
-    from tdd_video.errors import ConfigError
-    if name not in _REGISTRY:
-        raise ConfigError("method.name", f"got {name!r}, allowed values are {', '.join(map(repr, sorted(_REGISTRY)))}")
-    return _REGISTRY[name][0]
+def register_method(name: str, method_cls: type) -> None:
+    """Make a method buildable from a recipe with `method.name: <name>` (its config class lives in
+    tdd_video.methods.configs.CONFIGS under the same name)."""
+    _REGISTRY[name] = method_cls
 
 
 def build_method(name: str, cfg, family) -> DistillMethod:
     """Instantiate the registered method `name` with its validated config and a family."""
     method_config_class(name)
-    return _REGISTRY[name][1](cfg, family)
+    if name not in _REGISTRY:                       # the method module registers itself when imported
+        import importlib
+        importlib.import_module(f"tdd_video.methods.{name}")
+    return _REGISTRY[name](cfg, family)

@@ -1,7 +1,7 @@
 """Target-Driven Distillation (TDD), one training step generic over model families (docs/math.md §3–4).
 
     n ~ density, t = u_n, t_n = u_{n−1};  K ~ U{K_min..K_max};  τ = next S_K point ≤ t_n;
-    η ~ U[0, η_max];  s = quantize((1 − η)·τ)                                    (select_targets)
+    η ~ U[0, η_max];  s = (1 − η)·τ in the schedule's units (VP: floor on timesteps)   (select_targets)
     c' = ∅ with prob. p_uncond else c        (same c' for student, target, teacher cond branch)
     x_t = α_t x0 + σ_t ε
     x_{t_n} = teacher solver t → t_n on x0_ψ = x0_ψ(∅) + w·(x0_ψ(c') − x0_ψ(∅))   (ONE 2B forward)
@@ -19,8 +19,6 @@ one pseudo-Huber c works for both families instead of losses that grow with σ_s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from tdd_video.core import (
@@ -33,54 +31,11 @@ from tdd_video.core import (
     sample_guidance_range,
     select_targets,
     source_density,
-    validate_tdd_params,
 )
-from tdd_video.errors import ConfigError, check_range
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
+from tdd_video.methods.configs import TDDConfig
 
 Tensor = torch.Tensor
-
-
-@dataclass
-class TDDConfig:
-    """Options of the TDD method (the `method:` section of a recipe)."""
-
-    num_grid: int = 250                 # N, teacher grid points
-    k_min: int = 4
-    k_max: int = 8
-    eta_max: float = 0.3
-    p_uncond: float = 0.2               # decoupled guidance: fraction of samples trained on ∅
-    guidance_min_range: list = field(default_factory=lambda: [1.0, 1.0])   # w_min ~ U[lo, hi] (video)
-    guidance_max_range: list = field(default_factory=lambda: [3.0, 3.0])   # w_max ~ U[lo, hi]; images: w
-    teacher_solver: str = "euler"       # euler | heun
-    teacher_substeps: int = 1
-    target_ema: float = 0.0             # 0 = online student under no_grad; else fp32 EMA decay
-    loss: str = "huber"                 # huber | l2
-    huber_c: float = 1e-3
-    source_density: str = "uniform"     # uniform | high-noise | low-noise
-
-    def validate(self, p: str = "method") -> None:
-        try:
-            validate_tdd_params(self.num_grid, self.k_min, self.k_max, self.eta_max)
-        except ConfigError as e:
-            raise ConfigError(f"{p}.{e.key}", str(e).split(": ", 1)[-1]) from None
-        check_range(f"{p}.p_uncond", self.p_uncond, 0.0, 1.0)
-        for key in ("guidance_min_range", "guidance_max_range"):
-            r = getattr(self, key)
-            if len(r) != 2 or not all(isinstance(v, (int, float)) for v in r) or r[0] > r[1] or r[0] < 0:
-                raise ConfigError(f"{p}.{key}", f"got {r!r}, need [lo, hi] with 0 <= lo <= hi")
-        if self.guidance_min_range[0] > self.guidance_max_range[1]:
-            raise ConfigError(f"{p}.guidance_min_range", "w_min range lies above the w_max range")
-        if self.teacher_solver not in ("euler", "heun"):
-            raise ConfigError(f"{p}.teacher_solver", f"got {self.teacher_solver!r}, allowed values are 'euler', 'heun'")
-        check_range(f"{p}.teacher_substeps", self.teacher_substeps, 1, 64)
-        check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0, hi_open=True)
-        if self.loss not in ("huber", "l2"):
-            raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
-        check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)
-        if self.source_density not in ("uniform", "high-noise", "low-noise"):
-            raise ConfigError(f"{p}.source_density", f"got {self.source_density!r}, allowed values are "
-                                                     "'uniform', 'high-noise', 'low-noise'")
 
 
 def _bcast(v: Tensor, like: Tensor) -> Tensor:
@@ -134,7 +89,7 @@ class TDD(DistillMethod):
         b = x0.shape[0]
         x0 = x0.float()
         ts = select_targets(b, cfg.num_grid, cfg.k_min, cfg.k_max, cfg.eta_max, generator=generator,
-                            source_weights=self._weights, quantize=sched.quantize)
+                            source_weights=self._weights, schedule=sched)
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device)
         x_t = add_noise(sched, x0, noise, ts.t)
         null_all = self.family.null_conditioning(cond)
@@ -171,4 +126,4 @@ class TDD(DistillMethod):
         return StepOutput(loss=per_sample.mean(), stats=stats)
 
 
-register_method("tdd", TDDConfig, TDD)
+register_method("tdd", TDD)

@@ -1,7 +1,7 @@
 """The teacher's reference sampler: Euler on diffusers' Karras σ grid (what the stock SVD pipeline runs).
 
 K points σ_max → σ_min then 0 (core.karras_grid_u), starting at √(σ_max² + 1)·ε like the SVD
-pipeline; each step x ← x0 + (σ_next/σ)·(x − x0) (= core.jump on the EDM schedule). It has the
+pipeline; each step x ← x0 + (σ_next/σ)·(x − x0) (= core.ddim on the EDM schedule). It has the
 sampling protocol of `sampling.sample` (``set_timesteps``, ``timesteps``, ``u``, ``init_noise_sigma``,
 ``num_inference_steps``, ``step_denoised``), so the one sampling loop drives it like the TDD and
 AnimateLCM schedulers; guidance (frame-wise CFG 1 → 3 for the pipeline default) is the loop's.

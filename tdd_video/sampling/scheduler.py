@@ -8,12 +8,14 @@ works for StableVideoDiffusionPipeline and StableDiffusionXLPipeline alike.
 Step i (u_i → u_{i+1} on the shared time axis, docs/math.md §1c):
   x0 = D(x, u_i)                       (from the model output, or given directly: `step_denoised`)
   x0 = clip(x0)                        (docs/math.md §6, first `clip_steps` steps only)
-  s  = (1 − η)·u_{i+1}                 (γ-sampling target, VP: rounded down to an integer timestep)
-  x_s = DDIM jump u_i → s              (core.jump)
+  s  = shrink(u_{i+1}, η)              (γ-sampling target: EDM (1 − η)·u_{i+1}; VP floor((1 − η)·t_{i+1}))
+  x_s = DDIM jump u_i → s              (core.ddim)
   x  = re-noise s → u_{i+1} with z     (core.renoise; only if η > 0 and not the last step)
 The last step ends at u = 0 and returns x0. z comes from the caller's generator (``step(...,
 generator=g)``), else from the generator given to `set_generator`, else from a private generator
 seeded with ``config.seed`` at every `set_timesteps` — never from torch's global RNG.
+η is ``config.eta`` unless `step` / `step_denoised` get ``eta=`` (StableDiffusionXLPipeline always passes
+its own, default 0.0; StableVideoDiffusionPipeline passes none).
 """
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
     the base pipeline's scheduler is a valid starting point.
 
     TDD keys: ``num_grid`` N of the training grid (250), ``k_min``/``k_max`` (the trained step range,
-    used by the non-uniform schedule), ``schedule`` ('equidistant' | 'tdd-nonuniform'), ``eta`` η ∈ [0, 1),
+    used by the non-uniform schedule), ``schedule`` ('equidistant' | 'tdd-nonuniform'), ``eta`` η ∈ [0, 1)
+    (the default of `step`'s per-call ``eta``),
     ``clip_mode`` ('none' | 'static' | 'dynamic'), ``clip_value`` b (latent units), ``clip_quantile``,
     ``clip_steps`` (clip during the first n steps), ``seed`` (fallback noise seed)."""
 
@@ -236,16 +239,35 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
         return a * x - s * out       # VP v-prediction
 
     # ------------------------------------------------------------------ the update
-    def step(self, model_output: Tensor, timestep, sample: Tensor, generator: torch.Generator | None = None,
-             return_dict: bool = True) -> TDDSchedulerOutput | tuple:
-        """One TDD step from the raw model output (what diffusers pipelines call). Shapes [B, ...]."""
+    def _eta(self, eta: float | None) -> float:
+        """The η of this step: the per-call value, or the config's when None; validated like the config key."""
+        if eta is None:
+            return float(self.config.eta)
+        check_range("eta", eta, 0.0, 1.0, hi_open=True)
+        return float(eta)
+
+    def step(self, model_output: Tensor, timestep, sample: Tensor, eta: float | None = None,
+             generator: torch.Generator | None = None, return_dict: bool = True) -> TDDSchedulerOutput | tuple:
+        """One TDD step from the raw model output (what diffusers pipelines call). Shapes [B, ...].
+
+        ``eta``: γ-sampling η ∈ [0, 1) for this step; None uses ``config.eta`` (docs/math.md §5). diffusers
+        pipelines pass ``eta`` (and ``generator``) to any scheduler whose `step` accepts them, so
+        StableDiffusionXLPipeline always passes its own ``eta``, default 0.0, which then wins over the
+        config value (as with the official TDD scheduler): call ``pipe(..., eta=0.3)`` for γ-sampling.
+        StableVideoDiffusionPipeline passes no ``eta``, so the config's η applies there."""
+        eta = self._eta(eta)
         u_t, _, _ = self._levels(timestep)
         x0 = self.convert_model_output(model_output, sample, u_t)
-        return self.step_denoised(x0, timestep, sample, generator=generator, return_dict=return_dict)
+        return self.step_denoised(x0, timestep, sample, eta=eta, generator=generator, return_dict=return_dict)
 
-    def step_denoised(self, denoised: Tensor, timestep, sample: Tensor, generator: torch.Generator | None = None,
+    def step_denoised(self, denoised: Tensor, timestep, sample: Tensor, eta: float | None = None,
+                      generator: torch.Generator | None = None,
                       return_dict: bool = True) -> TDDSchedulerOutput | tuple:
-        """One TDD step given x0 = D(x, u_i) directly (the family sampling loop's entry point). docs/math.md §5."""
+        """One TDD step given x0 = D(x, u_i) directly (the family sampling loop's entry point). docs/math.md §5.
+
+        ``eta`` as in `step` (None: ``config.eta``). The γ target is the schedule's
+        ``shrink(u_{i+1}, η)``: EDM (1 − η)·u_{i+1}; VP floor((1 − η)·t_{i+1}) in integer timesteps."""
+        eta = self._eta(eta)
         u_t, u_next, i = self._levels(timestep)
         cfg = self.config
         x = sample.to(torch.float32)
@@ -256,8 +278,7 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
         if last or u_next == 0.0:
             prev = x0
         else:
-            s = (1.0 - cfg.eta) * u_next
-            s = min(float(self.noise_schedule.quantize(torch.tensor(s, dtype=torch.float64))), u_next)
+            s = min(float(self.noise_schedule.shrink(torch.tensor(u_next, dtype=torch.float64), eta)), u_next)
             prev = jump(self.noise_schedule, x, x0, u_t, s)
             if s < u_next:
                 gen = generator or self._generator or self._fallback_generator

@@ -1,27 +1,28 @@
-"""Driver for the 2-process DeepSpeed smoke test: the real engine (DeepSpeed backend, ZeRO from a
-configs/deepspeed JSON) on the stand-in family, so it stays fast. Prints one JSON line per rank."""
+"""Driver for the multi-process tests (DeepSpeed ZeRO, accelerate/torchrun, multi-node rendezvous): the real
+engine and backends on the stand-in family, so it stays fast. Writes result_rank{r}.json per rank (and
+pid_rank{r} while it runs); a preempted rank writes its result and exits with the preemption code."""
 import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from standin_family import ToyFamily  # this script's folder (tests/) is on sys.path when run as a script
 
-import torch  # noqa: E402
-from standin_family import ToyFamily  # noqa: E402
-
-from tdd_video.engine.config import config_from_dict  # noqa: E402
-from tdd_video.engine.trainer import train  # noqa: E402
+from tdd_video.engine.config import config_from_dict
+from tdd_video.engine.preempt import PREEMPTED_EXIT_CODE, Preempted
+from tdd_video.engine.trainer import train
 
 
 class RankLoader:
-    def __init__(self, rank, b=2):
-        self.pos, self.rank, self.b = 0, rank, b
+    def __init__(self, rank, b=2, sleep=0.0):
+        self.pos, self.rank, self.b, self.sleep = 0, rank, b, sleep
 
     def infinite(self):
         while True:
+            time.sleep(self.sleep)
             g = torch.Generator().manual_seed(1000 * self.rank + self.pos)
             self.pos += 1
             yield {"latents": torch.randn(self.b, 3, 4, 8, 8, generator=g), "emb": torch.randn(self.b, 8, generator=g)}
@@ -43,16 +44,30 @@ def main():
     p.add_argument("--hidden", type=int, default=16, help="width of the stand-in network")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--backend", default="deepspeed")
+    p.add_argument("--sleep", type=float, default=0.0, help="seconds per batch (slow runs for signal tests)")
+    p.add_argument("--checkpoint-every", type=int, default=0)
+    p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--precision", default="bf16")
+    p.add_argument("--resume", default=None)
     a = p.parse_args()
     torch.set_num_threads(1)
     cfg = config_from_dict({"run": {"output_dir": a.out, "seed": 0}, "trainable": {"kind": a.kind},
                             "method": {"guidance_min_range": [1.0, 1.5], "guidance_max_range": [2.0, 3.0]},
                             "train": {"backend": a.backend, "deepspeed_config": a.ds, "max_steps": a.steps,
-                                      "lr": a.lr, "warmup_steps": 1, "checkpoint_every": 0, "tensorboard": False,
-                                      "progress": False, "mixed_precision": "bf16", "grad_accum": 2},
+                                      "lr": a.lr, "warmup_steps": 1, "checkpoint_every": a.checkpoint_every,
+                                      "tensorboard": False, "progress": False, "mixed_precision": a.precision,
+                                      "grad_accum": a.grad_accum},
                             "data": {"path": "synthetic", "batch_size": 2}})
+    cfg.run.resume = a.resume
     rank = int(os.environ.get("RANK", 0))
-    out = train(cfg, family=ToyFamily("edm", hidden=a.hidden), loader=RankLoader(rank))
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / f"pid_rank{rank}").write_text(str(os.getpid()))
+    try:
+        out = train(cfg, family=ToyFamily("edm", hidden=a.hidden), loader=RankLoader(rank, sleep=a.sleep))
+    except Preempted as e:
+        (Path(a.out) / f"result_rank{rank}.json").write_text(json.dumps({"rank": rank, "preempted": e.step,
+                                                                        "checkpoint": str(e.checkpoint)}))
+        sys.exit(PREEMPTED_EXIT_CODE)
     opt_bytes = 0
     ckpt = Path(out["checkpoint"]) / "deepspeed"
     for f in ckpt.glob(f"*rank_{rank}_*optim_states.pt") if ckpt.is_dir() else []:

@@ -1,0 +1,86 @@
+"""The `method:` sections of a recipe, one dataclass per method (pure Python: a recipe is checked
+before torch is imported). `method.name` picks the class; `method_config_class(name)` looks it up.
+The methods themselves (tdd_video.methods.tdd, .animatelcm) import their config from here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tdd_video.core.params import validate_tdd_params
+from tdd_video.errors import ConfigError, check_range
+
+
+@dataclass
+class TDDConfig:
+    """Options of the TDD method (the `method:` section of a recipe)."""
+
+    num_grid: int = 250                 # N, teacher grid points
+    k_min: int = 4
+    k_max: int = 8
+    eta_max: float = 0.3
+    p_uncond: float = 0.2               # decoupled guidance: fraction of samples trained on ∅
+    guidance_min_range: list = field(default_factory=lambda: [1.0, 1.0])   # w_min ~ U[lo, hi] (video)
+    guidance_max_range: list = field(default_factory=lambda: [3.0, 3.0])   # w_max ~ U[lo, hi]; images: w
+    teacher_solver: str = "euler"       # euler | heun
+    teacher_substeps: int = 1
+    target_ema: float = 0.0             # 0 = online student under no_grad; else fp32 EMA decay
+    loss: str = "huber"                 # huber | l2
+    huber_c: float = 1e-3
+    source_density: str = "uniform"     # uniform | high-noise | low-noise
+
+    def validate(self, p: str = "method") -> None:
+        try:
+            validate_tdd_params(self.num_grid, self.k_min, self.k_max, self.eta_max)
+        except ConfigError as e:
+            raise ConfigError(f"{p}.{e.key}", str(e).split(": ", 1)[-1]) from None
+        check_range(f"{p}.p_uncond", self.p_uncond, 0.0, 1.0)
+        for key in ("guidance_min_range", "guidance_max_range"):
+            r = getattr(self, key)
+            if len(r) != 2 or not all(isinstance(v, (int, float)) for v in r) or r[0] > r[1] or r[0] < 0:
+                raise ConfigError(f"{p}.{key}", f"got {r!r}, need [lo, hi] with 0 <= lo <= hi")
+        if self.guidance_min_range[0] > self.guidance_max_range[1]:
+            raise ConfigError(f"{p}.guidance_min_range", "w_min range lies above the w_max range")
+        if self.teacher_solver not in ("euler", "heun"):
+            raise ConfigError(f"{p}.teacher_solver", f"got {self.teacher_solver!r}, allowed values are 'euler', 'heun'")
+        check_range(f"{p}.teacher_substeps", self.teacher_substeps, 1, 64)
+        check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0, hi_open=True)
+        if self.loss not in ("huber", "l2"):
+            raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
+        check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)
+        if self.source_density not in ("uniform", "high-noise", "low-noise"):
+            raise ConfigError(f"{p}.source_density", f"got {self.source_density!r}, allowed values are "
+                                                     "'uniform', 'high-noise', 'low-noise'")
+
+
+@dataclass
+class AnimateLCMConfig:
+    """Options of the AnimateLCM method (the `method:` section of a recipe)."""
+
+    num_grid: int = 40                                                       # N (Karras grid points)
+    guidance_min_choices: list = field(default_factory=lambda: [1.0, 1.25, 1.5])   # w_min ~ U{…}
+    guidance_max_choices: list = field(default_factory=lambda: [2.0, 2.25, 2.5])   # w_max ~ U{…}
+    target_ema: float = 0.95             # fp32 EMA decay of the target network θ⁻
+    loss: str = "huber"                  # huber | l2
+    huber_c: float = 1e-3
+    weight_power: float = -0.1           # loss weight (σ_n − σ_{n+1})^weight_power
+
+    def validate(self, p: str = "method") -> None:
+        check_range(f"{p}.num_grid", self.num_grid, 2, 10000)
+        for key in ("guidance_min_choices", "guidance_max_choices"):
+            v = getattr(self, key)
+            if not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v):
+                raise ConfigError(f"{p}.{key}", f"got {v!r}, need a non-empty list of numbers >= 0")
+        check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0, hi_open=True)
+        if self.loss not in ("huber", "l2"):
+            raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
+        check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)
+        check_range(f"{p}.weight_power", self.weight_power, -10.0, 10.0)
+
+
+CONFIGS: dict[str, type] = {"tdd": TDDConfig, "animatelcm": AnimateLCMConfig}
+
+
+def method_config_class(name: str) -> type:
+    """The config dataclass of method `name`; ConfigError on `method.name` listing the methods otherwise."""
+    if name not in CONFIGS:
+        raise ConfigError("method.name", f"got {name!r}, allowed values are {', '.join(map(repr, sorted(CONFIGS)))}")
+    return CONFIGS[name]

@@ -1,0 +1,73 @@
+"""2-process training under `accelerate launch` with the shipped CPU config (it really starts 2 processes,
+through torchrun), and preemption across ranks: SIGTERM to ONE rank makes both write the checkpoint of the
+same step and exit with the preemption code; the resumed run continues bit-exactly."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tdd_video.engine.preempt import PREEMPTED_EXIT_CODE
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "accelerate" / "ddp_2proc_cpu.yaml"
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(out: Path, steps: int, sleep: float = 0.0, resume: str | None = None) -> subprocess.Popen:
+    launcher = shutil.which("accelerate")
+    if launcher is None:
+        pytest.skip("accelerate launcher not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [launcher, "launch", "--config_file", str(CONFIG), "--main_process_port", str(_port()),
+           str(ROOT / "tests" / "multiproc_driver.py"), "--backend", "accelerate", "--out", str(out), "--steps",
+           str(steps), "--sleep", str(sleep), "--grad-accum", "1", "--precision", "no", "--checkpoint-every", "100"]
+    cmd += ["--resume", resume] if resume else []
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _results(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("result_rank*.json"))]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_processes_and_preemption_of_one_rank(tmp_path):
+    run = tmp_path / "p"
+    proc = _launch(run, steps=60, sleep=0.15)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
+        time.sleep(0.2)
+    pid1 = int((run / "pid_rank1").read_text())
+    os.kill(pid1, signal.SIGTERM)                        # only rank 1 gets the signal
+    _, err = proc.communicate(timeout=240)
+    rows = _results(run)
+    assert [r["rank"] for r in rows] == [0, 1], err[-3000:]
+    assert rows[0]["preempted"] == rows[1]["preempted"], rows
+    stopped = rows[0]["preempted"]
+    assert (run / "checkpoints" / f"step_{stopped:06d}" / "state.json").is_file()
+    assert json.loads((run / "checkpoints" / f"step_{stopped:06d}" / "state.json").read_text())["world_size"] == 2
+    for f in run.glob("result_rank*.json"):
+        f.unlink()
+    final = stopped + 2
+    resumed = _launch(run, steps=final, resume="auto")
+    _, err_r = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err_r[-3000:]
+    ref = _launch(tmp_path / "ref", steps=final)
+    _, err_ref = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err_ref[-3000:]
+    got, want = _results(run), _results(tmp_path / "ref")
+    assert all(r["world_size"] == 2 and r["backend"] == "accelerate" for r in got + want)
+    assert got[0]["losses"] == want[0]["losses"][stopped:]
+    assert PREEMPTED_EXIT_CODE == 75
