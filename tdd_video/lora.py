@@ -244,15 +244,23 @@ def read_lora(path) -> tuple[dict[str, torch.Tensor], dict | None, dict | None]:
         path = path / "pytorch_lora_weights.safetensors"
     if not path.is_file():
         raise ConfigError("lora", f"LoRA file {str(path)!r} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - random bytes, a truncated download, a Git LFS pointer, a .bin file
+        raise ConfigError("lora", f"cannot read LoRA file {str(path)!r} as .safetensors ({type(e).__name__}: {e}); "
+                                  "is the file complete (not truncated / a Git LFS pointer)?") from None
     state = {(k[len(PREFIX):] if k.startswith(PREFIX) else k): v for k, v in state.items()}
     cfg = None
-    if DIFFUSERS_META_KEY in meta:
-        raw = json.loads(meta[DIFFUSERS_META_KEY])
-        cfg = {k[len(PREFIX):]: v for k, v in raw.items() if k.startswith(PREFIX)} or None
-    ours = json.loads(meta[META_KEY]) if META_KEY in meta else None
+    try:
+        if DIFFUSERS_META_KEY in meta:
+            raw = json.loads(meta[DIFFUSERS_META_KEY])
+            cfg = {k[len(PREFIX):]: v for k, v in raw.items() if k.startswith(PREFIX)} or None
+        ours = json.loads(meta[META_KEY]) if META_KEY in meta else None
+    except (ValueError, AttributeError) as e:
+        raise ConfigError("lora", f"LoRA file {str(path)!r} has unreadable metadata "
+                                  f"({type(e).__name__}: {e})") from None
     return state, cfg, ours
 
 

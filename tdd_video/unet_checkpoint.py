@@ -16,11 +16,14 @@ diffusion_pytorch_model(.fp16).safetensors / .bin is used (single-file weights o
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:            # torch is imported where tensors are read: the file checks stay light
+    import torch
+    from torch import nn
 
 SHOW = 5
 STRIP_PREFIXES = ("unet.", "model.", "module.")
@@ -64,6 +67,7 @@ class LoadReport:
 
 def _read_shapes(path: Path) -> tuple[dict[str, tuple], dict[str, torch.Tensor] | None]:
     """(key -> shape, tensors or None). Safetensors: header only (tensors are read later)."""
+    import torch
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
@@ -106,6 +110,32 @@ def resolve_checkpoint_file(path: str | Path) -> Path:
     return path
 
 
+TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def check_weights_file(path: str | Path, what: str = "checkpoint") -> Path:
+    """Cheap check (no torch, no tensor data read) that `path` is a readable weights file: a .safetensors
+    header that parses and fits the file, or a torch.save file (zip archive or pickle). CheckpointError
+    naming the file otherwise (random bytes, a truncated download, a Git LFS pointer, an HTML error page)."""
+    path = Path(path)
+    hint = "is the file complete (not truncated / a Git LFS pointer)?"
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), framework="numpy") as f:
+                f.keys()
+        elif path.suffix.lower() in TORCH_SUFFIXES:
+            with open(path, "rb") as f:
+                head = f.read(2)
+            if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
+                raise CheckpointError(f"{path} is not a PyTorch {what} (neither a zip archive nor a pickle); {hint}")
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader failure becomes one clear message
+        raise CheckpointError(f"cannot read {what} {path} ({type(e).__name__}: {e}); {hint}") from None
+    return path
+
+
 def _strip_prefix(keys) -> str:
     keys = list(keys)
     for p in STRIP_PREFIXES:
@@ -138,6 +168,7 @@ def load_unet_checkpoint(unet: nn.Module, path: str | Path, strict: bool = True)
 
     strict=True (default) refuses any missing/unexpected key or shape mismatch with CheckpointError
     listing them (counts + first few); strict=False loads the matching tensors and returns the report."""
+    import torch
     path = resolve_checkpoint_file(path)
     shapes, tensors = _read_shapes(path)
     report = _compare(unet, path, shapes)

@@ -199,10 +199,10 @@ def test_unet_file_with_animatelcm_sampler(tmp_path, capsys):
     # independent: the same draws in the same order (noise aug, start noise, re-noising) through the family
     gen = torch.Generator().manual_seed(0)
     from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
-    image, _ = load_image(None)
-    image, _ = fit_image(image, 64, 64)
-    cond = fam.encode_conditioning({"first_frame": image_to_tensor(image)}, generator=gen, train=False,
-                                   noise_aug=0.02, fps_id=6, motion_bucket_id=127)
+    photo, _ = load_image(None)
+    image, _ = fit_image(photo, 64, 64)
+    cond = fam.encode_conditioning({"first_frame": image_to_tensor(image), "embedding_image": image_to_tensor(photo)},
+                                   generator=gen, train=False, noise_aug=0.02, fps_id=6, motion_bucket_id=127)
     noise = torch.randn(r.latents.shape, generator=gen)
     ref = animatelcm_reference(lambda x, u: fam.denoise(x, u, cond), noise, 4, gen, fam.schedule)
     assert torch.allclose(r.latents, ref, atol=1e-4), float((r.latents - ref).abs().max())
@@ -229,3 +229,35 @@ def test_unet_file_with_animatelcm_sampler(tmp_path, capsys):
         render_img2vid(fast(tmp_path, unet=str(path), lora="x.safetensors", teacher_refine=0.05))
     assert cli.main(["--sampler", "animatelcm", "--eta", "0.2", "--no-progress", "--out", str(tmp_path / "c.gif")]) == 2
     assert "eta" in capsys.readouterr().err
+
+
+def test_cli_render_equals_stock_pipeline_on_a_non_square_photo(tmp_path, monkeypatch):
+    """The CLI render embeds the ORIGINAL photo with CLIP (as StableVideoDiffusionPipeline._encode_image does)
+    and VAE-encodes the frame fitted to the output size: the same latents as the stock pipeline with our
+    TDDScheduler, same seed and settings (one generator for noise augmentation, start noise and γ noise)."""
+    import tdd_video.apps.img2vid as app
+    from tdd_video.apps.api import default_model_dir, load_img2vid
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(photo)   # 128 wide, 64 high
+    got = {}
+
+    def spy(settings, log=print):
+        got["result"] = render_img2vid(settings, log=log)
+        return got["result"]
+
+    monkeypatch.setattr(app, "render_img2vid", spy)
+    assert cli.main(["--model", "tiny", "--image", str(photo), "--height", "32", "--width", "64", "--frames", "2",
+                     "--steps", "2", "--eta", "0.3", "--seed", "5", "--out", str(tmp_path / "o.gif"),
+                     "--no-progress"]) == 0
+    ours = got["result"].latents
+    pipe = load_img2vid(default_model_dir(), steps=2, eta=0.3)
+    pipe.set_progress_bar_config(disable=True)
+    gen = torch.Generator().manual_seed(5)
+    pipe.scheduler.set_generator(gen)
+    ref = pipe(Image.open(photo), height=32, width=64, num_frames=2, num_inference_steps=2, min_guidance_scale=1.0,
+               max_guidance_scale=1.0, fps=7, motion_bucket_id=127, noise_aug_strength=0.02, generator=gen,
+               output_type="latent").frames
+    assert ours.shape == ref.shape == (1, 2, 4, 8, 16)
+    scale = float(ref.abs().max())
+    assert torch.allclose(ours, ref.float(), atol=2e-4 * scale, rtol=1e-3), float((ours - ref).abs().max())

@@ -39,3 +39,25 @@ def test_two_rank_zero2_smoke(tmp_path):
     assert rows[0]["losses"] == rows[1]["losses"] and all(math.isfinite(v) for v in rows[0]["losses"])
     shards = sorted((tmp_path / "run" / "checkpoints" / "step_000002" / "deepspeed").glob("*optim_states.pt"))
     assert [s.name.split("_mp_")[0] for s in shards] == ["bf16_zero_pp_rank_0", "bf16_zero_pp_rank_1"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_rank_zero2_adversarial_tdd(tmp_path):
+    """Adversarial TDD under ZeRO-2 on 2 ranks: LoRA student on the tiny SVD, discriminator heads kept identical
+    across ranks (their gradients are averaged), same losses on both ranks."""
+    pytest.importorskip("deepspeed")
+    launcher = shutil.which("deepspeed")
+    if launcher is None:
+        pytest.skip("deepspeed launcher not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_port()), str(ROOT / "tests" / "multiproc_driver.py"),
+           "--out", str(tmp_path / "run"), "--ds", str(ROOT / "configs" / "deepspeed" / "zero2.json"), "--steps", "2",
+           "--family", "tiny-svd", "--kind", "lora", "--adv", "0.3", "--grad-accum", "1", "--precision", "no"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=580, env=env, cwd=ROOT)
+    rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "run").glob("result_rank*.json"))]
+    assert proc.returncode == 0 and len(rows) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert rows[0]["losses"] == rows[1]["losses"] and all(math.isfinite(v) for v in rows[0]["losses"])
+    assert rows[0]["d_sum"] is not None and rows[0]["d_sum"] == rows[1]["d_sum"]
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "adv/d_loss" in metrics and "adv/g_loss" in metrics

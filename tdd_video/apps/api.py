@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 
 from tdd_video import lora, zoo
+from tdd_video.apps.settings import SAMPLERS, check_sampler, default_lora
 from tdd_video.errors import ConfigError
-from tdd_video.families import check_model_folder
+from tdd_video.families import check_model_folder, quiet_loading
+from tdd_video.families.base import load_error
 from tdd_video.families.svd import SVD_COMPONENTS
 from tdd_video.families.tiny import save_tiny_svd
 from tdd_video.lora import unwrap_peft
@@ -47,7 +49,8 @@ def default_model_dir() -> Path:
     if not (folder / "model_index.json").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="tiny-svd.", dir=folder.parent))
-        save_tiny_svd(tmp, seed=0)
+        with quiet_loading():
+            save_tiny_svd(tmp, seed=0)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -63,8 +66,9 @@ def img2vid_model(model) -> tuple[str, bool]:
     """(model path or hub id, is_default_tiny).
 
     None/'' → the zoo's trained toy teacher (``toy-svd``) when it is installed, else the tiny
-    random-weight model; 'tiny' → the tiny random-weight model; a zoo name → its folder;
-    anything else (folder or hub id) passes through."""
+    random-weight model; 'tiny' → the tiny random-weight model; a zoo name → its folder; an existing
+    folder or a plausible hub id (owner/name) passes through; anything else is a ConfigError('model')
+    ("folder ... does not exist" / "not found", listing the zoo's models)."""
     if model is None or model == "":
         if zoo.is_zoo_name(zoo.DEFAULT_SVD):
             return str(zoo.zoo_path(zoo.DEFAULT_SVD)), False
@@ -73,15 +77,7 @@ def img2vid_model(model) -> tuple[str, bool]:
         return str(default_model_dir()), True
     if zoo.is_zoo_name(str(model)):
         return str(zoo.zoo_path(str(model))), False
-    return str(model), False
-
-
-def default_lora(model, lora):
-    """The LoRA to apply: the caller's, or — when no model was named — the zoo's shipped TDD student."""
-    if lora is not None or model not in (None, ""):
-        return lora
-    path = zoo.default_student_lora()
-    return None if path is None or not zoo.is_zoo_name(zoo.DEFAULT_SVD) else str(path)
+    return str(zoo.resolve_model(model, allow_hub=True)), False
 
 
 def parse_dtype(dtype) -> torch.dtype:
@@ -96,19 +92,11 @@ def apply_lora(unet, path, scale: float = 1.0, fuse: bool = False):
     """Load a TDD LoRA file into `unet` (refused if made for another base) at `scale`; optionally fuse."""
     p = Path(path)
     if not p.exists():
-        raise ConfigError("lora", f"file not found: {str(p)!r}")
+        raise ConfigError("lora", f"file not found: {p}")
     lora.load_lora(unet, p, name="student", scale=scale)
     if fuse:
         lora.fuse_lora(unet, "student", scale=scale)
     return unet
-
-
-SAMPLERS = ("tdd", "animatelcm")      # few-step samplers of the img2vid render / pipeline
-
-
-def check_sampler(sampler: str) -> None:
-    if sampler not in SAMPLERS:
-        raise ConfigError("sampler", f"got {sampler!r}, allowed values are {', '.join(SAMPLERS)}")
 
 
 def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = False, steps: int = 4,
@@ -120,15 +108,19 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
     (e.g. AnimateLCM-SVD-xt-1.1.safetensors) loaded strictly into the base's UNet before any LoRA.
     sampler "animatelcm" installs the AnimateLCMScheduler (docs/math.md §8) instead of the TDDScheduler.
     `steps` is set on the scheduler (call the pipeline with ``num_inference_steps=steps``)."""
-    from diffusers import StableVideoDiffusionPipeline
-
     check_sampler(sampler)
     path, _ = img2vid_model(model)
     check_model_folder(path, SVD_COMPONENTS, "svd")
-    try:
-        pipe = StableVideoDiffusionPipeline.from_pretrained(path, dtype=parse_dtype(dtype))
-    except (OSError, ValueError) as e:
-        raise ConfigError("model", f"could not load SVD pipeline {path!r}: {e}") from e
+    with quiet_loading():                  # no library loading bars / notices (families.base.quiet_loading)
+        from diffusers import StableVideoDiffusionPipeline
+        try:
+            pipe = StableVideoDiffusionPipeline.from_pretrained(path, dtype=parse_dtype(dtype))
+        except (OSError, ValueError) as e:
+            raise load_error("SVD", path, e) from e
+        except Exception as e:  # noqa: BLE001 - a hub id's network / auth failure is one clear error
+            if Path(path).exists():
+                raise
+            raise load_error("SVD", path, e) from e
     if unet is not None:
         try:
             load_unet_checkpoint(pipe.unet, unet, strict=True)
@@ -169,7 +161,8 @@ def export_pipeline(pipe, folder) -> Path:
     sched_name = type(pipe.scheduler).__name__
     _fused_plain_unet(pipe.unet)
     folder.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    with quiet_loading():                  # no "Writing model shards" bar
+        pipe.save_pretrained(folder, safe_serialization=True)
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text())
     index["scheduler"] = ["diffusers", "EulerDiscreteScheduler"]
@@ -185,3 +178,7 @@ def export_pipeline(pipe, folder) -> Path:
         f"frames = pipe(image, num_inference_steps={steps}, min_guidance_scale=1.0, max_guidance_scale=1.0).frames[0]\n"
         "```\n")
     return folder
+
+
+__all__ = ["DTYPES", "SAMPLERS", "TINY_NOTE", "ZOO_NOTE", "apply_lora", "cache_dir", "check_sampler", "default_lora",
+           "default_model_dir", "export_pipeline", "img2vid_model", "load_img2vid", "parse_dtype"]

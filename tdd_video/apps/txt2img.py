@@ -13,7 +13,7 @@ exactly what the student was trained with for its unconditional branch); a text 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,42 +22,19 @@ from einops import rearrange
 
 from tdd_video import lora as lora_lib
 from tdd_video.apps.api import parse_dtype
-from tdd_video.apps.settings import RenderSettings, StageTimer
-from tdd_video.errors import ConfigError, check_range
+from tdd_video.apps.settings import LORA_FILE, TXT2IMG_ZOO, StageTimer, Txt2ImgSettings
+from tdd_video.errors import ConfigError
 from tdd_video.families import load_family
 from tdd_video.sampling import SamplingStats, make_sampler, sample
 from tdd_video.zoo import is_zoo_name, resolve_model
 
-DEFAULT_ZOO = "toy-sdxl"
+__all__ = ["Txt2ImgResult", "Txt2ImgSettings", "image_grid", "load_txt2img_family", "render_txt2img",
+           "resolve_txt2img_model", "to_uint8", "write_images"]
+
+DEFAULT_ZOO = TXT2IMG_ZOO
 STUDENT_LORA = Path("students") / "tdd" / "pytorch_lora_weights.safetensors"
 TINY_NOTE = ("no toy-sdxl in the zoo: using the tiny SDXL with RANDOM weights (architecture demo only; the "
              "output is noise-like). Pass --model <diffusers folder or hub id> for real results")
-
-
-@dataclass
-class Txt2ImgSettings(RenderSettings):
-    """All knobs of one render (the shared ones: RenderSettings). None = the model's default (size) or
-    'none' (negative prompt); lora None = the zoo student when the model is the default, "none" = no LoRA."""
-
-    prompts: list = field(default_factory=lambda: ["a red circle above a blue square"])
-    negative_prompt: str | None = None
-    refine_guidance: float | None = None
-    batch: int = 1                        # images per prompt
-    out: str = "outputs/txt2img.png"
-
-    def validate(self) -> None:
-        """Every bad value → ConfigError naming the flag and the allowed range (before any model loads)."""
-        self.check_shared()
-        if not self.prompts or any(not isinstance(p, str) or not p.strip() for p in self.prompts):
-            raise ConfigError("prompt", f"need at least one non-empty prompt, got {self.prompts!r}")
-        check_range("batch", self.batch, 1, 1024)
-        for key in ("height", "width"):
-            if getattr(self, key) is not None:
-                check_range(key, getattr(self, key), 8, 8192)
-        if self.fuse and self.lora == "none":
-            raise ConfigError("fuse", "--fuse needs a LoRA")
-        if Path(self.out).suffix and Path(self.out).suffix.lower() != ".png":
-            raise ConfigError("out", f"got {self.out!r}; write a .png (one image or a grid) or a folder of PNGs")
 
 
 @dataclass
@@ -91,7 +68,7 @@ def resolve_txt2img_model(model: str | None, lora: str | None) -> tuple[str, str
             notes.append(f"zoo model {model!r} has no TDD student yet: rendering the TEACHER (pass --lora)")
     if lora == "none":
         lora = None
-    if lora is not None and not Path(lora).is_file():
+    if lora is not None and not (Path(lora).is_file() or (Path(lora) / LORA_FILE).is_file()):
         raise ConfigError("lora", f"LoRA file not found: {lora}")
     return str(path), lora, notes
 
@@ -181,7 +158,12 @@ def render_txt2img(s: Txt2ImgSettings, log=lambda msg: None, family=None) -> Txt
     images = family.decode_latents(latents).float().clamp(-1, 1).cpu()
     stage("decode")
     out = Path(s.out)
-    write_images(to_uint8(images), out, cols=s.batch if len(s.prompts) > 1 else min(n, 8))
+    try:
+        paths = write_images(to_uint8(images), out, cols=s.batch if len(s.prompts) > 1 else min(n, 8))
+    except (OSError, ValueError) as e:
+        raise ConfigError("out", f"could not write {out}: {e}") from None
+    if not all(p.is_file() and p.stat().st_size > 0 for p in paths):
+        raise ConfigError("out", f"the writer left no (or an empty) {out}")
     stage("write")
     log(f"wrote {out} ({n} image(s), {height}x{width}, {s.steps} steps, {stats.unet_passes} UNet passes, "
         f"{sum(timings.values()):.2f} s total)")

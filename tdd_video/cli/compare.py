@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from tdd_video.cli.flags import Parser
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -27,8 +30,8 @@ def _pair(text: str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(description=__doc__.split("\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("contenders", nargs="*", default=None,
                    help="METHOD@STEPS[+refine] (default: teacher@25 teacher@4 tdd@4 animatelcm@4, students only "
@@ -49,7 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--out", default="runs/compare", help="output folder")
-    p.add_argument("--i3d", default=None, help="local TorchScript I3D file for FVD (e.g. i3d_torchscript.pt)")
+    p.add_argument("--i3d", default=None,
+                   help="local TorchScript I3D file for FVD (e.g. i3d_torchscript.pt). Loading a TorchScript file "
+                        "runs the code inside it: use only a file from a trusted source")
     p.add_argument("--teacher-guidance", type=_pair, default=(1.0, 3.0), help="frame-wise GMIN,GMAX (default 1,3)")
     p.add_argument("--tdd-guidance", type=float, default=1.0, help="CFG on the TDD student (1 = one pass/step)")
     p.add_argument("--tdd-eta", type=float, default=0.3, help="TDD γ-sampling η")
@@ -61,23 +66,78 @@ def parse_args(argv=None):
     p.add_argument("--noise-aug", type=float, default=0.02)
     p.add_argument("--decode-chunk", type=int, default=None, help="VAE-decode N frames at a time (saves memory)")
     p.add_argument("--format", dest="video_format", choices=("mp4", "gif"), default="mp4")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    p.add_argument("--quiet", action="store_true", help="no progress bars (ours and the libraries')")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def check_args(args) -> None:
+    """The checks that need no torch (so a bad value fails at once): numbers, the model name, that the given
+    files exist and read (LoRA / UNet headers, images), that --out can be written. ConfigError keyed by flag."""
+    from tdd_video.apps.settings import check_finite, check_lora_file, check_model_name, check_output, check_weights
+    from tdd_video.data.image_io import load_image
+    from tdd_video.errors import ConfigError, check_range
+    for key in ("frames", "height", "width", "decode_chunk", "num_default_images"):
+        if getattr(args, key) is not None:
+            check_range(key, getattr(args, key), 1, None)
+    for key in ("tdd_guidance", "tdd_eta", "refine_strength", "noise_aug", *(f"{m}_guidance" for m in
+                                                                           ("teacher", "animatelcm"))):
+        for v in (getattr(args, key) if isinstance(getattr(args, key), tuple) else (getattr(args, key),)):
+            check_finite(key, v)
+            check_range(key, v, 0.0, None)
+    check_range("tdd_eta", args.tdd_eta, 0.0, 1.0, hi_open=True)
+    check_range("refine_strength", args.refine_strength, 0.0, 1.0)
+    check_range("motion_bucket_id", args.motion_bucket_id, 0, 1023)
+    check_range("fps_id", args.fps_id, 0, None)
+    for seed in args.seeds:
+        check_range("seeds", seed, 0, 2 ** 32 - 1)
+    check_model_name(args.model)
+    for key in ("tdd_lora", "animatelcm_lora"):
+        path = getattr(args, key)
+        if path is not None and not Path(path).is_dir():      # a folder: its first .safetensors is used
+            check_lora_file(key, path)
+    for key in ("tdd_unet", "animatelcm_unet"):
+        if getattr(args, key) is not None:
+            check_weights(key, getattr(args, key), "UNet checkpoint")
+    for item in args.images:
+        if not Path(item).is_dir():
+            try:
+                load_image(item)
+            except ConfigError as e:
+                raise ConfigError("images", str(e).split(": ", 1)[1]) from None
+    if args.i3d is not None and not Path(args.i3d).is_file():
+        raise ConfigError("i3d", f"file not found: {args.i3d}")
+    check_output("out", args.out, folder=True)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tdd_video.cli.flags import flag_error, quiet_progress
     from tdd_video.errors import ConfigError
+    from tdd_video.unet_checkpoint import CheckpointError
+    try:
+        check_args(args)
+    except ConfigError as e:
+        print(f"error: {flag_error(e, parser)}", file=sys.stderr)
+        return 2
+    if args.quiet:
+        quiet_progress()
     from tdd_video.eval.compare import CompareConfig, run_compare
     from tdd_video.eval.report import markdown_table
-    from tdd_video.unet_checkpoint import CheckpointError
     kw = {k: v for k, v in vars(args).items() if k != "quiet"}
     kw["contenders"] = kw["contenders"] or None
     cfg = CompareConfig(**kw, progress=not args.quiet)
     try:
         result = run_compare(cfg)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ConfigError as e:
+        print(f"error: {flag_error(e, parser)}", file=sys.stderr)
+        return 2
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print(markdown_table(result.rows, result.reference))
     for note in result.notes:

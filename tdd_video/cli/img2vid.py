@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tdd_video.cli.flags import add_shared_flags, clip_arg, clip_from_args, run_render
+from tdd_video.cli.flags import Parser, add_shared_flags, clip_arg, clip_from_args, run_render
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="TDD few-step image-to-video (SVD).", epilog=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(description="TDD few-step image-to-video (SVD).", epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--image", default=None, help="conditioning image file (default: the bundled sample image)")
@@ -62,24 +62,30 @@ def parse_args(argv=None):
     a("--export-pipeline", default=None, metavar="DIR",
       help="also save a plain diffusers pipeline folder (base + fused LoRA + TDD scheduler)")
     add_shared_flags(p, "--no-progress")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    from tdd_video.apps.img2vid import Img2VidSettings, render_img2vid
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tdd_video.apps.settings import Img2VidSettings  # light: no torch until the settings are checked
     if args.sampler == "animatelcm" and args.eta is not None:
-        print("error: eta: --eta is the TDD sampler's γ; the AnimateLCM sampler re-noises fully (docs/math.md §8)",
-              file=sys.stderr)
+        print("error: --eta: γ-sampling η belongs to the TDD sampler; the AnimateLCM sampler re-noises fully "
+              "(docs/math.md §8)", file=sys.stderr)
         return 2
     settings = Img2VidSettings(
         image=args.image, model=args.model, lora=args.lora, unet=args.unet, sampler=args.sampler,
         lora_scale=args.lora_scale, fuse=args.fuse, steps=args.steps, eta=0.3 if args.eta is None else args.eta,
         schedule=args.schedule, guidance=args.guidance, guidance_min=args.guidance_min,
-        guidance_max=args.guidance_max, clip=clip_from_args(args), frames=args.frames, fps=args.fps,
+        guidance_max=args.guidance_max, clip=args.clip_x0, frames=args.frames, fps=args.fps,
         motion_bucket=args.motion_bucket, noise_aug=args.noise_aug, height=args.height, width=args.width,
         seed=args.seed, decode_chunk=args.decode_chunk, device=args.device, dtype=args.dtype, out=args.out,
         teacher_refine=args.teacher_refine, refine_steps=args.refine_steps, export_pipeline=args.export_pipeline,
         progress=not args.no_progress)
-    return run_render(render_img2vid, settings)
+    return run_render("tdd_video.apps.img2vid:render_img2vid", settings, parser=parser,
+                      prepare=lambda s: setattr(s, "clip", clip_from_args(args)))
 

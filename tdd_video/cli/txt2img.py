@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 
-from tdd_video.cli.flags import add_shared_flags, clip_arg, clip_from_args, run_render
+from tdd_video.cli.flags import Parser, add_shared_flags, clip_arg, clip_from_args, run_render
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="TDD few-step text-to-image (SDXL).", epilog=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(description="TDD few-step text-to-image (SDXL).", epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--prompt", action="append", default=None, help="prompt (repeat for several; default: a toy caption)")
@@ -45,18 +45,24 @@ def parse_args(argv=None):
     add_shared_flags(p, "--seed", "--device", "--dtype")
     a("--out", default="outputs/txt2img.png", help=".png (one image, or a grid: rows = prompts) or a folder of PNGs")
     add_shared_flags(p, "--no-progress")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    from tdd_video.apps.txt2img import Txt2ImgSettings, render_txt2img
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tdd_video.apps.settings import Txt2ImgSettings  # light: no torch until the settings are checked
     kw = {} if args.prompt is None else {"prompts": args.prompt}
     settings = Txt2ImgSettings(
         **kw, negative_prompt=args.negative_prompt, model=args.model, lora=args.lora, lora_scale=args.lora_scale,
         fuse=args.fuse, steps=args.steps, eta=args.eta, schedule=args.schedule, guidance=args.guidance,
-        clip=clip_from_args(args), teacher_refine=args.teacher_refine, refine_steps=args.refine_steps,
+        clip=args.clip_x0, teacher_refine=args.teacher_refine, refine_steps=args.refine_steps,
         refine_guidance=args.refine_guidance, batch=args.batch, height=args.height, width=args.width,
         seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, progress=not args.no_progress)
-    return run_render(render_txt2img, settings)
+    return run_render("tdd_video.apps.txt2img:render_txt2img", settings, parser=parser,
+                      prepare=lambda s: setattr(s, "clip", clip_from_args(args)))
 

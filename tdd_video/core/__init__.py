@@ -20,6 +20,8 @@ _WHERE = {
     "grid_u": "grid",
     "guidance_weights": "guidance",
     "heun_step": "ddim",
+    "hinge_d_loss": "losses",
+    "hinge_g_loss": "losses",
     "jump": "ddim",
     "karras_grid_u": "grid",
     "l2_loss": "losses",

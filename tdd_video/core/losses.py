@@ -41,3 +41,13 @@ def distill_loss(kind: str, pred: Tensor, target: Tensor, c: float = 1e-3, weigh
     if kind == "l2":
         return l2_loss(pred, target, weight, reduce)
     raise ConfigError("loss", f"got {kind!r}, allowed values are 'huber', 'l2'")
+
+
+def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Discriminator hinge loss mean(relu(1 − D(real))) + mean(relu(1 + D(fake))) (docs/math.md §11), fp32."""
+    return torch.relu(1.0 - real_logits.float()).mean() + torch.relu(1.0 + fake_logits.float()).mean()
+
+
+def hinge_g_loss(fake_logits: Tensor) -> Tensor:
+    """Generator hinge loss −mean(D(fake)) (docs/math.md §11), fp32."""
+    return -fake_logits.float().mean()

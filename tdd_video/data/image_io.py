@@ -7,12 +7,14 @@ changing the result or crashing deep in a stack trace.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from einops import rearrange
 
 from tdd_video.errors import ConfigError
+
+if TYPE_CHECKING:            # torch only where a tensor is made: loading and checking images stays light
+    import torch
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets"
 SAMPLE_IMAGE = ASSET_DIR / "sample_image.png"
@@ -45,7 +47,8 @@ def load_image(path=None):
     """Open `path` (None: the bundled sample image) as PIL RGB. Returns (image, notes).
 
     Missing/unreadable files raise ConfigError('image', ...); grayscale, palette, CMYK and images
-    with alpha are converted to RGB (alpha composited over white) with a note."""
+    with alpha are converted to RGB (alpha composited over white) with a note; of an animated GIF (or any
+    multi-frame image) the first frame is used, with a note."""
     from PIL import Image, UnidentifiedImageError
     notes: list[str] = []
     if path is None:
@@ -54,15 +57,19 @@ def load_image(path=None):
         path = SAMPLE_IMAGE
     p = Path(path)
     if not p.exists():
-        raise ConfigError("image", f"file not found: {str(p)!r}")
+        raise ConfigError("image", f"file not found: {p}")
     if p.is_dir():
-        raise ConfigError("image", f"{str(p)!r} is a folder; pass an image file (PNG, JPEG, ...)")
+        raise ConfigError("image", f"{p} is a folder; pass an image file (PNG, JPEG, ...)")
     try:
         with Image.open(p) as im:
+            frames = getattr(im, "n_frames", 1)
+            im.seek(0)
             im.load()
             img = im.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ConfigError("image", f"cannot read {str(p)!r} as an image: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise ConfigError("image", f"cannot read {p} as an image: {e}") from None
+    if frames > 1:
+        notes.append(f"{p.name} has {frames} frames (animated / multi-frame image); using its first frame")
     if img.mode != "RGB":
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -87,15 +94,22 @@ def round_size(height: int, width: int, factor: int) -> tuple[int, int, list[str
     return h, w, notes
 
 
+def limit_size(img):
+    """Downscale an image larger than MAX_SIDE px (aspect kept) with a note. Returns (image, notes)."""
+    from PIL import Image
+    if max(img.size) <= MAX_SIDE:
+        return img, []
+    scale = MAX_SIDE / max(img.size)
+    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    note = f"image is {img.width}x{img.height} px (huge); downscaled to {new[0]}x{new[1]} first"
+    return img.resize(new, Image.Resampling.LANCZOS), [note]
+
+
 def fit_image(img, height: int, width: int):
     """Aspect-preserving resize + centre crop to exactly height×width (no bars). Returns (image, notes)."""
     from PIL import Image
-    notes = []
-    if max(img.size) > MAX_SIDE:
-        scale = MAX_SIDE / max(img.size)
-        new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        notes.append(f"image is {img.width}x{img.height} px (huge); downscaled to {new[0]}x{new[1]} first")
-        img = img.resize(new, Image.Resampling.LANCZOS)
+    img, notes = limit_size(img)
+    src = img.size
     scale = max(width / img.width, height / img.height)
     rw, rh = max(width, round(img.width * scale)), max(height, round(img.height * scale))
     if (rw, rh) != img.size:
@@ -103,12 +117,15 @@ def fit_image(img, height: int, width: int):
     left, top = (rw - width) // 2, (rh - height) // 2
     if (rw, rh) != (width, height):
         if abs(rw / rh - width / height) > 0.01:
-            notes.append(f"image aspect {rw}:{rh} differs from the output {width}:{height}; centre-cropped")
+            notes.append(f"image aspect {src[0]}:{src[1]} differs from the output {width}:{height} (width:height); "
+                         "centre-cropped")
         img = img.crop((left, top, left + width, top + height))
     return img, notes
 
 
 def image_to_tensor(img) -> torch.Tensor:
     """PIL RGB → float tensor [1, 3, H, W] in [-1, 1] (the families' pixel convention)."""
+    import torch
+    from einops import rearrange
     arr = np.asarray(img, dtype=np.float32) / 255.0
     return rearrange(torch.from_numpy(arr), "h w c -> 1 c h w") * 2.0 - 1.0

@@ -60,6 +60,8 @@ def write_video(frames, path: str | Path, fps: float = 7, value_range: tuple[flo
     are created. ``quality`` is imageio's 0..10 scale (None: the encoder's default, e.g. x264
     CRF 23; ignored for GIF/PNG); ``ffmpeg_params`` are
     extra encoder flags for video suffixes (e.g. ``["-g", "8"]`` for a keyframe every 8 frames).
+    An OSError is raised when nothing (or an empty file) was written, also when the ffmpeg process
+    failed without an exception (imageio only logs it).
     """
     data = to_uint8_frames(frames, value_range)
     if data.shape[0] == 0:
@@ -71,6 +73,8 @@ def write_video(frames, path: str | Path, fps: float = 7, value_range: tuple[flo
     if suffix in VIDEO_SUFFIXES:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_ffmpeg(data, path, fps, quality, ffmpeg_params)
+        if not path.is_file() or path.stat().st_size == 0:
+            raise OSError(f"write_video: ffmpeg wrote nothing to {path}")
     elif suffix == GIF_SUFFIX:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_gif(data, path, fps)

@@ -5,6 +5,7 @@ Layout: <output_dir>/checkpoints/step_000123/ with
   trainable.pt        trainable weights, fp32 (rank 0; not written under ZeRO-3, DeepSpeed has them)
   ema.pt              fp32 EMA shadow of the target network (rank 0, if any)
   ema_export.pt       fp32 EMA of the student weights that is exported (export.ema, rank 0, if any)
+  method.pt           the method's own state, e.g. adversarial TDD's discriminator heads + optimizer (rank 0)
   optimizer.pt | deepspeed/   optimizer + lr schedule (plain/accelerate | DeepSpeed's own shards)
   rng_rank{r}.pt      torch / numpy / python / CUDA RNG states and the method's generator, per rank
                       (tensors and numbers only)
@@ -95,7 +96,7 @@ def _finite(tensors: dict) -> bool:
 
 
 def save_checkpoint(output_dir, step: int, *, backend, trainables, generator, loader, samples_seen: int,
-                    keep_last: int, extra: dict | None = None) -> Path:
+                    keep_last: int, extra: dict | None = None, method=None) -> Path:
     """Write checkpoint `step` atomically (all ranks call this). Returns the final folder. `extra`: more
     numbers for state.json (e.g. the count of skipped non-finite steps). The caller checks that the
     weights are finite first (the trainer does, on all ranks)."""
@@ -118,6 +119,9 @@ def save_checkpoint(output_dir, step: int, *, backend, trainables, generator, lo
             torch.save(trainables.ema.state_dict(), tmp / "ema.pt")
         if getattr(trainables, "export_ema", None) is not None:
             torch.save(trainables.export_ema.state_dict(), tmp / "ema_export.pt")
+        method_state = method.state_dict() if method is not None else {}
+        if method_state:
+            torch.save(method_state, tmp / "method.pt")
     r = backend.rank
     torch.save(rng_state(generator), tmp / f"rng_rank{r}.pt")
     if hasattr(loader, "state_dict"):
@@ -136,7 +140,7 @@ def save_checkpoint(output_dir, step: int, *, backend, trainables, generator, lo
     return final
 
 
-def load_checkpoint(folder: Path, *, backend, trainables, generator, loader) -> dict:
+def load_checkpoint(folder: Path, *, backend, trainables, generator, loader, method=None) -> dict:
     """Restore a checkpoint written by `save_checkpoint`; returns its state.json."""
     folder = Path(folder)
     state = json.loads((folder / "state.json").read_text())
@@ -155,6 +159,8 @@ def load_checkpoint(folder: Path, *, backend, trainables, generator, loader) -> 
             if not _finite(ema_state["shadow"]):
                 raise NonFiniteCheckpoint(folder)
             ema.load_state_dict(ema_state)
+    if method is not None and (folder / "method.pt").is_file():
+        method.load_state_dict(torch.load(folder / "method.pt", map_location="cpu", weights_only=True))
     r = backend.rank
     set_rng_state(torch.load(folder / f"rng_rank{r}.pt", weights_only=True), generator)
     data_file = folder / f"data_rank{r}.json"

@@ -195,7 +195,8 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
     generator = torch.Generator().manual_seed(cfg.run.seed * 1000 + backend.rank + 1)
     start, samples_seen, nonfinite = 0, 0, 0
     if folder is not None:
-        state = load_checkpoint(folder, backend=backend, trainables=trainables, generator=generator, loader=loader)
+        state = load_checkpoint(folder, backend=backend, trainables=trainables, generator=generator, loader=loader,
+                                method=method)
         start, samples_seen = state["step"], state["samples_seen"]
         nonfinite = int(state.get("nonfinite_steps", 0))
         if backend.is_main:
@@ -217,18 +218,22 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
         logger.warning("validation renders are skipped under ZeRO-3 (partitioned weights); "
                        "render from the exported LoRA with infer/img2vid.py instead")
     streak, accum = 0, cfg.train.grad_accum
+    if zero3 and getattr(method, "adv", None) is not None:
+        method.adv.early_exit = False           # ZeRO-3 gathers weights around every block's forward: run it whole
 
     def checkpoint(step: int):
         if not _weights_finite(trainables, backend):
             raise NonFiniteLoss(step, "the trainable weights are not finite")
         return save_checkpoint(run_dir, step, backend=backend, trainables=trainables, generator=generator,
                                loader=loader, samples_seen=samples_seen, keep_last=cfg.train.keep_last,
-                               extra={"nonfinite_steps": nonfinite})
+                               extra={"nonfinite_steps": nonfinite}, method=method)
 
     try:
         with PreemptionFlag(cfg.train.preempt_signals) as preempt:
             for step in range(start, cfg.train.max_steps):
                 t0, lr, micro_losses, skip = time.perf_counter(), backend.lr(), [], False
+                method.set_step(step)
+                auxes, scalars = [], {}
                 for _ in range(accum):
                     batch = next(batches)
                     with torch.no_grad():
@@ -257,6 +262,9 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
                     backend.backward(out.loss)
                     micro_losses.append(out.loss.detach().float())
                     log.add_stats(out.stats)
+                    auxes.append(out.aux)
+                    for k, v in out.scalars.items():
+                        scalars[k] = scalars.get(k, 0.0) + v / accum
                 if skip:
                     backend.skip_step()
                     grad_norm = float("nan")
@@ -277,11 +285,14 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
                     streak = 0
                     trainables.update_ema()
                     loss = float(backend.all_reduce_mean(torch.stack(micro_losses).mean().reshape(1)).item())
+                    scalars.update(method.aux_update(auxes, trainables, backend, generator))
                 losses.append(loss)
                 dt = time.perf_counter() - t0
                 sps = getattr(cfg.data, "batch_size", 1) * accum * backend.world_size / dt
                 log.step(done, {"loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": sps,
                                 "nonfinite_steps": nonfinite})
+                if scalars and not skip:
+                    log.step(done, scalars, prefix="")
                 if done % cfg.train.log_every == 0 or done == cfg.train.max_steps:
                     log.flush(done)
                     data_stats = log_data_stats(log, done, loader, backend)
@@ -318,4 +329,16 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
             "checkpoint": str(last_ckpt), "export": exported, "trainable_params": trainables.num_trainable(),
             "backend": backend.name, "rank": backend.rank, "world_size": backend.world_size,
             "optimizer_state_bytes": backend.optimizer_state_bytes(), "loss_first_10pct": first,
-            "loss_last_10pct": last, "nonfinite_steps": nonfinite, "notes": notes, "already_finished": False}
+            "loss_last_10pct": last, "nonfinite_steps": nonfinite, "notes": notes, "already_finished": False,
+            "method_state_sum": _state_sum(method.state_dict())}
+
+
+def _state_sum(state) -> float | None:
+    """Sum of every tensor in a (nested) state dict: a cheap fingerprint to compare ranks' method states."""
+    if isinstance(state, torch.Tensor):
+        return float(state.double().sum()) if state.is_floating_point() else 0.0
+    if isinstance(state, dict):
+        parts = [_state_sum(v) for v in state.values()]
+        parts = [v for v in parts if v is not None]
+        return sum(parts) if parts else None
+    return None

@@ -11,7 +11,7 @@ import importlib
 import torch
 
 from tdd_video.errors import ConfigError
-from tdd_video.families.base import Conditioning, Family, check_model_folder
+from tdd_video.families.base import Conditioning, Family, check_model_folder, quiet_loading
 
 # name -> (module, class); imported lazily so `import tdd_video.families` stays light.
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -41,13 +41,19 @@ def parse_tiny(model) -> int | None:
 
 
 def load_family(name: str, model=None, *, dtype: torch.dtype = torch.float32, device="cpu", **kwargs) -> Family:
-    """Build family `name` from a diffusers folder / hub id, or the tiny random model (see module doc)."""
+    """Build family `name` from a diffusers folder / hub id, or the tiny random model (see module doc).
+
+    Loading is quiet (families.base.quiet_loading): no library progress bars or notices."""
     cls = family_class(name)
     seed = parse_tiny(model)
-    if seed is not None:
-        kwargs.pop("variant", None)   # weight-file variants mean nothing for an in-memory model
-        return cls.tiny(seed=seed, dtype=dtype, device=device, **kwargs)
-    return cls.from_pretrained(model, dtype=dtype, device=device, **kwargs)
+    with quiet_loading():
+        if getattr(cls, "pipeline_class", None):      # import it now, quietly (the families use its helpers)
+            getattr(importlib.import_module("diffusers"), cls.pipeline_class)
+        if seed is not None:
+            kwargs.pop("variant", None)   # weight-file variants mean nothing for an in-memory model
+            return cls.tiny(seed=seed, dtype=dtype, device=device, **kwargs)
+        return cls.from_pretrained(model, dtype=dtype, device=device, **kwargs)
 
 
-__all__ = ["FAMILIES", "Conditioning", "Family", "check_model_folder", "family_class", "load_family", "parse_tiny"]
+__all__ = ["FAMILIES", "Conditioning", "Family", "check_model_folder", "family_class", "load_family", "parse_tiny",
+           "quiet_loading"]

@@ -10,6 +10,8 @@ Batch contract (what data loaders hand to ``encode_conditioning``), per family:
   - ``pixel_values`` [B, F, 3, H, W] float in [-1, 1]   (raw-video path), or
     ``latents`` [B, F, 4, h, w] (already × scaling_factor) + ``first_frame`` [B, 3, H, W] in [-1, 1]
     + ``image_emb`` [B, 1, D]                            (latent-cache path);
+  - optional ``embedding_image`` [B, 3, H', W'] in [-1, 1], any size: the image CLIP embeds instead of the
+    first frame (inference: the original photo, as StableVideoDiffusionPipeline does);
   - ``fps_id`` [B] int (the clip's real fps − 1, docs/math.md §1a), ``motion_bucket_id`` [B] int.
 * SDXL (image, latents [B, 4, H/8, W/8]):
   - ``pixel_values`` [B, 3, H, W] in [-1, 1] or ``latents``; ``caption`` list[str] (or cached
@@ -129,6 +131,46 @@ def check_model_folder(path, components: tuple[str, ...], family: str) -> None:
 
 
 @contextlib.contextmanager
+def quiet_loading(hide_downloads: bool = False):
+    """Library chatter off while a pipeline loads (or saves), restored afterwards: diffusers and transformers log
+    only errors (no "Couldn't connect to the Hub", no "`CLIPImageProcessor` requires torchvision" notice) and
+    draw no "Loading pipeline components..." / "Loading weights" / "Writing model shards" bars. Hub download
+    bars stay as they were unless `hide_downloads` (e.g. the CLIs' --no-progress)."""
+    import huggingface_hub.utils as hub
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    before = (dlog.get_verbosity(), dlog.is_progress_bar_enabled(), tlog.get_verbosity(),
+              tlog.is_progress_bar_enabled(), hub.are_progress_bars_disabled())
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()              # (also switches the hub's bars off; put them back below)
+    if not before[4] and not hide_downloads:
+        hub.enable_progress_bars()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(before[0])
+        dlog.enable_progress_bar() if before[1] else dlog.disable_progress_bar()
+        tlog.set_verbosity(before[2])
+        tlog.enable_progress_bar() if before[3] else tlog.disable_progress_bar()
+        hub.disable_progress_bars() if before[4] else hub.enable_progress_bars()
+
+
+def load_error(kind: str, name, error: Exception) -> ConfigError:
+    """ConfigError('model') for a pipeline that failed to load: for a hub id (not a local path) it says the
+    id is neither in the local hub cache nor downloadable (offline, no such repo, or no access)."""
+    text = " ".join(str(error).split()).replace(" Please check out the root cause in the stacktrace above.", "")
+    if not Path(str(name)).exists():
+        return ConfigError("model", f"could not load {kind} pipeline {str(name)!r} from the Hugging Face hub: it is "
+                                    f"not in the local cache and could not be downloaded (offline, no such repo, or "
+                                    f"no access) — pass a local diffusers folder or a zoo name "
+                                    f"({type(error).__name__}: {text})")
+    return ConfigError("model", f"could not load {kind} pipeline {str(name)!r}: {text}")
+
+
+@contextlib.contextmanager
 def using_unet(family, unet):
     """family.unet (what denoise(unet=None) and the samplers call) set to `unet` for a while, then restored."""
     old = family.unet
@@ -167,12 +209,17 @@ class DiffusersFamily(Family):
         if path_or_hub_id is None:
             raise ConfigError("model", f"no model given for family {cls.name!r} (a diffusers folder or hub id)")
         check_model_folder(path_or_hub_id, cls.components, cls.name)
-        pipeline_cls = getattr(importlib.import_module("diffusers"), cls.pipeline_class)
-        try:
-            pipe = pipeline_cls.from_pretrained(str(path_or_hub_id), dtype=dtype, variant=variant, **kwargs)
-        except (OSError, ValueError) as e:
-            raise ConfigError("model", f"could not load {cls.name.upper()} pipeline "
-                                       f"{str(path_or_hub_id)!r}: {e}") from e
+        local = Path(str(path_or_hub_id)).exists()
+        with quiet_loading():
+            pipeline_cls = getattr(importlib.import_module("diffusers"), cls.pipeline_class)
+            try:
+                pipe = pipeline_cls.from_pretrained(str(path_or_hub_id), dtype=dtype, variant=variant, **kwargs)
+            except (OSError, ValueError) as e:
+                raise load_error(cls.name.upper(), path_or_hub_id, e) from e
+            except Exception as e:  # noqa: BLE001 - a hub id's network / auth failure is one clear error
+                if local:
+                    raise
+                raise load_error(cls.name.upper(), path_or_hub_id, e) from e
         return cls.from_pipeline(pipe, device=device)
 
     @classmethod

@@ -113,7 +113,11 @@ class SVDFamily(DiffusersFamily):
         """Per-sample conditioning (docs/math.md §1a) from a raw-pixel or latent-cache batch (see base.py).
 
         train: σ_aug ~ LogNormal(−3, 0.5) per sample; else σ_aug = `noise_aug` (scalar or [B]).
-        fps_id / motion_bucket_id: used only when the batch has no per-sample values."""
+        fps_id / motion_bucket_id: used only when the batch has no per-sample values.
+        The CLIP embedding is, in this order of preference: the batch's cached ``image_emb``; the embedding of
+        its ``embedding_image`` [B, 3, H', W'] in [-1, 1] (any size: e.g. the user's original photo, which
+        StableVideoDiffusionPipeline embeds before its own resize, while the VAE latent is of the resized
+        ``first_frame``); else the embedding of the first frame (training batches)."""
         if "first_frame" in batch:
             first = batch["first_frame"]
         elif "pixel_values" in batch:
@@ -127,8 +131,12 @@ class SVDFamily(DiffusersFamily):
         else:
             sigma_aug = _per_sample(noise_aug, b, "noise_aug").to(first.device)
         cond_latent = self.encode_first_frame_latent(first, sigma_aug, generator)
-        image_emb = batch["image_emb"].to(self.device, torch.float32) if "image_emb" in batch \
-            else self.encode_image_embedding(first)
+        if "image_emb" in batch:
+            image_emb = batch["image_emb"].to(self.device, torch.float32)
+        elif "embedding_image" in batch:
+            image_emb = self.encode_image_embedding(batch["embedding_image"].to(self.device, torch.float32))
+        else:
+            image_emb = self.encode_image_embedding(first)
         ids = torch.stack([_per_sample(batch.get("fps_id", fps_id), b, "fps_id"),
                            _per_sample(batch.get("motion_bucket_id", motion_bucket_id), b, "motion_bucket_id"),
                            sigma_aug.float().cpu()], dim=1).to(self.device)

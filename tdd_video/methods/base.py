@@ -48,11 +48,14 @@ class StaticRoles:
 
 @dataclass
 class StepOutput:
-    """Result of one method step: `loss` (fp32 scalar with grad) and detached per-sample stats
-    ([B] tensors, e.g. 'k', 'tau', 'eta', 'loss', 'sigma') for logging."""
+    """Result of one method step: `loss` (fp32 scalar with grad), detached per-sample stats ([B] tensors,
+    e.g. 'k', 'tau', 'eta', 'loss', 'sigma') for logging, scalars to log (e.g. 'adv/g_loss'), and `aux`:
+    what the method's own update after the optimizer step needs (see DistillMethod.aux_update)."""
 
     loss: Tensor
     stats: dict[str, Tensor] = field(default_factory=dict)
+    scalars: dict[str, float] = field(default_factory=dict)
+    aux: dict = field(default_factory=dict)
 
 
 class DistillMethod(ABC):
@@ -63,6 +66,24 @@ class DistillMethod(ABC):
     def __init__(self, cfg, family):
         self.cfg = cfg
         self.family = family
+
+    step: int = 0                       # the optimizer step being computed (set by the trainer)
+
+    def set_step(self, step: int) -> None:
+        """Called by the trainer before each optimizer step (0-based): schedules inside a method use it."""
+        self.step = int(step)
+
+    def aux_update(self, auxes: list[dict], nets: NetworkRoles, backend, generator) -> dict[str, float]:
+        """The method's own update after the student's optimizer step (e.g. a discriminator), from the
+        `aux` of this step's micro batches; returns scalars to log. Default: nothing."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """The method's own trainable state (e.g. discriminator heads + optimizer), saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`."""
 
     @property
     def target_ema(self) -> float:

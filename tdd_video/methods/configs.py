@@ -10,6 +10,46 @@ from tdd_video.errors import ConfigError, check_range
 
 
 @dataclass
+class AdversarialConfig:
+    """`method.adv`: adversarial TDD (docs/math.md §11). weight 0 = off (plain TDD)."""
+
+    weight: float = 0.0                 # λ_adv on the generator hinge loss −mean(D(fake))
+    start_step: int = 0                 # the adversarial terms (G and D) start after this many optimizer steps
+    ramp_steps: int = 0                 # λ rises linearly from 0 to `weight` over these steps after start_step
+    d_lr: float = 2e-4                  # AdamW lr of the discriminator heads
+    d_betas: list = field(default_factory=lambda: [0.0, 0.99])
+    d_weight_decay: float = 0.0
+    d_grad_clip: float = 1.0            # 0 = off
+    head_channels: int = 64             # hidden width of every head
+    temporal: bool = True               # temporal heads across frames (video latents only)
+    noise_u_range: list = field(default_factory=lambda: [0.05, 0.45])   # re-noising level u_d ~ U[lo, hi]
+    early_exit: bool = True             # stop the frozen UNet after its mid block (not under ZeRO-3)
+
+    def validate(self, p: str = "method.adv") -> None:
+        check_range(f"{p}.weight", self.weight, 0.0, None)
+        check_range(f"{p}.start_step", self.start_step, 0, None)
+        check_range(f"{p}.ramp_steps", self.ramp_steps, 0, None)
+        check_range(f"{p}.d_lr", self.d_lr, 0.0, 1.0, lo_open=True)
+        b = self.d_betas
+        if len(b) != 2 or not all(isinstance(v, (int, float)) and 0 <= v < 1 for v in b):
+            raise ConfigError(f"{p}.d_betas", f"got {b!r}, need [beta1, beta2] in [0, 1)")
+        check_range(f"{p}.d_weight_decay", self.d_weight_decay, 0.0, 1.0)
+        check_range(f"{p}.d_grad_clip", self.d_grad_clip, 0.0, None)
+        check_range(f"{p}.head_channels", self.head_channels, 4, 4096)
+        r = self.noise_u_range
+        if len(r) != 2 or not all(isinstance(v, (int, float)) for v in r) or not 0 < r[0] <= r[1] <= 1:
+            raise ConfigError(f"{p}.noise_u_range", f"got {r!r}, need [lo, hi] with 0 < lo <= hi <= 1")
+
+    def weight_at(self, step: int) -> float:
+        """λ_adv at optimizer step `step` (0-based): 0 before start_step, then a linear ramp to `weight`."""
+        if self.weight == 0 or step < self.start_step:
+            return 0.0
+        if self.ramp_steps == 0:
+            return self.weight
+        return self.weight * min(1.0, (step - self.start_step + 1) / self.ramp_steps)
+
+
+@dataclass
 class TDDConfig:
     """Options of the TDD method (the `method:` section of a recipe)."""
 
@@ -26,6 +66,7 @@ class TDDConfig:
     loss: str = "huber"                 # huber | l2
     huber_c: float = 1e-3
     source_density: str = "uniform"     # uniform | high-noise | low-noise
+    adv: AdversarialConfig = field(default_factory=AdversarialConfig)   # adversarial TDD (off by default)
 
     def validate(self, p: str = "method") -> None:
         try:

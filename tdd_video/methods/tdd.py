@@ -26,12 +26,15 @@ from tdd_video.core import (
     distill_loss,
     guidance_weights,
     heun_step,
+    hinge_d_loss,
+    hinge_g_loss,
     jump,
     null_mask,
     sample_guidance_range,
     select_targets,
     source_density,
 )
+from tdd_video.methods.adversarial import Discriminator, frozen_features, renoise_like, sample_levels
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
 from tdd_video.methods.configs import TDDConfig
 
@@ -51,6 +54,7 @@ class TDD(DistillMethod):
         super().__init__(cfg, family)
         self.schedule = family.schedule
         self._weights = source_density(cfg.num_grid, cfg.source_density)
+        self.adv = Discriminator(cfg.adv, family) if cfg.adv.weight > 0 else None    # adversarial TDD, §11
 
     # -- guidance ---------------------------------------------------------------------------
     def guidance_scale(self, x0: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -123,7 +127,54 @@ class TDD(DistillMethod):
         stats = {"k": ts.k, "tau": ts.tau, "eta": ts.eta, "t": ts.t, "s": ts.s, "sigma": sigma_t,
                  "loss": per_sample.detach().cpu(), "null": is_null, "w_min": w_min, "w_max": w_max,
                  "target_skipped": (~need).to(torch.int64)}
-        return StepOutput(loss=per_sample.mean(), stats=stats)
+        loss, scalars, aux = per_sample.mean(), {}, {}
+        lam = cfg.adv.weight_at(self.step) if self.adv is not None else 0.0
+        if lam > 0:                 # adversarial TDD (§11): the student's x0 re-noised, judged by D (frozen here)
+            u_d = sample_levels(cfg.adv, b, generator, x0.device)
+            fake = x0_pred.float()
+            with nets.teacher() as teacher:
+                self.adv.heads.requires_grad_(False)
+                try:
+                    g_logits = self.adv.logits(teacher, renoise_like(sched, fake, u_d, generator), u_d, cond_used)
+                finally:
+                    self.adv.heads.requires_grad_(True)
+            g_loss = hinge_g_loss(g_logits)
+            loss = loss + lam * g_loss
+            scalars = {"adv/g_loss": float(g_loss.detach()), "adv/lambda": lam}
+            aux = {"real": x0.detach(), "fake": fake.detach(), "cond": cond_used.detach(), "u_d": u_d}
+        return StepOutput(loss=loss, stats=stats, scalars=scalars, aux=aux)
+
+    # -- the discriminator's step (adversarial TDD) ------------------------------------------------
+    def aux_update(self, auxes: list[dict], nets: NetworkRoles, backend, generator) -> dict[str, float]:
+        """One hinge-loss update of the discriminator heads on real clip latents vs the student's x0 (both
+        re-noised to the same u_d); the frozen features run without gradient, the student is untouched."""
+        auxes = [a for a in auxes if a]
+        if self.adv is None or not auxes:
+            return {}
+        real = torch.cat([a["real"] for a in auxes])
+        fake = torch.cat([a["fake"] for a in auxes])
+        u_d = torch.cat([a["u_d"] for a in auxes])
+        cond = auxes[0]["cond"].cat(*[a["cond"] for a in auxes[1:]]) if len(auxes) > 1 else auxes[0]["cond"]
+        x = torch.cat([renoise_like(self.schedule, real, u_d, generator),
+                       renoise_like(self.schedule, fake, u_d, generator)])
+        with torch.no_grad(), nets.teacher() as teacher:
+            feats = frozen_features(self.family, teacher, x, torch.cat([u_d, u_d]), cond.cat(cond),
+                                    self.adv.early_exit)
+        b = real.shape[0]
+        frames = real.shape[1] if real.ndim == 5 and self.cfg.adv.temporal else None
+        logits = self.adv.heads([f.detach() for f in feats], 2 * b, frames)
+        real_l, fake_l = logits[:b], logits[b:]
+        d_loss = hinge_d_loss(real_l, fake_l)
+        norm = self.adv.step(d_loss, backend)
+        return {"adv/d_loss": float(d_loss.detach()), "adv/d_real": float(real_l.detach().mean()),
+                "adv/d_fake": float(fake_l.detach().mean()), "adv/d_grad_norm": norm}
+
+    def state_dict(self) -> dict:
+        return {"discriminator": self.adv.state_dict()} if self.adv is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.adv is not None and "discriminator" in state:
+            self.adv.load_state_dict(state["discriminator"])
 
 
 register_method("tdd", TDD)

@@ -12,10 +12,13 @@ it was trained and the exact command that rebuilds it (``tools/zoo/build_svd.py`
     >>> resolve_model("/my/svd_folder")  # a local folder passes through
 
 ``resolve_model`` raises ``ZooModelNotFound`` (a ``ConfigError`` on key ``model``) listing the
-available names when a name is neither a zoo entry nor an existing path.
+available names when a name is neither a zoo entry nor an existing path (nor, with ``allow_hub``, a
+plausible hub id ``owner/name``); a path-like name (``/x``, ``./x``, ``~/x``, ``a/b/c``) that does not
+exist is reported as a missing folder.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tdd_video.errors import ConfigError
@@ -47,13 +50,36 @@ def is_zoo_name(name) -> bool:
             and (ZOO_DIR / name / "model_index.json").is_file())
 
 
-def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
-    """Zoo name -> its folder; existing local path -> that Path; hub id -> itself if `allow_hub`.
+# A hub repo id: "owner/name", letters, digits, "-", "_", "." (no "--" or "..", at most 96 characters per part).
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_HUB_ID = re.compile(rf"{_HUB_PART}/{_HUB_PART}")
 
-    Raises ZooModelNotFound naming the available zoo entries otherwise (also for None)."""
+
+def is_hub_id(name) -> bool:
+    """True if `name` is a plausible Hugging Face hub repo id ``owner/name`` (exactly one "/", allowed characters)."""
+    return (isinstance(name, str) and _HUB_ID.fullmatch(name) is not None
+            and "--" not in name and ".." not in name)
+
+
+def looks_like_path(name: str) -> bool:
+    """A name that can only mean a local path: absolute, ./ ../ ~ prefixed, backslashes, or several "/"."""
+    return (name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name in (".", "..") or "\\" in name
+            or name.count("/") > 1)
+
+
+def zoo_listing() -> str:
+    """The available zoo names, comma separated (or how to build them when there are none)."""
     names = available()
-    listing = ", ".join(names) if names else "none — rebuild with `python -m tools.zoo.build_svd " \
-                                             "--config configs/toy/pretrain_svd.yaml`"
+    return ", ".join(names) if names else "none — rebuild with `python -m tools.zoo.build_svd " \
+                                          "--config configs/toy/pretrain_svd.yaml`"
+
+
+def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
+    """Zoo name -> its folder; existing local path -> that Path; plausible hub id -> itself if `allow_hub`.
+
+    Raises ZooModelNotFound otherwise (also for None): "folder ... does not exist" for a path-like name,
+    else "not found", naming the available zoo entries."""
+    listing = zoo_listing()
     if name_or_path is None or str(name_or_path).strip() == "":
         raise ZooModelNotFound("", f"no model given; zoo models available: {listing}")
     if isinstance(name_or_path, Path) or not isinstance(name_or_path, str):
@@ -66,10 +92,13 @@ def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
-    if allow_hub and name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
+    if looks_like_path(name_or_path):
+        raise ZooModelNotFound(name_or_path, f"folder {str(path)!r} does not exist")
+    if allow_hub and is_hub_id(name_or_path):
         return name_or_path
-    raise ZooModelNotFound(name_or_path, f"{name_or_path!r} is not a zoo model and not an existing path; "
-                                         f"zoo models available: {listing}")
+    hub = ", nor a hub id (owner/name)" if allow_hub else ""
+    raise ZooModelNotFound(name_or_path, f"{name_or_path!r} not found: it is not a zoo model, nor an existing "
+                                         f"folder{hub}; zoo models available: {listing}")
 
 
 DEFAULT_STUDENT = "tdd-4step"
@@ -90,5 +119,5 @@ def model_card(name: str) -> str:
     return card.read_text()
 
 
-__all__ = ["DEFAULT_SVD", "ZOO_DIR", "ZooModelNotFound", "available", "is_zoo_name", "model_card",
-           "resolve_model", "zoo_path"]
+__all__ = ["DEFAULT_SVD", "ZOO_DIR", "ZooModelNotFound", "available", "is_hub_id", "is_zoo_name", "looks_like_path",
+           "model_card", "resolve_model", "zoo_listing", "zoo_path"]
