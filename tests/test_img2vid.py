@@ -261,3 +261,12 @@ def test_cli_render_equals_stock_pipeline_on_a_non_square_photo(tmp_path, monkey
     assert ours.shape == ref.shape == (1, 2, 4, 8, 16)
     scale = float(ref.abs().max())
     assert torch.allclose(ours, ref.float(), atol=2e-4 * scale, rtol=1e-3), float((ours - ref).abs().max())
+
+
+def test_euler_sampler_is_the_teacher_run(tmp_path):
+    """--sampler euler renders the teacher's run (Karras Euler, frame-wise CFG, one batched 2B forward per step; the
+    sampler itself equals the stock pipeline's Euler: tests/test_compare.py)."""
+    r = render_img2vid(fast(tmp_path, sampler="euler", steps=3, guidance_min=1.0, guidance_max=3.0))
+    assert r.stats.unet_passes == 6
+    with pytest.raises(ConfigError, match="schedule"):
+        render_img2vid(fast(tmp_path, sampler="euler", schedule="tdd-nonuniform"))

@@ -130,6 +130,8 @@ def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = Fa
         apply_lora(pipe.unet, lora, lora_scale, fuse)
     if sampler == "animatelcm":
         pipe.scheduler = AnimateLCMScheduler.from_config(pipe.scheduler.config, **scheduler_kwargs)
+    elif sampler == "euler":
+        pass                                # the pipeline's own Euler scheduler: the teacher's sampler
     else:
         pipe.scheduler = TDDScheduler.from_config(pipe.scheduler.config, eta=eta, schedule=schedule,
                                                   **scheduler_kwargs)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from tdd_video.sampling.sample import ClipSettings
 
 VIDEO_OUT = (".mp4", ".gif")
-SAMPLERS = ("tdd", "animatelcm")      # few-step samplers of the img2vid render / pipeline
+SAMPLERS = ("tdd", "animatelcm", "euler")   # the img2vid render / pipeline samplers (euler: the teacher's)
 LORA_FILE = "pytorch_lora_weights.safetensors"
 TXT2IMG_ZOO = "toy-sdxl"              # the text-to-image default model when the zoo has it
 
@@ -228,7 +228,8 @@ class Img2VidSettings(RenderSettings):
 
     image: str | None = None
     unet: str | None = None           # full UNet state dict (e.g. AnimateLCM-SVD-xt-1.1.safetensors) for the base
-    sampler: str = "tdd"              # tdd | animatelcm (docs/math.md §8 multistep; eta/schedule/clip do not apply)
+    sampler: str = "tdd"              # tdd | animatelcm (§8 multistep) | euler (the teacher's Karras Euler, e.g.
+                                      # `--sampler euler --steps 25 --guidance-min 1 --guidance-max 3`)
     guidance_min: float | None = None
     guidance_max: float | None = None
     frames: int | None = None
@@ -245,13 +246,13 @@ class Img2VidSettings(RenderSettings):
         headers), the output path (writable)."""
         self.check_shared()
         check_sampler(self.sampler)
-        if self.sampler == "animatelcm":
+        if self.sampler != "tdd":
             if self.schedule != "equidistant":
-                raise ConfigError("schedule", "the AnimateLCM sampler has its own grid (docs/math.md §8); "
+                raise ConfigError("schedule", f"the {self.sampler} sampler has its own grid; "
                                               "--schedule applies to the TDD sampler")
             if clip_mode(self.clip) != "none":
-                raise ConfigError("clip", "x0 clipping is part of the TDD sampler; "
-                                          "drop --clip-x0 with --sampler animatelcm")
+                raise ConfigError("clip", f"x0 clipping is part of the TDD sampler; "
+                                          f"drop --clip-x0 with --sampler {self.sampler}")
         if self.unet is not None and self.teacher_refine is not None:
             raise ConfigError("teacher_refine", "Distillation++ uses the base UNet with the LoRA disabled as the "
                                                 "teacher; with --unet the base UNet is replaced, "

@@ -31,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--unet", default=None, metavar="FILE",
       help="full UNet state dict for the base (.safetensors/.bin, or a diffusers UNet folder such as a training "
            "run's export/unet), loaded strictly — e.g. the released AnimateLCM-SVD-xt-1.1.safetensors")
-    a("--sampler", choices=["tdd", "animatelcm"], default="tdd",
-      help="tdd (default) or animatelcm: AnimateLCM's multistep sampler for AnimateLCM students "
-           "(--eta, --schedule, --clip-x0 and --teacher-refine apply to the TDD sampler)")
+    a("--sampler", choices=["tdd", "animatelcm", "euler"], default="tdd",
+      help="tdd (default), animatelcm (AnimateLCM's multistep sampler for AnimateLCM students) or euler (the "
+           "teacher's Karras Euler, as the stock pipeline: e.g. --sampler euler --steps 25 --guidance-min 1 "
+           "--guidance-max 3); --eta, --schedule, --clip-x0 and --teacher-refine apply to the TDD sampler")
     a("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
     a("--fuse", action="store_true", help="fuse the LoRA into the UNet (faster; disables --teacher-refine)")
     add_shared_flags(p, "--steps")
@@ -73,9 +74,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from tdd_video.apps.settings import Img2VidSettings  # light: no torch until the settings are checked
-    if args.sampler == "animatelcm" and args.eta is not None:
-        print("error: --eta: γ-sampling η belongs to the TDD sampler; the AnimateLCM sampler re-noises fully "
-              "(docs/math.md §8)", file=sys.stderr)
+    if args.sampler != "tdd" and args.eta is not None:
+        print(f"error: --eta: γ-sampling η belongs to the TDD sampler, not to --sampler {args.sampler}",
+              file=sys.stderr)
         return 2
     settings = Img2VidSettings(
         image=args.image, model=args.model, lora=args.lora, unet=args.unet, sampler=args.sampler,
