@@ -118,3 +118,20 @@ def test_resume_with_discriminator_is_exact(tmp_path):
     assert ha.keys() == hb.keys() and all(torch.equal(ha[k], hb[k]) for k in ha)
     rows = [line for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines() if "adv/d_loss" in line]
     assert len(rows) == 3                                    # steps 2, 3, 4 (start_step 1)
+
+
+def test_student_can_start_from_a_lora_file(tmp_path):
+    """trainable.init_lora: the student adapter starts from a saved LoRA (e.g. a finished TDD student)."""
+    from tdd_video import lora
+    fam = load_family("svd", "tiny")
+    nets = Trainables(fam, "lora", lora_rank=4, lora_preset="attn")
+    with torch.no_grad():
+        for p in nets.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    path = lora.save_lora(fam.unet, tmp_path / "l", adapter="student", family="svd")
+    want = nets.state_dict()
+    again = Trainables(load_family("svd", "tiny"), "lora", lora_rank=4, lora_preset="attn", init_lora=str(path))
+    got = again.state_dict()
+    assert got.keys() == want.keys() and all(torch.allclose(got[k], want[k]) for k in got)
+    with pytest.raises(Exception, match="init_lora"):
+        config_from_dict({"trainable": {"kind": "full", "init_lora": "x.safetensors"}})

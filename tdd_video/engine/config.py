@@ -57,12 +57,18 @@ class TrainableConfig:
     # diffusers UNet folder, e.g. stage 1's <run>/export/unet) loaded strictly into the STUDENT after
     # the frozen teacher copy is made — the teacher stays the base. Only for spatial | temporal | full.
     init_unet: typing.Optional[str] = None
+    # Start the LoRA student from a LoRA file (e.g. a finished TDD student before adversarial training); its rank,
+    # alpha and target modules must match lora_rank / lora_alpha / lora_preset. Only for kind lora.
+    init_lora: typing.Optional[str] = None
 
     def validate(self, p: str) -> None:
         _choice(f"{p}.kind", self.kind, ("lora", "spatial", "temporal", "full"))
         check_range(f"{p}.lora_rank", self.lora_rank, 1, 4096)
         if self.lora_alpha is not None:
             check_range(f"{p}.lora_alpha", self.lora_alpha, 0.0, None, lo_open=True)
+        if self.init_lora is not None and self.kind != "lora":
+            raise ConfigError(f"{p}.init_lora", "a LoRA file initialises a LoRA student (kind lora); for partial or "
+                                                "full fine-tuning start from a UNet with trainable.init_unet")
         if self.init_unet is not None and self.kind == "lora":
             raise ConfigError(f"{p}.init_unet", "a LoRA student shares the base with the teacher, so a different "
                                                 "student UNet would also change the teacher; use kind spatial, "
@@ -335,6 +341,8 @@ def check_runnable(cfg: Config) -> None:
     ConfigError naming the key, before anything heavy is imported or built. Separate from `load_config`
     so that recipes written for other machines still load (and `--dry-run` prints them)."""
     cfg.data.check_paths()
+    if cfg.trainable.init_lora and not Path(cfg.trainable.init_lora).is_file():
+        raise ConfigError("trainable.init_lora", f"file not found: {cfg.trainable.init_lora!r}")
     if cfg.trainable.init_unet and not Path(cfg.trainable.init_unet).exists():
         raise ConfigError("trainable.init_unet", f"not found: {cfg.trainable.init_unet!r} (run the earlier stage "
                                                  "first; its trained UNet is <run>/export/unet)")

@@ -53,7 +53,7 @@ class Trainables:
 
     def __init__(self, family, kind: str = "lora", *, lora_rank: int = 64, lora_alpha: float | None = None,
                  lora_preset: str = "attn", gradient_checkpointing: bool = False, ema_decay: float = 0.0,
-                 export_ema_decay: float = 0.0,
+                 export_ema_decay: float = 0.0, init_lora: str | None = None,
                  init_unet: str | None = None):
         self.family, self.kind = family, kind
         self.module: nn.Module = family.unet
@@ -64,7 +64,8 @@ class Trainables:
             if init_unet is not None:
                 raise ConfigError("trainable.init_unet", "not with a LoRA student (it shares the base with the "
                                                          "teacher); use kind spatial, temporal or full")
-            lora.add_lora(self.module, STUDENT, rank=lora_rank, alpha=self.lora_alpha, preset=lora_preset)
+            lora.add_lora(self.module, STUDENT, rank=lora_rank, alpha=self.lora_alpha, preset=lora_preset,
+                          init_from=init_lora)
             for n, p in self.module.named_parameters():
                 p.requires_grad_(f".{STUDENT}." in f".{n}." or n.endswith(f".{STUDENT}"))
         else:

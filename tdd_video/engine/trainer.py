@@ -189,7 +189,7 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
     method = build_method(cfg.method_name, cfg.method, family)
     trainables = Trainables(family, t.kind, lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_preset=t.lora_preset,
                             gradient_checkpointing=t.gradient_checkpointing, ema_decay=method.target_ema,
-                            export_ema_decay=cfg.export.ema, init_unet=t.init_unet)
+                            export_ema_decay=cfg.export.ema, init_unet=t.init_unet, init_lora=t.init_lora)
     backend.setup(trainables)
     loader = loader if loader is not None else build_loader(cfg, backend, run_dir)
     generator = torch.Generator().manual_seed(cfg.run.seed * 1000 + backend.rank + 1)
