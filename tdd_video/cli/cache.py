@@ -42,6 +42,13 @@ def main_video(argv=None) -> int:
     p.add_argument("--clips-per-video", type=int, default=1,
                    help="clips cached per video: the centre clip + N-1 randomly started/cropped/flipped ones "
                         "(default 1)")
+    p.add_argument("--motion-bucket", choices=["manifest", "estimate"],
+                   help="motion_bucket_id per clip: the manifest's value / default (manifest), or estimated from the "
+                        "frames and calibrated (estimate; docs/math.md §13). Default: the config's data.motion_bucket")
+    p.add_argument("--motion-calibration", metavar="FILE", help="estimate: a fixed calibration JSON "
+                   "(default: the data's own, computed once and stored next to the data)")
+    p.add_argument("--motion-percentiles", type=float, nargs=3, metavar=("P5", "P50", "P95"),
+                   help="estimate: fixed calibration, raw motion (frame diagonals per second) at these percentiles")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model-dtype", default="fp32", choices=list(DTYPES), help="dtype of the VAE/CLIP when encoding")
     args = p.parse_args(argv)
@@ -56,6 +63,12 @@ def main_video(argv=None) -> int:
             d[key] = getattr(args, key)
     if args.stride is not None:
         d.update(stride=args.stride, target_fps=None)
+    if args.motion_bucket is not None:
+        d["motion_bucket"] = args.motion_bucket
+    if args.motion_calibration is not None:
+        d["motion_calibration"] = args.motion_calibration
+    if args.motion_percentiles is not None:
+        d["motion_percentiles"] = list(args.motion_percentiles)
     try:
         cfg = VideoDataConfig.from_dict(d).validate()
         model = str(resolve_model(args.model)) if is_zoo_name(args.model) else args.model
@@ -68,6 +81,9 @@ def main_video(argv=None) -> int:
     info = json.loads(index.read_text())
     print(f"wrote {info['num_samples']} clips in {len(info['shards'])} shards to {args.out} "
           f"({info['num_failed']} videos skipped); index: {index}")
+    if "motion" in info:
+        n = info["motion"]["calibration"]["num_clips"]
+        print(f"motion_bucket_id: estimated from the frames, calibration on {n} clips (docs/math.md §13)")
     return 0
 
 

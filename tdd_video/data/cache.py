@@ -2,6 +2,7 @@
 
     tdd-cache-video --model DIR_OR_ID --data MANIFEST_OR_FOLDER --out DIR \\
         [--dtype fp16|bf16|fp32] [--shard-size N] [--num-frames 14 --target-fps 7 --height 320 --width 576]
+        [--motion-bucket manifest|estimate [--motion-calibration FILE | --motion-percentiles P5 P50 P95]]
 
 The builder takes an ``encode`` callable (pixels [1, F, 3, H, W], generator) -> (latents [F, C, h, w],
 image_emb [1, D]); ``video_encoder(family)`` makes one from an SVD family (the CLI does).
@@ -32,6 +33,12 @@ augmentation. Every clip is one sample of the cache. Shards are written atomical
 rename; the shard's JSON is written last and marks it done), so an interrupted run resumes by
 skipping finished shards. Videos that cannot be read are listed in the shard JSON and skipped.
 The trainer reads the cache (``tdd_video.data.cached``) with ``data.use_cache: true`` and ``data.cache_dir: DIR``.
+
+Motion (docs/math.md §13): every sample's JSON stores ``motion`` — the clip's raw motion (frame diagonals per
+second, `tdd_video.data.motion.estimate_motion`, measured on the cached clip) — whatever the mode, and its
+``motion_bucket_id``: the manifest value / default with ``data.motion_bucket: manifest``, the calibrated
+estimate with ``estimate``. In estimate mode ``cache_meta.json`` / ``index.json`` also hold
+``motion: {mode: estimate, calibration: {...}}`` (the map used; a resumed build must use the same one).
 """
 from __future__ import annotations
 
@@ -89,13 +96,21 @@ def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, d
     train_cfg = replace(cfg, train=True, use_cache=False)
     cfg = replace(cfg, train=False, flip=False, use_cache=False)
     dataset = build_video_dataset(cfg, seed)
-    augmented = VideoClipDataset(dataset.records, train_cfg, seed, dataset.bucket_of) if clips_per_video > 1 else None
+    dataset.with_motion = True                  # the raw motion is stored in every mode
+    augmented = VideoClipDataset(dataset.records, train_cfg, seed, dataset.bucket_of, dataset.calibration,
+                                 with_motion=True) if clips_per_video > 1 else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    data = cfg.to_dict()
+    if cfg.motion_bucket == "manifest":         # absent in manifest mode, so caches built before the option resume
+        for key in ("motion_bucket", "motion_calibration", "motion_percentiles", "motion_calibration_clips"):
+            data.pop(key)
     meta = {"version": CACHE_VERSION, "model": str(model_name), "dtype": dtype, "shard_size": shard_size,
-            "seed": seed, "num_records": len(dataset), "data": cfg.to_dict()}
+            "seed": seed, "num_records": len(dataset), "data": data}
     if clips_per_video > 1:                     # absent for 1, so caches built before the option still resume
         meta["clips_per_video"] = clips_per_video
+    if dataset.calibration is not None:
+        meta["motion"] = {"mode": "estimate", "calibration": dataset.calibration.to_dict()}
     meta_path = out / "cache_meta.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
@@ -135,7 +150,7 @@ def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, d
                 tensors[f"{k}.first_frame"] = ((pix[0, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
                 samples.append({"key": k, "record": i, "clip": c, "path": item["path"], "caption": item["caption"],
                                 "fps_id": item["fps_id"], "fps": item["fps"],
-                                "motion_bucket_id": item["motion_bucket_id"],
+                                "motion_bucket_id": item["motion_bucket_id"], "motion": item["motion"],
                                 "frame_indices": item["frame_indices"].tolist(),
                                 "height": int(pix.shape[-2]), "width": int(pix.shape[-1])})
             bar.update(1)

@@ -13,13 +13,18 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from tdd_video.data.motion import MotionCalibration
 from tdd_video.data.sampler import SampleKey
 from tdd_video.errors import ConfigError
 
 
 class LatentCacheDataset(Dataset):
     """Reads a finished cache. Items: ``latents`` [F,4,h,w] fp32, ``first_frame`` [3,H,W] in [-1,1],
-    ``image_emb`` [1,D] fp32, ``fps_id``, ``motion_bucket_id``, ``caption``, ``path``."""
+    ``image_emb`` [1,D] fp32, ``fps_id``, ``motion_bucket_id``, ``caption``, ``path``, ``fps``; and ``motion``
+    (raw, frame diagonals per second) when the cache was built with ``data.motion_bucket: estimate``.
+
+    ``motion_mode`` is that setting of the build (``manifest`` for caches built before it existed) and
+    ``calibration`` the MotionCalibration it used (None in manifest mode)."""
 
     def __init__(self, cache_dir: str | Path, max_open: int = 8):
         self.dir = Path(cache_dir)
@@ -28,6 +33,14 @@ class LatentCacheDataset(Dataset):
             raise FileNotFoundError(f"{self.dir}: no index.json — not a finished latent cache "
                                     "(build or resume it with `tdd-cache-video`)")
         self.index = json.loads(index_path.read_text())
+        motion = self.index.get("motion") or {}
+        self.motion_mode = motion.get("mode", "manifest")
+        self.calibration = None
+        if motion.get("calibration"):
+            try:
+                self.calibration = MotionCalibration.from_dict(motion["calibration"])
+            except ValueError:          # made by another estimator version: the stored buckets stay usable
+                pass
         self.samples = []
         for shard in self.index["shards"]:
             for s in json.loads((self.dir / f"{shard}.json").read_text())["samples"]:
@@ -57,11 +70,14 @@ class LatentCacheDataset(Dataset):
         index = key.index if isinstance(key, SampleKey) else int(key)
         s = self.samples[index]
         h, k = self._handle(s["shard"]), s["key"]
-        return {"latents": h.get_tensor(f"{k}.latents").float(),
+        item = {"latents": h.get_tensor(f"{k}.latents").float(),
                 "first_frame": h.get_tensor(f"{k}.first_frame").float() / 127.5 - 1.0,
                 "image_emb": h.get_tensor(f"{k}.image_emb").float(),
                 "fps_id": int(s["fps_id"]), "motion_bucket_id": int(s["motion_bucket_id"]),
                 "caption": s["caption"], "path": s["path"], "fps": float(s["fps"])}
+        if self.motion_mode == "estimate":
+            item["motion"] = float(s["motion"])
+        return item
 
 
 class ImageLatentCacheDataset(Dataset):

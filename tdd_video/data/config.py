@@ -16,6 +16,7 @@ SOURCE_KINDS = ("auto", "folder", "manifest", "webvid")
 READERS = ("auto", "decord", "pyav", "imageio")
 SHORT_POLICIES = ("skip", "reduce_stride")
 EVAL_STARTS = ("center", "zero")
+MOTION_BUCKETS = ("manifest", "estimate")
 
 
 def check_choice(key: str, value, allowed) -> None:
@@ -117,6 +118,14 @@ class VideoDataConfig(DataConfig):
     max_failure_fraction: float = 0.1    # stop if more than this fraction of samples fail
     failure_check_after: int = 50        # ... once at least this many samples were attempted
     default_motion_bucket_id: int = 127  # docs/math.md §1a: SVD-xt 1.1 fine-tune used 127
+    # motion_bucket_id of a clip (docs/math.md §13): manifest = the manifest's value, else the default;
+    # estimate = from the clip's frames (optical flow, tdd_video.data.motion), mapped to 0..255 by a calibration
+    motion_bucket: str = "manifest"
+    motion_calibration: str = ""         # estimate: fixed calibration JSON; "" = the dataset's own (computed once
+    #                                      and stored next to the data, see tdd_video.data.motion)
+    motion_percentiles: list[float] | None = None  # estimate: fixed calibration, raw motion (frame diagonals
+    #                                      per second) at the 5th / 50th / 95th percentiles -> 12.75 / 127.5 / 242.25
+    motion_calibration_clips: int = 0    # computing the dataset's calibration: 0 = every video, N = N evenly spaced
     default_fps: float | None = None     # used only when a container reports no frame rate
     drop_last: bool = True
     check_files: bool = True             # report manifest rows pointing nowhere at start-up
@@ -147,14 +156,38 @@ class VideoDataConfig(DataConfig):
         check_range("data.reader_cache_size", self.reader_cache_size, 1, 1024)
         check_range("data.reader_threads", self.reader_threads, 0, 256)
         check_range("data.default_motion_bucket_id", self.default_motion_bucket_id, 0, 1023)
+        self.check_motion()
         if self.default_fps is not None:
             check_range("data.default_fps", self.default_fps, 0, 1000, lo_open=True)
         return self
 
+    def check_motion(self) -> None:
+        """data.motion_bucket and its calibration keys (docs/math.md §13)."""
+        check_choice("data.motion_bucket", self.motion_bucket, MOTION_BUCKETS)
+        check_range("data.motion_calibration_clips", self.motion_calibration_clips, 0, 10**9)
+        if self.motion_bucket != "estimate":
+            for key in ("motion_calibration", "motion_percentiles"):
+                if getattr(self, key):
+                    raise ConfigError(f"data.{key}", "only used with data.motion_bucket: estimate "
+                                                     f"(got data.motion_bucket: {self.motion_bucket})")
+            return
+        if self.motion_calibration and self.motion_percentiles is not None:
+            raise ConfigError("data.motion_percentiles", "set data.motion_calibration (a file) or "
+                                                         "data.motion_percentiles, not both")
+        if self.motion_percentiles is not None:
+            p = self.motion_percentiles
+            if len(p) != 3 or min(p) < 0 or not p[0] <= p[1] <= p[2] or p[2] <= p[0]:
+                raise ConfigError("data.motion_percentiles", f"got {p!r}: need [p5, p50, p95], raw motion "
+                                  "(frame diagonals per second) >= 0, non-decreasing, p95 > p5")
+
     def check_paths(self) -> None:
         """The files a run will read exist (called before any model is built; not by `validate`, so recipes
-        for other machines still load): data.path (unless 'synthetic' or a latent cache) and cache_dir."""
+        for other machines still load): data.path (unless 'synthetic' or a latent cache), cache_dir and a
+        fixed data.motion_calibration file."""
         from pathlib import Path
+        if self.motion_bucket == "estimate" and self.motion_calibration and not Path(self.motion_calibration).is_file():
+            raise ConfigError("data.motion_calibration", f"file not found: {self.motion_calibration!r} (write one "
+                                                         "with `tdd-check-data --motion --write-calibration FILE`)")
         if self.use_cache:
             self.check_cache_dir()
             return

@@ -5,8 +5,18 @@ tdd_video/families/base.py for SVD:
 
 * ``pixel_values`` [F, 3, H, W] float in [-1, 1] (H, W = the sample's bucket or the fixed size);
 * ``fps_id`` int = round(real clip fps) − 1, real fps = source fps / stride (docs/math.md §1a);
-* ``motion_bucket_id`` int (manifest value, else ``default_motion_bucket_id`` = 127);
+* ``motion_bucket_id`` int: with ``data.motion_bucket: manifest`` the manifest's value, else
+  ``default_motion_bucket_id`` = 127; with ``estimate`` the calibrated bucket of the clip's own motion
+  (docs/math.md §13), and then also ``motion`` float, the raw motion in frame diagonals per second;
 * ``caption`` str, ``path`` str, ``frame_indices`` [F] long, ``fps`` float (the real clip fps).
+
+Motion estimate mode: the motion is measured on the clip as the model sees it (after the crop), by
+`tdd_video.data.motion.estimate_motion` inside the loader workers (≈ 3–8 % of the decode + resize
+cost). The calibration (raw -> bucket) is resolved once, in `build_video_dataset`, before the
+workers start: ``data.motion_percentiles``, else the file ``data.motion_calibration``, else the
+dataset's own, read from ``default_calibration_path(data.path)`` when it was computed with the same
+settings, otherwise computed (`motion_calibration_for`: the eval clip of every video — centre start,
+centre crop — or of ``data.motion_calibration_clips`` evenly spaced ones) and written there.
 
 Randomness (start frame, crop, flip, replacement of failed samples) comes from
 ``np.random.default_rng([seed, epoch, index, attempt])`` — independent of worker and rank.
@@ -20,20 +30,29 @@ than ``max_failure_fraction`` of the attempts of a worker failed (checked once i
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from tdd_video.data.cached import LatentCacheDataset
 from tdd_video.data.clips import plan_clip
 from tdd_video.data.config import VideoDataConfig
+from tdd_video.data.motion import (
+    ESTIMATOR,
+    MotionCalibration,
+    default_calibration_path,
+    estimate_motion,
+    records_fingerprint,
+)
 from tdd_video.data.readers import ReaderPool, VideoReadError, open_reader
 from tdd_video.data.sampler import SampleKey, ShardedBatchSampler, VideoLoader
 from tdd_video.data.sources import VideoRecord, describe_missing, load_records, split_missing
-from tdd_video.data.transforms import nearest_bucket, resize_crop
+from tdd_video.data.transforms import nearest_bucket, resize_crop_uint8, to_pixels
 from tdd_video.errors import ConfigError
 
 logger = logging.getLogger("tdd_video.data")
@@ -107,8 +126,16 @@ class VideoClipDataset(SkippingDataset):
     skip_errors = (VideoReadError, ClipTooShort)
 
     def __init__(self, records: list[VideoRecord], cfg: VideoDataConfig, seed: int = 0,
-                 bucket_of: list[int] | None = None):
+                 bucket_of: list[int] | None = None, calibration: MotionCalibration | None = None,
+                 with_motion: bool = False):
+        """``calibration``: required with ``cfg.motion_bucket == 'estimate'`` (`build_video_dataset` resolves
+        it). ``with_motion``: also measure the raw motion (item key ``motion``) in manifest mode."""
         super().__init__(records, cfg, seed, bucket_of)
+        self.estimate = cfg.motion_bucket == "estimate"
+        if self.estimate and calibration is None:
+            raise ValueError("data.motion_bucket: estimate needs a MotionCalibration (build_video_dataset resolves it)")
+        self.calibration = calibration if self.estimate else None
+        self.with_motion = self.estimate or with_motion
         self._bad: dict[str, str] = {}
         self._pool: ReaderPool | None = None
 
@@ -118,8 +145,9 @@ class VideoClipDataset(SkippingDataset):
             self._pool = ReaderPool(self.cfg.reader, self.cfg.reader_cache_size, self.cfg.reader_threads)
         return self._pool
 
-    def load(self, index: int, rng: np.random.Generator) -> dict:
-        """Load one clip of record ``index`` (raises VideoReadError / ClipTooShort)."""
+    def clip(self, index: int, rng: np.random.Generator):
+        """(uint8 frames [F, H, W, 3] after resize/crop/flip, ClipPlan) of record ``index`` (raises
+        VideoReadError / ClipTooShort)."""
         rec, cfg = self.records[index], self.cfg
         key = str(rec.path)
         if key in self._bad:
@@ -139,11 +167,23 @@ class VideoClipDataset(SkippingDataset):
         frames = self.pool.read(rec.path, plan.indices)
         height, width = self.sizes[self.bucket_of[index]]
         flip = bool(cfg.train and cfg.flip and rng.random() < 0.5)
-        pixels = resize_crop(frames, height, width, "random" if cfg.train else "center", rng, flip)
-        mbi = rec.motion_bucket_id if rec.motion_bucket_id is not None else cfg.default_motion_bucket_id
-        return {"pixel_values": pixels, "fps_id": plan.fps_id, "motion_bucket_id": int(mbi),
-                "caption": rec.caption, "path": key, "fps": plan.fps,
+        return resize_crop_uint8(frames, height, width, "random" if cfg.train else "center", rng, flip), plan
+
+    def load(self, index: int, rng: np.random.Generator) -> dict:
+        """Load one clip of record ``index`` (raises VideoReadError / ClipTooShort)."""
+        rec = self.records[index]
+        frames, plan = self.clip(index, rng)
+        item = {"pixel_values": to_pixels(frames), "fps_id": plan.fps_id, "motion_bucket_id": 0,
+                "caption": rec.caption, "path": str(rec.path), "fps": plan.fps,
                 "frame_indices": torch.tensor(plan.indices, dtype=torch.long)}
+        if self.with_motion:
+            item["motion"] = estimate_motion(frames, plan.fps)
+        if self.estimate:
+            item["motion_bucket_id"] = self.calibration.bucket(item["motion"])
+        else:
+            mbi = rec.motion_bucket_id
+            item["motion_bucket_id"] = int(mbi if mbi is not None else self.cfg.default_motion_bucket_id)
+        return item
 
     def _record_failure(self, rec: VideoRecord, error: Exception) -> None:
         kind = "too_short" if isinstance(error, ClipTooShort) else "unreadable"
@@ -204,13 +244,123 @@ def assign_buckets(records: list[VideoRecord], sizes: list[tuple[int, int]], bac
     return out
 
 
+class _MotionScan(Dataset):
+    """Raw motion of the eval clip of each record (None when the video cannot be used)."""
+
+    def __init__(self, dataset: VideoClipDataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, n: int) -> float | None:
+        i = self.indices[n]
+        try:
+            frames, plan = self.dataset.clip(i, np.random.default_rng([self.dataset.seed, 0, i, 0]))
+        except self.dataset.skip_errors:
+            return None
+        return estimate_motion(frames, plan.fps)
+
+
+def _first(batch):
+    return batch
+
+
+def clip_motions(cfg: VideoDataConfig, records: list[VideoRecord], bucket_of: list[int] | None = None,
+                 indices: list[int] | None = None, num_workers: int = 0, progress: bool = False) -> list[float | None]:
+    """Raw motion (frame diagonals per second, docs/math.md §13) of the evaluation clip of each record in
+    ``indices`` (default: all): centre start (``data.eval_start``), centre crop at the record's bucket, no
+    flip. None for a video that cannot be read or is too short. ``num_workers`` > 0 decodes in parallel."""
+    from tqdm import tqdm
+
+    eval_cfg = replace(cfg, train=False, flip=False, use_cache=False, motion_bucket="manifest",
+                       motion_calibration="", motion_percentiles=None)
+    dataset = VideoClipDataset(records, eval_cfg, 0, bucket_of)
+    scan = _MotionScan(dataset, list(range(len(records))) if indices is None else list(indices))
+    if num_workers > 0 and len(scan) > 1:
+        it = DataLoader(scan, batch_size=None, num_workers=min(num_workers, len(scan)), collate_fn=_first)
+    else:
+        it = (scan[n] for n in range(len(scan)))
+    out = list(tqdm(it, total=len(scan), desc="estimating motion", unit="clip", disable=not progress))
+    dataset.pool.close()
+    return out
+
+
+def calibration_settings(cfg: VideoDataConfig, all_records: list[VideoRecord]) -> dict:
+    """What a dataset's own motion calibration depends on (a stored one is reused only if these match):
+    the estimator, the clip sampling, the sizes, the subset rule and the list of videos."""
+    base = Path(cfg.path).expanduser().absolute()
+    base = base if base.is_dir() else base.parent
+    paths = [os.path.relpath(r.path, base) for r in all_records]
+    return {"estimator": ESTIMATOR, "num_frames": cfg.num_frames, "target_fps": cfg.target_fps, "stride": cfg.stride,
+            "short_policy": cfg.short_policy, "min_stride": cfg.min_stride, "eval_start": cfg.eval_start,
+            "sizes": [list(s) for s in cfg.sizes()], "clips": cfg.motion_calibration_clips,
+            "num_videos": len(paths), "videos": records_fingerprint(paths)}
+
+
+def calibration_indices(n: int, clips: int) -> list[int]:
+    """Records a dataset calibration measures: all (``clips`` = 0 or ≥ n), else ``clips`` evenly spaced."""
+    if clips <= 0 or clips >= n:
+        return list(range(n))
+    return sorted({int(round(i * (n - 1) / max(clips - 1, 1))) for i in range(clips)})
+
+
+def compute_calibration(cfg: VideoDataConfig, all_records: list[VideoRecord], records: list[VideoRecord],
+                        bucket_of: list[int] | None = None, progress: bool = False) -> MotionCalibration:
+    """The dataset's own calibration: quantiles of the raw motion of its clips (docs/math.md §13)."""
+    values = clip_motions(cfg, records, bucket_of, calibration_indices(len(records), cfg.motion_calibration_clips),
+                          num_workers=cfg.num_workers, progress=progress)
+    try:
+        return MotionCalibration.from_values(values, settings=calibration_settings(cfg, all_records))
+    except ValueError as e:
+        raise DataFailureError(f"data.motion_bucket: estimate — {e}") from None
+
+
+def motion_calibration_for(cfg: VideoDataConfig, all_records: list[VideoRecord], records: list[VideoRecord],
+                           bucket_of: list[int] | None = None) -> MotionCalibration | None:
+    """The calibration of ``data.motion_bucket: estimate`` (None in manifest mode): ``motion_percentiles``,
+    else the file ``motion_calibration``, else the dataset's own — read from `default_calibration_path` if
+    it was computed with the same `calibration_settings`, otherwise computed once and stored there."""
+    if cfg.motion_bucket != "estimate":
+        return None
+    if cfg.motion_percentiles is not None:
+        return MotionCalibration.from_percentiles(*cfg.motion_percentiles)
+    if cfg.motion_calibration:
+        if not Path(cfg.motion_calibration).is_file():
+            raise ConfigError("data.motion_calibration", f"file not found: {cfg.motion_calibration!r}")
+        try:
+            return MotionCalibration.load(cfg.motion_calibration)
+        except ValueError as e:
+            raise ConfigError("data.motion_calibration", str(e)) from None
+    path = default_calibration_path(cfg.path)
+    settings = calibration_settings(cfg, all_records)
+    if path.is_file():
+        try:
+            stored = MotionCalibration.load(path)
+            if stored.settings == settings:
+                logger.info("motion calibration: %s (%d clips)", path, stored.num_clips)
+                return stored
+            logger.warning("motion calibration %s was computed with other data settings; recomputing", path)
+        except ValueError as e:
+            logger.warning("%s; recomputing", e)
+    logger.info("motion calibration: estimating the motion of %d videos (once per dataset; stored in %s)",
+                len(calibration_indices(len(records), cfg.motion_calibration_clips)), path)
+    cal = compute_calibration(cfg, all_records, records, bucket_of)
+    try:
+        cal.save(path)
+    except OSError as e:
+        logger.warning("could not store the motion calibration in %s (%s); it is kept for this run only", path, e)
+    return cal
+
+
 def build_video_dataset(cfg: VideoDataConfig | dict, seed: int = 0) -> VideoClipDataset:
-    """Records -> checked (rows pointing nowhere reported) -> bucketed -> VideoClipDataset."""
+    """Records -> checked (rows pointing nowhere reported) -> bucketed -> motion calibration (estimate
+    mode) -> VideoClipDataset."""
     cfg = cfg if isinstance(cfg, VideoDataConfig) else VideoDataConfig.from_dict(cfg)
     cfg.validate()
     if not cfg.path:
         raise ConfigError("data.path", "required: a folder of videos or a manifest (CSV/JSONL) file")
-    records = load_records(cfg.source, cfg.path, cfg.video_root, cfg.extensions)
+    all_records = records = load_records(cfg.source, cfg.path, cfg.video_root, cfg.extensions)
     if not records:
         raise DataFailureError(f"data source {cfg.path} has no videos")
     if cfg.check_files:
@@ -223,7 +373,28 @@ def build_video_dataset(cfg: VideoDataConfig | dict, seed: int = 0) -> VideoClip
         records = present
         if not records:
             raise DataFailureError(f"none of the files listed by {cfg.path} exist")
-    return VideoClipDataset(records, cfg, seed, assign_buckets(records, cfg.sizes(), cfg.reader))
+    bucket_of = assign_buckets(records, cfg.sizes(), cfg.reader)
+    calibration = motion_calibration_for(cfg, all_records, records, bucket_of)
+    return VideoClipDataset(records, cfg, seed, bucket_of, calibration)
+
+
+def check_cache_motion(cfg: VideoDataConfig, dataset: LatentCacheDataset) -> None:
+    """With ``data.motion_bucket: estimate`` the cache must hold estimated buckets, made with the configured
+    fixed calibration if one is set (ConfigError otherwise)."""
+    if cfg.motion_bucket != "estimate":
+        return
+    if dataset.motion_mode != "estimate":
+        raise ConfigError("data.motion_bucket", f"estimate, but the latent cache {cfg.cache_dir} holds "
+                                                "manifest/default buckets; rebuild it with "
+                                                "`tdd-cache-video ... --motion-bucket estimate`")
+    fixed = None
+    if cfg.motion_percentiles is not None:
+        fixed = MotionCalibration.from_percentiles(*cfg.motion_percentiles)
+    elif cfg.motion_calibration:
+        fixed = MotionCalibration.load(cfg.motion_calibration)
+    if fixed is not None and dataset.calibration is not None and fixed != dataset.calibration:
+        raise ConfigError("data.motion_calibration", f"the latent cache {cfg.cache_dir} was built with another "
+                                                     "motion calibration than the one configured")
 
 
 def build_video_loader(cfg: VideoDataConfig | dict, rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -237,6 +408,7 @@ def build_video_loader(cfg: VideoDataConfig | dict, rank: int = 0, world_size: i
     cfg.validate()
     if cfg.use_cache:
         dataset = LatentCacheDataset(cfg.cache_dir)
+        check_cache_motion(cfg, dataset)
     else:
         dataset = build_video_dataset(cfg, seed)
     sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, dataset.bucket_of, rank, world_size, seed,

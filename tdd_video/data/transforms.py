@@ -3,7 +3,8 @@
 * `resize_crop`: aspect-preserving, antialiased resize so the frame *covers* the target size,
   then a crop (random in training, centre in evaluation) — never padding / black bars (the public
   AnimateLCM loader pads). Output stays on the 8-bit grid ((x+1)·127.5 is an integer) so that the
-  latent cache can store the first frame as uint8 losslessly.
+  latent cache can store the first frame as uint8 losslessly. It is `to_pixels` of
+  `resize_crop_uint8` (the loader measures a clip's motion on those uint8 frames, docs/math.md §13).
 * Buckets: each clip goes to the bucket whose aspect is nearest in log space
   (|ln(h/w) − ln(h_b/w_b)| smallest; ties -> the earlier bucket); `bucket_batches` groups sample
   indices so every batch holds one bucket only.
@@ -31,8 +32,14 @@ def resize_crop(frames: np.ndarray | Tensor, height: int, width: int, crop: str 
     (``crop='random'`` needs ``rng``; ``'center'`` otherwise) and optionally flip horizontally.
     Implemented as one antialiased bilinear resample per frame of the crop's box in source
     coordinates (Pillow: ~7x faster than torch's antialiased interpolate on CPU, same result
-    within one 8-bit level).
+    within one 8-bit level). ``to_pixels(resize_crop_uint8(...))``.
     """
+    return to_pixels(resize_crop_uint8(frames, height, width, crop, rng, flip))
+
+
+def resize_crop_uint8(frames: np.ndarray | Tensor, height: int, width: int, crop: str = "center",
+                      rng: np.random.Generator | None = None, flip: bool = False) -> np.ndarray:
+    """`resize_crop` before the conversion to float: uint8 [F, height, width, 3]."""
     from PIL import Image
 
     x = frames.cpu().numpy() if isinstance(frames, Tensor) else np.asarray(frames)
@@ -50,9 +57,12 @@ def resize_crop(frames: np.ndarray | Tensor, height: int, width: int, crop: str 
     out = np.empty((x.shape[0], height, width, 3), np.uint8)
     for i, frame in enumerate(x):
         out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR, box=box))
-    if flip:
-        out = out[:, :, ::-1]
-    t = rearrange(torch.from_numpy(np.ascontiguousarray(out)), "f h w c -> f c h w").float()
+    return np.ascontiguousarray(out[:, :, ::-1]) if flip else out
+
+
+def to_pixels(frames: np.ndarray) -> Tensor:
+    """uint8 [F, H, W, 3] -> float [F, 3, H, W] in [-1, 1]."""
+    t = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "f h w c -> f c h w").float()
     return (t / 127.5 - 1.0).contiguous()
 
 
