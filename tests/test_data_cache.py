@@ -147,3 +147,26 @@ def test_check_data_summary(tmp_path, capsys):
     rc = check_main(["--data", str(folder), "--num-frames", "8"])
     text = capsys.readouterr().out
     assert "unreadable: 4" in text and "source fps histogram" in text
+
+
+def test_teacher_sample_cache(videos, tmp_path, capsys):
+    """--teacher-samples N: the cached latents are the teacher's N-step Euler + CFG samples conditioned on each
+    clip's first frame / fps / motion (equal to driving the sampler directly), recorded in cache_meta.json."""
+    from tdd_video.families import load_family
+    from tdd_video.sampling.teacher_data import teacher_sample_encoder
+    common = ["--model", "tiny", "--data", str(videos), "--num-frames", "4", "--height", "32", "--width", "32",
+              "--dtype", "fp32"]
+    assert cache_main([*common, "--out", str(tmp_path / "vae")]) == 0
+    assert cache_main([*common, "--out", str(tmp_path / "teach"), "--teacher-samples", "3"]) == 0
+    meta = json.loads((tmp_path / "teach" / "cache_meta.json").read_text())
+    assert meta["latent_source"] == "teacher_euler3_cfg1-3"
+    vae, teach = LatentCacheDataset(tmp_path / "vae"), LatentCacheDataset(tmp_path / "teach")
+    a, b = vae[0], teach[0]
+    assert a["latents"].shape == b["latents"].shape and not torch.allclose(a["latents"], b["latents"])
+    assert torch.equal(a["first_frame"], b["first_frame"]) and a["fps_id"] == b["fps_id"]
+    fam = load_family("svd", "tiny")
+    encode = teacher_sample_encoder(fam, 3, (1.0, 3.0))
+    gen = torch.Generator().manual_seed(0 * 1_000_003 + teach.samples[0]["record"])
+    pix = (a["first_frame"][None, None].float().expand(1, 4, 3, 32, 32))      # only the first frame is used
+    lat, _ = encode(pix, gen, {"fps_id": a["fps_id"], "motion_bucket_id": a["motion_bucket_id"]})
+    assert torch.allclose(lat, b["latents"], atol=1e-5)

@@ -21,6 +21,7 @@ from tdd_video.data.image_cache import build_image_cache, image_encoder
 from tdd_video.data.images import ImageDataConfig
 from tdd_video.errors import ConfigError
 from tdd_video.families import load_family
+from tdd_video.sampling.teacher_data import teacher_sample_encoder
 from tdd_video.zoo import is_zoo_name, resolve_model
 
 VIDEO_DOC = "Latent cache: encode each clip once with the family's VAE and image encoder."
@@ -49,6 +50,11 @@ def main_video(argv=None) -> int:
                    "(default: the data's own, computed once and stored next to the data)")
     p.add_argument("--motion-percentiles", type=float, nargs=3, metavar=("P5", "P50", "P95"),
                    help="estimate: fixed calibration, raw motion (frame diagonals per second) at these percentiles")
+    p.add_argument("--teacher-samples", type=int, default=0, metavar="STEPS",
+                   help="store the teacher's STEPS-step sample (Karras Euler, frame-wise CFG --teacher-guidance) "
+                        "conditioned on each clip's first frame, fps and motion, instead of the clip's latents: "
+                        "training states from the teacher's distribution (docs/math.md §3.8). 0 = the clips' latents")
+    p.add_argument("--teacher-guidance", type=float, nargs=2, default=[1.0, 3.0], metavar=("GMIN", "GMAX"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model-dtype", default="fp32", choices=list(DTYPES), help="dtype of the VAE/CLIP when encoding")
     args = p.parse_args(argv)
@@ -73,8 +79,13 @@ def main_video(argv=None) -> int:
         cfg = VideoDataConfig.from_dict(d).validate()
         model = str(resolve_model(args.model)) if is_zoo_name(args.model) else args.model
         family = load_family("svd", model, dtype=DTYPES[args.model_dtype], device=args.device)
-        index = build_cache(video_encoder(family), cfg, args.out, args.dtype, args.shard_size, args.seed, args.model,
-                            clips_per_video=args.clips_per_video)
+        if args.teacher_samples > 0:
+            encode = teacher_sample_encoder(family, args.teacher_samples, tuple(args.teacher_guidance))
+            source = f"teacher_euler{args.teacher_samples}_cfg{args.teacher_guidance[0]:g}-{args.teacher_guidance[1]:g}"
+        else:
+            encode, source = video_encoder(family), "vae"
+        index = build_cache(encode, cfg, args.out, args.dtype, args.shard_size, args.seed, args.model,
+                            clips_per_video=args.clips_per_video, latent_source=source)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

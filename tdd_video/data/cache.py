@@ -56,7 +56,7 @@ from tdd_video.data.config import VideoDataConfig
 from tdd_video.data.dataset import ClipTooShort, VideoClipDataset, build_video_dataset
 from tdd_video.data.readers import VideoReadError
 
-EncodeClip = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+EncodeClip = Callable[[torch.Tensor, torch.Generator, dict], tuple[torch.Tensor, torch.Tensor]]
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 CACHE_VERSION = 1
@@ -71,7 +71,7 @@ def _write_json_atomic(path: Path, obj) -> None:
 def video_encoder(family) -> EncodeClip:
     """The ``encode`` of `build_cache` for an SVD-type family: (latents × scaling_factor, CLIP embedding of
     the clean first frame)."""
-    def encode(pix: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(pix: torch.Tensor, generator: torch.Generator, meta: dict | None = None):
         return (family.encode_latents({"pixel_values": pix}, generator=generator)[0],
                 family.encode_image_embedding(pix[:, 0])[0])
     return encode
@@ -79,11 +79,13 @@ def video_encoder(family) -> EncodeClip:
 
 def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = "fp16",
                 shard_size: int = 64, seed: int = 0, model_name: str = "", progress: bool = True,
-                clips_per_video: int = 1) -> Path:
+                clips_per_video: int = 1, latent_source: str = "vae") -> Path:
     """Encode every video of ``cfg``'s source into ``out_dir``; returns the path of index.json.
 
-    ``encode(pixels [1, F, 3, H, W], generator) -> (latents [F, C, h, w], image_emb [1, D])``
-    (`video_encoder(family)` for an SVD family)."""
+    ``encode(pixels [1, F, 3, H, W], generator, meta) -> (latents [F, C, h, w], image_emb [1, D])`` with
+    meta = the clip's {fps_id, motion_bucket_id} (`video_encoder(family)` for an SVD family; a teacher-sample
+    encoder, tdd_video.sampling.teacher_data, conditions on them). `latent_source` names what the latents are
+    (recorded in cache_meta.json, so a resumed build cannot mix kinds)."""
     from safetensors.torch import save_file
     from tqdm import tqdm
 
@@ -109,6 +111,8 @@ def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, d
             "seed": seed, "num_records": len(dataset), "data": data}
     if clips_per_video > 1:                     # absent for 1, so caches built before the option still resume
         meta["clips_per_video"] = clips_per_video
+    if latent_source != "vae":                  # absent for VAE latents, so caches built before still resume
+        meta["latent_source"] = latent_source
     if dataset.calibration is not None:
         meta["motion"] = {"mode": "estimate", "calibration": dataset.calibration.to_dict()}
     meta_path = out / "cache_meta.json"
@@ -143,7 +147,8 @@ def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, d
                     break                               # a video that cannot be read is skipped once
                 pix = item["pixel_values"][None]
                 gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i + c * 7_919_000_003)
-                latents, image_emb = encode(pix, gen)
+                latents, image_emb = encode(pix, gen, {"fps_id": item["fps_id"],
+                                                       "motion_bucket_id": item["motion_bucket_id"]})
                 k = len(samples)
                 tensors[f"{k}.latents"] = latents.detach().to("cpu", store).contiguous()
                 tensors[f"{k}.image_emb"] = image_emb.detach().to("cpu", store).contiguous()

@@ -24,11 +24,14 @@ Tensor = torch.Tensor
 
 def teacher_sample_encoder(family, steps: int = 25, guidance: tuple[float, float] = (1.0, 3.0),
                            noise_aug: float = 0.02, fps_id: int = 6, motion_bucket_id: int = 127):
-    """encode(pixels [1, F, 3, H, W], generator) -> (teacher-sample latents [F, C, h, w], image_emb [1, D])."""
-    def encode(pix: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """encode(pixels [1, F, 3, H, W], generator, meta) -> (teacher-sample latents [F, C, h, w], image_emb [1, D]);
+    the clip's fps_id / motion_bucket_id in `meta` condition the teacher (the fixed values are the fallback)."""
+    def encode(pix: Tensor, generator: torch.Generator, meta: dict | None = None) -> tuple[Tensor, Tensor]:
         first = pix[:, 0]
+        meta = meta or {}
         cond = family.encode_conditioning({"first_frame": first}, generator, train=False, noise_aug=noise_aug,
-                                          fps_id=fps_id, motion_bucket_id=motion_bucket_id)
+                                          fps_id=int(meta.get("fps_id", fps_id)),
+                                          motion_bucket_id=int(meta.get("motion_bucket_id", motion_bucket_id)))
         shape = family.latent_shape(1, pix.shape[1], pix.shape[-2], pix.shape[-1])
         with torch.no_grad():
             lat = sample(family, cond, steps=steps, guidance=tuple(guidance), generator=generator, shape=shape,
