@@ -185,3 +185,14 @@ def test_sigterm_checkpoints_the_current_step_and_resume_is_exact(tmp_path):
     tail = eval(out_r.split("LOSSES")[1].strip())
     assert tail == eval(out_ref.split("LOSSES")[1].strip())[stopped:]
     assert _steps(tmp_path / "p") == list(range(1, final + 1))
+
+
+def test_a_finished_run_whose_export_was_interrupted_is_exported_on_resume(tmp_path):
+    _run(tmp_path, "r", max_steps=2)
+    exp = tmp_path / "r" / "export"
+    assert (exp / ".complete").is_file()
+    (exp / ".complete").unlink()                       # as if killed after the last checkpoint, during export
+    out = _run(tmp_path, "r", max_steps=2, resume="auto")
+    assert not out["already_finished"] and out["steps"] == 0 and (exp / ".complete").is_file()
+    again = _run(tmp_path, "r", max_steps=2, resume="auto")
+    assert again["already_finished"]

@@ -77,6 +77,14 @@ def _export_context(trainables, backend):
     return contextlib.nullcontext()
 
 
+EXPORT_DONE = ".complete"
+
+
+def _export_complete(cfg, run_dir: Path) -> bool:
+    """The run's export was written to the end (its marker exists), or the recipe exports nothing."""
+    return not (cfg.export.lora or cfg.export.fused_unet) or (run_dir / "export" / EXPORT_DONE).is_file()
+
+
 def export(cfg, trainables, backend, run_dir: Path, step: int) -> dict:
     """Final artefacts (all ranks call; rank 0 writes): the LoRA in diffusers format with alpha kept
     (`tdd_video.lora.save_lora`), optionally a fused UNet folder; for partial/full fine-tuning the
@@ -112,6 +120,7 @@ def export(cfg, trainables, backend, run_dir: Path, step: int) -> dict:
             else:
                 torch.save(module.state_dict(), exp / "unet.pt")
                 out["unet"] = str(exp / "unet.pt")
+            (exp / EXPORT_DONE).write_text(json.dumps({"step": step, **out}))   # written last: export complete
     backend.barrier()
     return out
 
@@ -175,7 +184,7 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
     folder = _resume_folder(cfg, run_dir)
     if folder is not None:
         done_step = json.loads((folder / "state.json").read_text())["step"]
-        if done_step >= cfg.train.max_steps:
+        if done_step >= cfg.train.max_steps and _export_complete(cfg, run_dir):
             return {"already_finished": True, "steps": 0, "step": done_step, "run_dir": str(run_dir),
                     "checkpoint": str(folder), "export": {}, "losses": [], "rank": backend.rank,
                     "backend": backend.name, "world_size": backend.world_size, "notes": notes}
@@ -193,12 +202,13 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
     backend.setup(trainables)
     loader = loader if loader is not None else build_loader(cfg, backend, run_dir)
     generator = torch.Generator().manual_seed(cfg.run.seed * 1000 + backend.rank + 1)
-    start, samples_seen, nonfinite = 0, 0, 0
+    start, samples_seen, nonfinite, last_ckpt = 0, 0, 0, None
     if folder is not None:
         state = load_checkpoint(folder, backend=backend, trainables=trainables, generator=generator, loader=loader,
                                 method=method)
         start, samples_seen = state["step"], state["samples_seen"]
         nonfinite = int(state.get("nonfinite_steps", 0))
+        last_ckpt = folder                      # a finished run whose export was interrupted only re-exports
         if backend.is_main:
             truncate_metrics(run_dir, start)
     batches = loader.infinite() if hasattr(loader, "infinite") else itertools.cycle(loader)
@@ -211,7 +221,6 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
         bar = tqdm(total=cfg.train.max_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     losses: list[float] = []
     data_stats: dict[str, int] = {}
-    last_ckpt = None
     zero3 = getattr(backend, "zero_stage", 0) == 3
     renders, metric = validation_duties(cfg.validation, backend.is_main, zero3)
     if zero3 and cfg.validation.every > 0:
