@@ -157,7 +157,10 @@ def test_teacher_sample_cache(videos, tmp_path, capsys):
     common = ["--model", "tiny", "--data", str(videos), "--num-frames", "4", "--height", "32", "--width", "32",
               "--dtype", "fp32"]
     assert cache_main([*common, "--out", str(tmp_path / "vae")]) == 0
-    assert cache_main([*common, "--out", str(tmp_path / "teach"), "--teacher-samples", "3"]) == 0
+    for name, batch in (("teach", "3"), ("teach1", "1")):
+        args = ["--out", str(tmp_path / name), "--teacher-samples", "3", "--encode-batch", batch]
+        assert cache_main([*common, *args]) == 0
+    one = LatentCacheDataset(tmp_path / "teach1")
     meta = json.loads((tmp_path / "teach" / "cache_meta.json").read_text())
     assert meta["latent_source"] == "teacher_euler3_cfg1-3"
     vae, teach = LatentCacheDataset(tmp_path / "vae"), LatentCacheDataset(tmp_path / "teach")
@@ -168,5 +171,7 @@ def test_teacher_sample_cache(videos, tmp_path, capsys):
     encode = teacher_sample_encoder(fam, 3, (1.0, 3.0))
     gen = torch.Generator().manual_seed(0 * 1_000_003 + teach.samples[0]["record"])
     pix = (a["first_frame"][None, None].float().expand(1, 4, 3, 32, 32))      # only the first frame is used
-    lat, _ = encode(pix, gen, {"fps_id": a["fps_id"], "motion_bucket_id": a["motion_bucket_id"]})
-    assert torch.allclose(lat, b["latents"], atol=1e-5)
+    lat, _ = encode(pix, [gen], [{"fps_id": a["fps_id"], "motion_bucket_id": a["motion_bucket_id"]}])
+    assert torch.allclose(lat[0], b["latents"], atol=1e-5)
+    for k in range(len(teach)):                          # the batching does not change the samples
+        assert torch.allclose(teach[k]["latents"], one[k]["latents"], atol=1e-5)

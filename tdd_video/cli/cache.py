@@ -55,6 +55,7 @@ def main_video(argv=None) -> int:
                         "conditioned on each clip's first frame, fps and motion, instead of the clip's latents: "
                         "training states from the teacher's distribution (docs/math.md §3.8). 0 = the clips' latents")
     p.add_argument("--teacher-guidance", type=float, nargs=2, default=[1.0, 3.0], metavar=("GMIN", "GMAX"))
+    p.add_argument("--encode-batch", type=int, default=8, help="clips encoded / sampled together (default 8)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model-dtype", default="fp32", choices=list(DTYPES), help="dtype of the VAE/CLIP when encoding")
     args = p.parse_args(argv)
@@ -85,7 +86,8 @@ def main_video(argv=None) -> int:
         else:
             encode, source = video_encoder(family), "vae"
         index = build_cache(encode, cfg, args.out, args.dtype, args.shard_size, args.seed, args.model,
-                            clips_per_video=args.clips_per_video, latent_source=source)
+                            clips_per_video=args.clips_per_video, latent_source=source,
+                            encode_batch=max(1, args.encode_batch))
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -56,7 +56,7 @@ from tdd_video.data.config import VideoDataConfig
 from tdd_video.data.dataset import ClipTooShort, VideoClipDataset, build_video_dataset
 from tdd_video.data.readers import VideoReadError
 
-EncodeClip = Callable[[torch.Tensor, torch.Generator, dict], tuple[torch.Tensor, torch.Tensor]]
+EncodeClips = Callable[[torch.Tensor, list, list], tuple[torch.Tensor, torch.Tensor]]
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 CACHE_VERSION = 1
@@ -68,24 +68,26 @@ def _write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def video_encoder(family) -> EncodeClip:
+def video_encoder(family) -> EncodeClips:
     """The ``encode`` of `build_cache` for an SVD-type family: (latents × scaling_factor, CLIP embedding of
-    the clean first frame)."""
-    def encode(pix: torch.Tensor, generator: torch.Generator, meta: dict | None = None):
-        return (family.encode_latents({"pixel_values": pix}, generator=generator)[0],
-                family.encode_image_embedding(pix[:, 0])[0])
+    the clean first frame); each clip's posterior sample is drawn from its own generator."""
+    def encode(pix: torch.Tensor, generators: list, metas: list):
+        latents = torch.cat([family.encode_latents({"pixel_values": pix[n:n + 1]}, generator=g)
+                             for n, g in enumerate(generators)])
+        return latents, family.encode_image_embedding(pix[:, 0])
     return encode
 
 
-def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = "fp16",
+def build_cache(encode: EncodeClips, cfg: VideoDataConfig, out_dir: str | Path, dtype: str = "fp16",
                 shard_size: int = 64, seed: int = 0, model_name: str = "", progress: bool = True,
-                clips_per_video: int = 1, latent_source: str = "vae") -> Path:
+                clips_per_video: int = 1, latent_source: str = "vae", encode_batch: int = 1) -> Path:
     """Encode every video of ``cfg``'s source into ``out_dir``; returns the path of index.json.
 
-    ``encode(pixels [1, F, 3, H, W], generator, meta) -> (latents [F, C, h, w], image_emb [1, D])`` with
-    meta = the clip's {fps_id, motion_bucket_id} (`video_encoder(family)` for an SVD family; a teacher-sample
-    encoder, tdd_video.sampling.teacher_data, conditions on them). `latent_source` names what the latents are
-    (recorded in cache_meta.json, so a resumed build cannot mix kinds)."""
+    ``encode(pixels [n, F, 3, H, W], generators [n], metas [n]) -> (latents [n, F, C, h, w], image_emb [n, 1, D])``
+    encodes `encode_batch` clips at a time; each clip has its own generator (so the result does not depend on
+    the batching) and meta = its {fps_id, motion_bucket_id} (`video_encoder(family)` for an SVD family; a
+    teacher-sample encoder, tdd_video.sampling.teacher_data, conditions on them). `latent_source` names what
+    the latents are (recorded in cache_meta.json, so a resumed build cannot mix kinds)."""
     from safetensors.torch import save_file
     from tqdm import tqdm
 
@@ -133,7 +135,22 @@ def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, d
         if (out / f"{name}.json").exists():
             bar.update(hi - lo)
             continue
-        tensors, samples, failed = {}, [], []
+        tensors, samples, failed, pending = {}, [], [], []
+
+        def flush():
+            """Encode the pending clips as one batch and add them to the shard."""
+            if not pending:
+                return
+            pix = torch.cat([p["pix"] for p in pending])
+            latents, image_emb = encode(pix, [p["gen"] for p in pending], [p["meta"] for p in pending])
+            for n, p in enumerate(pending):
+                k = len(samples)
+                tensors[f"{k}.latents"] = latents[n].detach().to("cpu", store).contiguous()
+                tensors[f"{k}.image_emb"] = image_emb[n].detach().to("cpu", store).contiguous()
+                tensors[f"{k}.first_frame"] = ((p["pix"][0, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+                samples.append({"key": k, **p["sample"]})
+            pending.clear()
+
         for i in range(lo, hi):
             rec = dataset.records[i]
             for c in range(clips_per_video):
@@ -146,19 +163,20 @@ def build_cache(encode: EncodeClip, cfg: VideoDataConfig, out_dir: str | Path, d
                     failed.append({"path": str(rec.path), "reason": str(e)})
                     break                               # a video that cannot be read is skipped once
                 pix = item["pixel_values"][None]
-                gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i + c * 7_919_000_003)
-                latents, image_emb = encode(pix, gen, {"fps_id": item["fps_id"],
-                                                       "motion_bucket_id": item["motion_bucket_id"]})
-                k = len(samples)
-                tensors[f"{k}.latents"] = latents.detach().to("cpu", store).contiguous()
-                tensors[f"{k}.image_emb"] = image_emb.detach().to("cpu", store).contiguous()
-                tensors[f"{k}.first_frame"] = ((pix[0, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-                samples.append({"key": k, "record": i, "clip": c, "path": item["path"], "caption": item["caption"],
-                                "fps_id": item["fps_id"], "fps": item["fps"],
-                                "motion_bucket_id": item["motion_bucket_id"], "motion": item["motion"],
-                                "frame_indices": item["frame_indices"].tolist(),
-                                "height": int(pix.shape[-2]), "width": int(pix.shape[-1])})
+                if pending and pending[0]["pix"].shape != pix.shape:
+                    flush()                             # buckets of other sizes are encoded separately
+                pending.append({
+                    "pix": pix, "gen": torch.Generator().manual_seed(int(seed) * 1_000_003 + i + c * 7_919_000_003),
+                    "meta": {"fps_id": item["fps_id"], "motion_bucket_id": item["motion_bucket_id"]},
+                    "sample": {"record": i, "clip": c, "path": item["path"], "caption": item["caption"],
+                               "fps_id": item["fps_id"], "fps": item["fps"],
+                               "motion_bucket_id": item["motion_bucket_id"], "motion": item["motion"],
+                               "frame_indices": item["frame_indices"].tolist(),
+                               "height": int(pix.shape[-2]), "width": int(pix.shape[-1])}})
+                if len(pending) >= encode_batch:
+                    flush()
             bar.update(1)
+        flush()
         if tensors:
             tmp = out / f"{name}.safetensors.tmp"
             save_file(tensors, str(tmp), metadata={"format": "pt"})

@@ -23,18 +23,22 @@ Tensor = torch.Tensor
 
 
 def teacher_sample_encoder(family, steps: int = 25, guidance: tuple[float, float] = (1.0, 3.0),
-                           noise_aug: float = 0.02, fps_id: int = 6, motion_bucket_id: int = 127):
-    """encode(pixels [1, F, 3, H, W], generator, meta) -> (teacher-sample latents [F, C, h, w], image_emb [1, D]);
-    the clip's fps_id / motion_bucket_id in `meta` condition the teacher (the fixed values are the fallback)."""
-    def encode(pix: Tensor, generator: torch.Generator, meta: dict | None = None) -> tuple[Tensor, Tensor]:
-        first = pix[:, 0]
-        meta = meta or {}
-        cond = family.encode_conditioning({"first_frame": first}, generator, train=False, noise_aug=noise_aug,
-                                          fps_id=int(meta.get("fps_id", fps_id)),
-                                          motion_bucket_id=int(meta.get("motion_bucket_id", motion_bucket_id)))
+                           noise_aug: float = 0.02):
+    """encode(pixels [n, F, 3, H, W], generators [n], metas [n]) -> (teacher-sample latents [n, F, C, h, w],
+    image_emb [n, 1, D]). Each clip: its conditioning (first frame, its fps_id / motion_bucket_id from `metas`,
+    noise augmentation from its generator), then its starting noise from the same generator; the n clips are
+    sampled together (one batched teacher forward per step), so the result does not depend on the batching."""
+    def encode(pix: Tensor, generators: list, metas: list) -> tuple[Tensor, Tensor]:
+        conds, noise = [], []
         shape = family.latent_shape(1, pix.shape[1], pix.shape[-2], pix.shape[-1])
+        for n, (g, meta) in enumerate(zip(generators, metas)):
+            conds.append(family.encode_conditioning({"first_frame": pix[n:n + 1, 0]}, g, train=False,
+                                                    noise_aug=noise_aug, fps_id=int(meta["fps_id"]),
+                                                    motion_bucket_id=int(meta["motion_bucket_id"])))
+            noise.append(torch.randn(shape, generator=g, dtype=torch.float32))
+        cond = conds[0].cat(*conds[1:]) if len(conds) > 1 else conds[0]
         with torch.no_grad():
-            lat = sample(family, cond, steps=steps, guidance=tuple(guidance), generator=generator, shape=shape,
+            lat = sample(family, cond, steps=steps, guidance=tuple(guidance), latents=torch.cat(noise),
                          progress=False, scheduler=make_sampler(family, "euler"))
-        return lat[0].float(), family.encode_image_embedding(first)[0]
+        return lat.float(), cond.image_emb
     return encode
