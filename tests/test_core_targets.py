@@ -106,3 +106,16 @@ def test_edm_targets_unchanged():
         assert torch.equal(ts.s, (1.0 - ts.eta) * ts.tau)
 
 
+
+
+def test_teacher_hop_moves_the_teacher_destination_down_h_grid_steps():
+    """teacher_hop h: t_n = u_{n−h} (the clean end at most), τ ≤ t_n, s ≤ τ; h = 1 is TDD's default selection."""
+    g = dict(generator=torch.Generator().manual_seed(0))
+    one = select_targets(4096, 250, 4, 8, 0.3, **g)
+    again = select_targets(4096, 250, 4, 8, 0.3, generator=torch.Generator().manual_seed(0), hop=1)
+    assert torch.equal(one.s, again.s) and torch.equal(one.t_next, again.t_next)
+    h = select_targets(4096, 250, 4, 8, 0.3, generator=torch.Generator().manual_seed(0), hop=5)
+    assert torch.equal(h.t_next, ((h.index - 5).clamp_min(0)).double() / 250)
+    assert bool((h.s <= h.tau).all()) and bool((h.tau <= h.t_next).all()) and bool((h.t_next < h.t).all())
+    with pytest.raises(ConfigError, match="teacher_hop"):
+        select_targets(4, 250, 4, 8, 0.3, hop=0)

@@ -81,11 +81,12 @@ class TargetSample:
 
 def select_targets(batch: int, num_grid: int = 250, k_min: int = 4, k_max: int = 8,
                    eta_max: float = 0.3, *, generator: torch.Generator | None = None,
-                   source_weights: Tensor | None = None, schedule=None) -> TargetSample:
+                   source_weights: Tensor | None = None, schedule=None, hop: int = 1) -> TargetSample:
     """TDD target timestep selection, vectorised over the batch (docs/math.md §3.2–3.3; paper Eq. 6).
 
-    n ~ U{1..N} (or ∝ source_weights [N]); t = u_n, t_n = u_{n−1}; K ~ U{k_min..k_max};
-    τ = max{p ∈ S_K ∪ {0} : p ≤ n−1}; η ~ U[0, η_max]; s = shrink(u_τ, η), then s ≤ τ.
+    n ~ U{1..N} (or ∝ source_weights [N]); t = u_n, t_n = u_{max(n−hop, 0)}; K ~ U{k_min..k_max};
+    τ = max{p ∈ S_K ∪ {0} : p ≤ n−hop}; η ~ U[0, η_max]; s = shrink(u_τ, η), then s ≤ τ. hop = 1 is TDD's
+    one-grid-step teacher; hop h > 1 lets the teacher solve h grid steps (LCM's skipping step).
 
     The shrink is done in the family schedule's own units: EDM s = (1 − η)·u_τ (continuous); VP
     s = floor((1 − η)·τ) on integer timesteps, as the official TDD code does (not (1 − η) on u and then
@@ -100,13 +101,15 @@ def select_targets(batch: int, num_grid: int = 250, k_min: int = 4, k_max: int =
         n = torch.multinomial(w, batch, replacement=True, generator=generator) + 1
     k = torch.randint(k_min, k_max + 1, (batch,), generator=generator)
     eta = torch.rand(batch, generator=generator, dtype=torch.float64) * eta_max
-    tau_idx = tau_table(num_grid, k_min, k_max)[k - k_min, n - 1]
+    check_range("teacher_hop", hop, 1, num_grid)
+    nxt = (n - hop).clamp_min(0)                 # the teacher's destination: `hop` grid steps down (docs/math.md §3.2)
+    tau_idx = tau_table(num_grid, k_min, k_max)[k - k_min, nxt]
     tau = tau_idx.to(torch.float64) / num_grid
     if schedule is not None:
         s = torch.minimum(schedule.shrink(tau, eta).to(torch.float64), tau)
     else:
         s = (1.0 - eta) * tau
-    return TargetSample(t=n.to(torch.float64) / num_grid, t_next=(n - 1).to(torch.float64) / num_grid,
+    return TargetSample(t=n.to(torch.float64) / num_grid, t_next=nxt.to(torch.float64) / num_grid,
                         s=s, k=k, tau=tau, eta=eta, index=n)
 
 

@@ -62,6 +62,7 @@ class TDDConfig:
     guidance_max_range: list = field(default_factory=lambda: [3.0, 3.0])   # w_max ~ U[lo, hi]; images: w
     teacher_solver: str = "euler"       # euler | heun
     teacher_substeps: int = 1
+    teacher_hop: int = 1                # grid steps t → t_n the teacher solves (1 = TDD; >1: fewer bootstrap hops)
     target_ema: float = 0.0             # 0 = online student under no_grad; else fp32 EMA decay
     loss: str = "huber"                 # huber | l2
     huber_c: float = 1e-3
@@ -83,6 +84,7 @@ class TDDConfig:
         if self.teacher_solver not in ("euler", "heun"):
             raise ConfigError(f"{p}.teacher_solver", f"got {self.teacher_solver!r}, allowed values are 'euler', 'heun'")
         check_range(f"{p}.teacher_substeps", self.teacher_substeps, 1, 64)
+        check_range(f"{p}.teacher_hop", self.teacher_hop, 1, self.num_grid)
         check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0, hi_open=True)
         if self.loss not in ("huber", "l2"):
             raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")

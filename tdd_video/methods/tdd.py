@@ -93,7 +93,7 @@ class TDD(DistillMethod):
         b = x0.shape[0]
         x0 = x0.float()
         ts = select_targets(b, cfg.num_grid, cfg.k_min, cfg.k_max, cfg.eta_max, generator=generator,
-                            source_weights=self._weights, schedule=sched)
+                            source_weights=self._weights, schedule=sched, hop=cfg.teacher_hop)
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device)
         x_t = add_noise(sched, x0, noise, ts.t)
         null_all = self.family.null_conditioning(cond)
