@@ -115,6 +115,9 @@ class VideoDataConfig(DataConfig):
     reader: str = "auto"                 # auto = decord with PyAV fallback (and for GIF)
     reader_cache_size: int = 4           # open readers kept per worker (LRU)
     reader_threads: int = 1              # decoder threads per worker (0 = library default: all cores)
+    # scale frames at decode time (the decoder's scaler, bilinear, antialiased) to the size that covers the
+    # target, then crop; false = full-size RGB frames resized by Pillow (slower at HD sizes, same crop)
+    decode_resize: bool = True
     max_failure_fraction: float = 0.1    # stop if more than this fraction of samples fail
     failure_check_after: int = 50        # ... once at least this many samples were attempted
     default_motion_bucket_id: int = 127  # docs/math.md §1a: SVD-xt 1.1 fine-tune used 127
@@ -155,6 +158,8 @@ class VideoDataConfig(DataConfig):
         self.check_loader()
         check_range("data.reader_cache_size", self.reader_cache_size, 1, 1024)
         check_range("data.reader_threads", self.reader_threads, 0, 256)
+        if not isinstance(self.decode_resize, bool):
+            raise ConfigError("data.decode_resize", f"got {self.decode_resize!r}, expected true or false")
         check_range("data.default_motion_bucket_id", self.default_motion_bucket_id, 0, 1023)
         self.check_motion()
         if self.default_fps is not None:

@@ -10,6 +10,12 @@ tdd_video/families/base.py for SVD:
   (docs/math.md §13), and then also ``motion`` float, the raw motion in frame diagonals per second;
 * ``caption`` str, ``path`` str, ``frame_indices`` [F] long, ``fps`` float (the real clip fps).
 
+Decode-time downscaling (``data.decode_resize``, default on): the reader's scaler turns each frame
+into the size that covers the sample's bucket (aspect kept, `tdd_video.data.transforms.decode_size`)
+while converting it to RGB, and `resize_crop_uint8` (told the size before scaling) crops and flips:
+the crop offsets drawn from the rng and the region cropped are those of the full-size frames. Off:
+full-size RGB frames, resampled by Pillow.
+
 Motion estimate mode: the motion is measured on the clip as the model sees it (after the crop), by
 `tdd_video.data.motion.estimate_motion` inside the loader workers (≈ 3–8 % of the decode + resize
 cost). The calibration (raw -> bucket) is resolved once, in `build_video_dataset`, before the
@@ -152,7 +158,9 @@ class VideoClipDataset(SkippingDataset):
         key = str(rec.path)
         if key in self._bad:
             raise VideoReadError(self._bad[key])
-        reader = self.pool.get(rec.path)
+        height, width = self.sizes[self.bucket_of[index]]
+        cover = (height, width) if cfg.decode_resize else None
+        reader = self.pool.get(rec.path, cover)
         src_fps = rec.fps or reader.fps or cfg.default_fps
         if not src_fps:
             raise VideoReadError(f"{rec.path}: no frame rate in the container (set data.default_fps "
@@ -164,10 +172,11 @@ class VideoClipDataset(SkippingDataset):
         if plan is None:
             raise ClipTooShort(f"{rec.path}: too short for {cfg.num_frames} frames "
                                f"({reader.num_frames} frames at {src_fps:g} fps, policy {cfg.short_policy})")
-        frames = self.pool.read(rec.path, plan.indices)
-        height, width = self.sizes[self.bucket_of[index]]
+        frames = self.pool.read(rec.path, plan.indices, cover)
+        src_hw = (reader.height, reader.width) if cover is not None else None  # size before decode-time scaling
         flip = bool(cfg.train and cfg.flip and rng.random() < 0.5)
-        return resize_crop_uint8(frames, height, width, "random" if cfg.train else "center", rng, flip), plan
+        crop = "random" if cfg.train else "center"
+        return resize_crop_uint8(frames, height, width, crop, rng, flip, src_hw), plan
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
         """Load one clip of record ``index`` (raises VideoReadError / ClipTooShort)."""
@@ -288,13 +297,14 @@ def clip_motions(cfg: VideoDataConfig, records: list[VideoRecord], bucket_of: li
 
 def calibration_settings(cfg: VideoDataConfig, all_records: list[VideoRecord]) -> dict:
     """What a dataset's own motion calibration depends on (a stored one is reused only if these match):
-    the estimator, the clip sampling, the sizes, the subset rule and the list of videos."""
+    the estimator, the clip sampling, the sizes and how frames are scaled, the subset rule and the list of videos."""
     base = Path(cfg.path).expanduser().absolute()
     base = base if base.is_dir() else base.parent
     paths = [os.path.relpath(r.path, base) for r in all_records]
     return {"estimator": ESTIMATOR, "num_frames": cfg.num_frames, "target_fps": cfg.target_fps, "stride": cfg.stride,
             "short_policy": cfg.short_policy, "min_stride": cfg.min_stride, "eval_start": cfg.eval_start,
-            "sizes": [list(s) for s in cfg.sizes()], "clips": cfg.motion_calibration_clips,
+            "sizes": [list(s) for s in cfg.sizes()], "decode_resize": cfg.decode_resize,
+            "clips": cfg.motion_calibration_clips,
             "num_videos": len(paths), "videos": records_fingerprint(paths)}
 
 

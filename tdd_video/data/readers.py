@@ -14,6 +14,21 @@ old-style ``rotate`` tag is rotated/flipped the way ffmpeg shows it, and ``heigh
 describe the displayed frame (e.g. a 1920x1080 coded stream with rotation 90 reports 1080 wide,
 1920 high). decord applies the rotation part itself (the rest, the mirror of a mirrored MP4/MOV
 matrix, is applied here); PyAV applies the whole matrix (see "display orientation" below).
+
+Decode-time downscaling (``data.decode_resize``): a reader opened with ``cover=(h, w)`` returns frames
+already scaled, aspect kept, to the size that covers ``h`` x ``w`` in display orientation
+(`tdd_video.data.transforms.decode_size`, e.g. a 1920x1080 stream -> 576x324 for 320x576; frames not
+larger than that are returned at their own size), by the decoder's own scaler, which converts to RGB
+in the same pass: swscale's bilinear filter, widened by the downscale factor (antialiased, like the
+Pillow resample of `resize_crop_uint8`). decord scales in its filter graph (``transpose`` for the
+rotation, then ``scale=w:h``, whose default flags are ``bilinear`` in the FFmpeg 4.1 decord 0.6
+bundles), so it must know the displayed size when it opens the file: from the container header (PyAV
+stream + MP4/MOV matrix or ``rotate`` tag, no decoding), else from frame 0 decoded by an unscaled
+reader. PyAV scales each frame with ``VideoReformatter.reformat(width=, height=, format='rgb24',
+interpolation=BILINEAR)`` at its coded orientation (the display size with rows and columns swapped
+for a quarter turn) and then orients it. ``height``/``width`` stay the displayed size of the video;
+``frame_hw`` is the size of the frames `get_frames` returns. The imageio reader has no scaler: it
+ignores ``cover``.
 """
 from __future__ import annotations
 
@@ -24,7 +39,10 @@ from typing import Sequence
 
 import numpy as np
 
-from tdd_video.data.orientation import decord_leftover, display_hw, frame_orientation, orient, pyav_stream_orientation
+from tdd_video.data.orientation import decord_leftover, display_hw, orient
+from tdd_video.data.pyav_reader import PyAVReader, header_display_hw, open_container  # noqa: F401 (re-exported)
+from tdd_video.data.reader_base import VideoReadError, _Reader
+from tdd_video.data.transforms import decode_size
 
 logger = logging.getLogger("tdd_video.data")
 
@@ -36,53 +54,51 @@ except Exception:  # pragma: no cover - depends on the platform
 BACKENDS = ("auto", "decord", "pyav", "imageio")
 
 
-class VideoReadError(RuntimeError):
-    """A video file could not be opened or decoded (message names the file and the reason)."""
-
-
 def decord_available() -> bool:
     return _decord is not None
 
 
+def decord_width_ok(width: int) -> bool:
+    """Whether decord 0.6 copies RGB frames of this width correctly. Its test for a "compact" frame is
+    ``row stride % width == 0``, and FFmpeg pads a row of ``3 * width`` bytes to ``3 * FFALIGN(width,
+    2^k)`` for the first k that makes it a multiple of the buffer alignment (32 bytes in decord's FFmpeg
+    4.1, 64 in some builds): for a few small widths (8, 12, 16, 24, 48, 72 with 32; up to 189 with 64)
+    the padded stride is a multiple of the width, decord takes it for a 4-channel frame and fails
+    (``DECORDArrayCopyFromTo: The size must exactly match``). A scaled decord decode to such a width
+    is not attempted (full-size decode instead, then the usual resample); SVD's sizes are all fine."""
+    def stride(w: int, align: int) -> int:
+        k = 1
+        while True:
+            row = 3 * (-(-w // k) * k)
+            if row % align == 0 or k >= align:
+                return row
+            k *= 2
 
-
-class _Reader:
-    backend = "base"
-    path: Path
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def _check(self, indices: Sequence[int]) -> list[int]:
-        idx = [int(i) for i in indices]
-        if not idx:
-            raise VideoReadError(f"{self.path}: no frame indices requested")
-        if min(idx) < 0 or max(idx) >= self.num_frames:
-            raise VideoReadError(f"{self.path}: frame index out of range [0, {self.num_frames}): "
-                                 f"{min(idx)}..{max(idx)}")
-        return idx
+    return not any(stride(width, a) != 3 * width and stride(width, a) % width == 0 for a in (32, 64))
 
 
 class DecordReader(_Reader):
     """decord reader. decord applies the rotation of a display matrix itself; what it leaves out (the
-    mirror of a mirrored MP4/MOV matrix) is applied here, so frames match PyAV's."""
+    mirror of a mirrored MP4/MOV matrix) is applied here, so frames match PyAV's. With ``cover`` the
+    VideoReader is opened with the scaled size (``width=``, ``height=``: display orientation, as
+    decord scales after its rotation; the leftover mirror does not change the size)."""
 
     backend = "decord"
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def __init__(self, path: str | Path, threads: int = 1, cover: tuple[int, int] | None = None):
         if _decord is None:
             raise VideoReadError("decord is not installed")
         self.path = Path(path)
+        self.threads = threads
+        self.cover = None if cover is None else (int(cover[0]), int(cover[1]))
         self._hw: tuple[int, int] | None = None
+        self._out: tuple[int, int] | None = None   # size decord scales to; None = the displayed size
+        if self.cover is not None:
+            self._hw = header_display_hw(self.path)
+            if self._hw is not None:
+                self._out = self._scaled(self._hw)
+        self._vr = self._open(self._out)
         try:
-            self._vr = _decord.VideoReader(str(path), ctx=_decord.cpu(0), num_threads=threads)
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
         except Exception as e:
@@ -90,10 +106,31 @@ class DecordReader(_Reader):
         if self.num_frames <= 0:
             raise VideoReadError(f"{path}: no video frames")
         self._leftover = decord_leftover(self.path)
+        if self.cover is not None and self._hw is None:  # size unknown from the header: frame 0 tells
+            self._out = self._scaled(self._size())
+            if self._out is not None:
+                self._vr = self._open(self._out)
+
+    def _scaled(self, hw: tuple[int, int]) -> tuple[int, int] | None:
+        size = decode_size(*hw, *self.cover)
+        return size if size is not None and decord_width_ok(size[1]) else None
+
+    def _open(self, out: tuple[int, int] | None):
+        h, w = out if out is not None else (-1, -1)
+        try:
+            return _decord.VideoReader(str(self.path), ctx=_decord.cpu(0), width=w, height=h,
+                                       num_threads=self.threads)
+        except Exception as e:
+            raise VideoReadError(f"{self.path}: decord cannot open it ({type(e).__name__}: {str(e)[:200]})") from None
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        return self._out if self._out is not None else self._size()
 
     def _size(self) -> tuple[int, int]:
         """(height, width), decoded from frame 0 on first use only: opening a file for a clip should not
-        pay for an extra decode (every clip of a large dataset opens a new file)."""
+        pay for an extra decode (every clip of a large dataset opens a new file). A scaled reader knows
+        it from the header (or from frame 0 of the unscaled reader it opened first)."""
         if self._hw is None:
             try:
                 h, w = self._vr[0].shape[:2]
@@ -129,152 +166,13 @@ class DecordReader(_Reader):
         self._vr = None
 
 
-class PyAVReader(_Reader):
-    """PyAV reader. Constant-frame-rate streams: seek to the keyframe before the first index and
-    map each decoded frame to its index by pts; GIFs and streams without pts: decode in order.
-
-    PyAV hands out coded pixels; each frame is turned to display orientation with the display matrix
-    it carries (FFmpeg >= 7), else the stream's (older PyAV's stream side data, the MP4/MOV track
-    header, the ``rotate`` tag). ``height``/``width`` are the displayed size: from the stream when
-    the orientation is known without decoding (any MP4/MOV), else from frame 0, decoded on first use."""
-
-    backend = "pyav"
-
-    def __init__(self, path: str | Path, threads: int = 1):
-        import av
-
-        self.path = Path(path)
-        try:
-            self._container = av.open(str(path))
-            if not self._container.streams.video:
-                raise VideoReadError(f"{path}: no video stream (audio-only or data file)")
-            self._stream = self._container.streams.video[0]
-            self._stream.codec_context.thread_count = threads
-            if threads != 1:
-                self._stream.thread_type = "AUTO"
-            rate = self._stream.average_rate or self._stream.guessed_rate
-            self.fps = float(rate) if rate else 0.0
-            self._coded_hw = (int(self._stream.codec_context.height), int(self._stream.codec_context.width))
-            self._stream_orientation = pyav_stream_orientation(self._stream, self.path)
-            self._hw: tuple[int, int] | None = None
-            self._sequential = self._stream.codec_context.name == "gif" or self.fps <= 0
-            self.num_frames = int(self._stream.frames or 0) or self._count_packets()
-        except VideoReadError:
-            raise
-        except Exception as e:
-            raise VideoReadError(f"{path}: PyAV cannot open it ({type(e).__name__}: {str(e)[:200]})") from None
-        if self.num_frames <= 0:
-            raise VideoReadError(f"{path}: no video frames")
-        tb = self._stream.time_base
-        self._time_base = float(tb) if tb else 0.0
-        self._start = self._stream.start_time or 0
-
-    def _size(self) -> tuple[int, int]:
-        """(height, width) as displayed."""
-        if self._hw is None:
-            if self._stream_orientation is not None:
-                self._hw = display_hw(*self._coded_hw, self._stream_orientation)
-            else:
-                self._hw = self._probe_size()
-        return self._hw
-
-    def _probe_size(self) -> tuple[int, int]:
-        """Displayed size of frame 0, for containers whose display matrix only shows on decoded
-        frames (e.g. Matroska with FFmpeg >= 7); the coded size if frame 0 does not decode."""
-        try:
-            self._container.seek(0)
-            for frame in self._container.decode(self._stream):
-                o = frame_orientation(frame)
-                hw = display_hw(int(frame.height), int(frame.width), o)
-                self._container.seek(0)
-                return hw
-        except Exception as e:
-            logger.debug("%s: PyAV cannot decode frame 0 for its size: %s", self.path, e)
-        return self._coded_hw
-
-    @property
-    def height(self) -> int:
-        return self._size()[0]
-
-    @property
-    def width(self) -> int:
-        return self._size()[1]
-
-    def _rgb(self, frame) -> np.ndarray:
-        """RGB pixels of ``frame`` in display orientation."""
-        o = frame_orientation(frame)
-        return orient(frame.to_ndarray(format="rgb24"), o if o is not None else self._stream_orientation)
-
-    def _count_packets(self) -> int:
-        count = sum(1 for packet in self._container.demux(self._stream) if packet.size > 0)
-        self._container.seek(0)
-        return count
-
-    def _frame_index(self, frame) -> int:
-        return int(round((frame.pts - self._start) * self._time_base * self.fps))
-
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        idx = self._check(indices)
-        wanted = set(idx)
-        got: dict[int, np.ndarray] = {}
-        try:
-            if self._sequential or self._time_base <= 0:
-                self._decode_in_order(wanted, got)
-            else:
-                first_pts = self._start + int(min(idx) / self.fps / self._time_base)
-                self._container.seek(max(first_pts, self._start), stream=self._stream, backward=True)
-                ok = self._decode_by_pts(wanted, got)
-                if not ok:  # seek landed after the first index, or pts missing: restart from 0
-                    got.clear()
-                    self._container.seek(0)
-                    self._decode_in_order(wanted, got)
-        except VideoReadError:
-            raise
-        except Exception as e:
-            raise VideoReadError(f"{self.path}: PyAV failed to decode ({type(e).__name__}: {str(e)[:200]})") from None
-        missing = wanted - got.keys()
-        if missing:
-            raise VideoReadError(f"{self.path}: truncated or unreadable, frames {sorted(missing)[:5]} "
-                                 f"of {self.num_frames} could not be decoded")
-        return np.ascontiguousarray(np.stack([got[i] for i in idx]))  # oriented frames are views
-
-    def _decode_by_pts(self, wanted: set[int], got: dict) -> bool:
-        last = max(wanted)
-        for n, frame in enumerate(self._container.decode(self._stream)):
-            if frame.pts is None:
-                return False
-            i = self._frame_index(frame)
-            if n == 0 and i > min(wanted):
-                return False
-            if i in wanted:
-                got[i] = self._rgb(frame)
-            if i >= last:
-                break
-        return True
-
-    def _decode_in_order(self, wanted: set[int], got: dict) -> None:
-        last = max(wanted)
-        self._container.seek(0)
-        for i, frame in enumerate(self._container.decode(self._stream)):
-            if i in wanted:
-                got[i] = self._rgb(frame)
-            if i >= last:
-                break
-
-    def close(self) -> None:
-        try:
-            self._container.close()
-        except Exception:
-            pass
-
-
 class ImageioReader(_Reader):
     """imageio-ffmpeg reader (random access by re-seeking; slow — kept for the benchmark)."""
 
     backend = "imageio"
 
-    def __init__(self, path: str | Path, threads: int = 1):
-        import imageio.v2 as imageio
+    def __init__(self, path: str | Path, threads: int = 1, cover: tuple[int, int] | None = None):
+        import imageio.v2 as imageio  # no scaler here: ``cover`` is ignored (full-size frames)
 
         self.path = Path(path)
         try:
@@ -300,8 +198,10 @@ class ImageioReader(_Reader):
 _CLASSES = {"decord": DecordReader, "pyav": PyAVReader, "imageio": ImageioReader}
 
 
-def open_reader(path: str | Path, backend: str = "auto", threads: int = 1) -> _Reader:
-    """Open ``path`` with ``backend``; 'auto' = decord, else PyAV (GIF, decord missing or failing)."""
+def open_reader(path: str | Path, backend: str = "auto", threads: int = 1,
+                cover: tuple[int, int] | None = None) -> _Reader:
+    """Open ``path`` with ``backend``; 'auto' = decord, else PyAV (GIF, decord missing or failing).
+    ``cover``: (height, width) the frames are scaled to cover at decode time (None: full size)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown video reader {backend!r}; choose from {BACKENDS}")
     path = Path(path)
@@ -310,29 +210,34 @@ def open_reader(path: str | Path, backend: str = "auto", threads: int = 1) -> _R
     if path.stat().st_size == 0:
         raise VideoReadError(f"{path}: zero-byte file")
     if backend != "auto":
-        return _CLASSES[backend](path, threads)
+        return _CLASSES[backend](path, threads, cover)
     if _decord is not None and path.suffix.lower() != ".gif":
         try:
-            return DecordReader(path, threads)
+            return DecordReader(path, threads, cover)
         except VideoReadError as e:
             logger.debug("decord failed on %s, trying PyAV: %s", path, e)
-    return PyAVReader(path, threads)
+    return PyAVReader(path, threads, cover)
 
 
 class ReaderPool:
-    """Per-worker LRU of open readers with decord -> PyAV fallback on decode errors."""
+    """Per-worker LRU of open readers with decord -> PyAV fallback on decode errors. Readers are kept
+    per (path, cover): a scaled decord reader is opened for one output size."""
 
     def __init__(self, backend: str = "auto", size: int = 4, threads: int = 1):
         self.backend, self.size, self.threads = backend, max(1, size), threads
-        self._open: OrderedDict[str, _Reader] = OrderedDict()
+        self._open: OrderedDict[tuple, _Reader] = OrderedDict()
         self.opened = 0  # number of files opened (for tests / stats)
 
-    def get(self, path: str | Path) -> _Reader:
-        key = str(path)
+    @staticmethod
+    def _key(path: str | Path, cover: tuple[int, int] | None) -> tuple:
+        return str(path), None if cover is None else (int(cover[0]), int(cover[1]))
+
+    def get(self, path: str | Path, cover: tuple[int, int] | None = None) -> _Reader:
+        key = self._key(path, cover)
         if key in self._open:
             self._open.move_to_end(key)
             return self._open[key]
-        reader = open_reader(path, self.backend, self.threads)
+        reader = open_reader(path, self.backend, self.threads, cover)
         self.opened += 1
         self._open[key] = reader
         while len(self._open) > self.size:
@@ -340,23 +245,24 @@ class ReaderPool:
             old.close()
         return reader
 
-    def read(self, path: str | Path, indices: Sequence[int]) -> np.ndarray:
-        """Frames ``indices`` of ``path``; with 'auto', a decord decode failure retries with PyAV."""
-        reader = self.get(path)
+    def read(self, path: str | Path, indices: Sequence[int], cover: tuple[int, int] | None = None) -> np.ndarray:
+        """Frames ``indices`` of ``path`` (scaled to cover ``cover`` if given); with 'auto', a decord
+        decode failure retries with PyAV."""
+        reader = self.get(path, cover)
         try:
             return reader.get_frames(indices)
         except VideoReadError:
             if self.backend != "auto" or reader.backend != "decord":
                 raise
             self.evict(path)
-            fallback = PyAVReader(path, self.threads)
-            self._open[str(path)] = fallback
+            fallback = PyAVReader(path, self.threads, cover)
+            self._open[self._key(path, cover)] = fallback
             return fallback.get_frames(indices)
 
     def evict(self, path: str | Path) -> None:
-        reader = self._open.pop(str(path), None)
-        if reader is not None:
-            reader.close()
+        """Close and drop every reader of ``path`` (whatever its ``cover``)."""
+        for key in [k for k in self._open if k[0] == str(path)]:
+            self._open.pop(key).close()
 
     def close(self) -> None:
         for reader in self._open.values():
