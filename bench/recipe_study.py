@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--eval-only", action="store_true", help="measure an existing run")
     p.add_argument("--out", default="runs/study", help="study folder (runs and study.jsonl)")
+    p.add_argument("--table", action="store_true",
+                   help="print the study so far (OUT/study.jsonl) as a Markdown table and exit ('name' is then "
+                        "the JSON-lines file to read, or '-' for OUT/study.jsonl)")
     return p.parse_args(argv)
 
 
@@ -72,8 +75,35 @@ def measure(args, run: Path) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if '"bench": "quality"' in line]
 
 
+def _cell(row: dict, key: str, digits: int = 4) -> str:
+    return f"{row[key]:.{digits}f} ± {row[key + '_se']:.{digits}f}"
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: one line per study row (held-out bench at η of the row; mean ± SE)."""
+    head = ("| row | change | steps × batch | wall s | MSE@1 | MSE@2 | MSE@4 | MSE@8 | FD@4 | FD@8 | sharp@4 | "
+            "motion@4 | in-run MSE@4 min–max |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for d in records:
+        r = {x["contender"]: x for x in d["rows"]}
+        change = " ".join(o for o in d["overrides"] if not o.startswith(("validation.", "train.checkpoint_every",
+                                                                         "train.keep_last"))) or "(zoo recipe)"
+        curve = [c[1] for c in d.get("val_curve_step_k4_k8", [])[1:]]
+        swing = f"{min(curve):.3f}–{max(curve):.3f}" if curve else "—"
+        cells = [d["name"], f"`{change}`", f"{d['steps']} × {d['batch']}", f"{d.get('train_wall_s') or 0:.0f}"]
+        cells += [_cell(r[f"tdd@{k}"], "latent_mse") if f"tdd@{k}" in r else "—" for k in (1, 2, 4, 8)]
+        cells += [_cell(r[k], "fd", 3) if k in r else "—" for k in ("tdd@4", "tdd@8")]
+        cells += [_cell(r["tdd@4"], "sharpness_ratio", 2), _cell(r["tdd@4"], "motion_ratio", 2), swing]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table:
+        path = ROOT / args.out / "study.jsonl" if args.name == "-" else Path(args.name)
+        print(table([json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
+        return 0
     study = ROOT / args.out
     run = study / args.name
     run.mkdir(parents=True, exist_ok=True)
@@ -85,10 +115,12 @@ def main(argv=None) -> int:
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] \
         if (run / "metrics.jsonl").is_file() else []
     losses = [m["loss"] for m in metrics if "loss" in m]
+    curve = [[m["step"], *(round(m[f"val/mse_to_teacher_k{k}"], 5) for k in (4, 8))] for m in metrics
+             if "val/mse_to_teacher_k4" in m and "val/mse_to_teacher_k8" in m]
     record = {"bench": "recipe_study", "name": args.name, "config": args.config, "overrides": args.overrides,
               "steps": cfg.get("train", {}).get("max_steps"), "batch": cfg.get("data", {}).get("batch_size"),
               **info, "final_loss_mean_last_100": (sum(losses[-100:]) / max(1, len(losses[-100:]))) if losses else None,
-              "eta": args.eta, "loadavg_1min": round(os.getloadavg()[0], 2),
+              "val_curve_step_k4_k8": curve, "eta": args.eta, "loadavg_1min": round(os.getloadavg()[0], 2),
               "rows": [{k: v for k, v in r.items() if k not in ("bench", "meta", "seeds", "method")} for r in rows]}
     with open(study / "study.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
