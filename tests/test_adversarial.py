@@ -135,3 +135,10 @@ def test_student_can_start_from_a_lora_file(tmp_path):
     assert got.keys() == want.keys() and all(torch.allclose(got[k], want[k]) for k in got)
     with pytest.raises(Exception, match="init_lora"):
         config_from_dict({"trainable": {"kind": "full", "init_lora": "x.safetensors"}})
+    from tdd_video.engine.config import check_runnable
+    from tdd_video.errors import ConfigError
+    for ok in (path, path.parent):              # the file, or the export folder holding it
+        cfg = config_from_dict({"data": {"path": "synthetic"}, "trainable": {"init_lora": str(ok)}})
+        check_runnable(cfg)
+    with pytest.raises(ConfigError, match="init_lora.*not found"):
+        check_runnable(config_from_dict({"data": {"path": "synthetic"}, "trainable": {"init_lora": str(tmp_path)}}))

@@ -341,8 +341,12 @@ def check_runnable(cfg: Config) -> None:
     ConfigError naming the key, before anything heavy is imported or built. Separate from `load_config`
     so that recipes written for other machines still load (and `--dry-run` prints them)."""
     cfg.data.check_paths()
-    if cfg.trainable.init_lora and not Path(cfg.trainable.init_lora).is_file():
-        raise ConfigError("trainable.init_lora", f"file not found: {cfg.trainable.init_lora!r}")
+    if cfg.trainable.init_lora:
+        src = Path(cfg.trainable.init_lora)
+        if not (src.is_file() or (src / "pytorch_lora_weights.safetensors").is_file()):
+            raise ConfigError("trainable.init_lora", f"not found: {cfg.trainable.init_lora!r} (a LoRA .safetensors "
+                                                     "file, or a folder holding pytorch_lora_weights.safetensors "
+                                                     "such as a run's export/lora)")
     if cfg.trainable.init_unet and not Path(cfg.trainable.init_unet).exists():
         raise ConfigError("trainable.init_unet", f"not found: {cfg.trainable.init_unet!r} (run the earlier stage "
                                                  "first; its trained UNet is <run>/export/unet)")
