@@ -1,4 +1,6 @@
 """Every shipped recipe and DeepSpeed JSON validates; bad values are named with their allowed range."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -158,3 +160,50 @@ def test_cli_exit_codes_for_preemption_and_nonfinite(monkeypatch, capsys):
         raise trainer.NonFiniteLoss(3, "10 optimizer steps in a row had a non-finite loss")
     monkeypatch.setattr(trainer, "train", nonfinite)
     assert distill.main([], default_config=tiny) == 3
+
+
+def test_student_recipes_share_one_budget_and_match_the_shipped_students():
+    """The zoo's TDD and AnimateLCM students are trained at one budget and capacity (a fair comparison), and
+    the shipped LoRA files carry the rank / alpha / step count of the recipe that says it built them."""
+    from safetensors import safe_open
+    tdd = load_config(ROOT / "configs/toy/tdd_svd_student.yaml")
+    alcm = load_config(ROOT / "configs/toy/animatelcm_svd_student.yaml")
+    assert (tdd.method_name, alcm.method_name) == ("tdd", "animatelcm")
+    for a, b in ((tdd.train, alcm.train), (tdd.data, alcm.data), (tdd.trainable, alcm.trainable)):
+        for key in ("max_steps", "grad_accum", "lr", "lr_schedule", "batch_size", "path", "kind", "lora_rank",
+                    "lora_alpha", "lora_preset"):
+            if hasattr(a, key):
+                assert getattr(a, key) == getattr(b, key), key
+    assert tdd.method.target_ema == alcm.method.target_ema == 0.95
+    students = ROOT / "tdd_video/zoo/toy-svd/students"
+    for cfg, folder in ((tdd, "tdd-4step"), (alcm, "animatelcm-4step")):
+        path = students / folder / "pytorch_lora_weights.safetensors"
+        if not path.is_file():
+            continue
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["tdd_video"])
+        assert (meta["method"], meta["rank"], meta["alpha"], meta["step"]) == \
+            (cfg.method_name, cfg.trainable.lora_rank, cfg.trainable.lora_alpha, cfg.train.max_steps), folder
+
+
+def test_data_tools_name_their_flags_fast(tmp_path):
+    """tdd-check-data / tdd-cache-video / tdd-cache-images: a bad value names the flag that set it, one line,
+    exit 2, and the caches refuse a missing --data before torch or a model is loaded."""
+    from tdd_video.cli.cache import main_images, main_video
+    from tdd_video.cli.check_data import main as check_main
+    cases = [(check_main, ["--data", str(tmp_path), "--num-frames", "0"], "--num-frames: got 0"),
+             (main_video, ["--model", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "c"),
+                           "--num-frames", "0"], "--num-frames: got 0"),
+             (main_video, ["--model", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "c")],
+              "--data: not found"),
+             (main_images, ["--model", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "c")],
+              "--data: not found")]
+    for fn, argv, expect in cases:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = fn(argv)
+        text = err.getvalue().strip()
+        assert rc == 2 and text.startswith(f"error: {expect}") and len(text.splitlines()) == 1, text
+    out = subprocess.run([sys.executable, "-c", "import sys, tdd_video.cli.cache; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False"

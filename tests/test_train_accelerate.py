@@ -71,3 +71,18 @@ def test_two_processes_and_preemption_of_one_rank(tmp_path):
     assert all(r["world_size"] == 2 and r["backend"] == "accelerate" for r in got + want)
     assert got[0]["losses"] == want[0]["losses"][stopped:]
     assert PREEMPTED_EXIT_CODE == 75
+
+
+def test_accelerate_backend_without_a_launcher_is_one_clear_error(tmp_path):
+    """train.backend=accelerate in a process nobody launched: one `error:` line naming train.backend and the
+    launch commands, exit 2, and no run directory is created."""
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    out = subprocess.run([sys.executable, str(ROOT / "train/distill_svd.py"), "--config",
+                          str(ROOT / "configs/toy/tdd_svd_tiny.yaml"), "train.backend=accelerate",
+                          f"run.output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"})
+    err = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(err) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert err[0].startswith("error: config key 'train.backend'") and "accelerate launch" in err[0]
+    assert not (tmp_path / "run").exists()

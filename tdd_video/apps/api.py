@@ -23,6 +23,7 @@ import torch
 
 from tdd_video import lora, zoo
 from tdd_video.apps.settings import SAMPLERS, check_sampler, default_lora
+from tdd_video.core.params import DEFAULT_ETA
 from tdd_video.errors import ConfigError
 from tdd_video.families import check_model_folder, quiet_loading
 from tdd_video.families.base import load_error
@@ -100,7 +101,7 @@ def apply_lora(unet, path, scale: float = 1.0, fuse: bool = False):
 
 
 def load_img2vid(model=None, lora=None, lora_scale: float = 1.0, fuse: bool = False, steps: int = 4,
-                 dtype="fp32", device="cpu", eta: float = 0.3, schedule: str = "equidistant", unet=None,
+                 dtype="fp32", device="cpu", eta: float = DEFAULT_ETA, schedule: str = "equidistant", unet=None,
                  sampler: str = "tdd", **scheduler_kwargs):
     """A StableVideoDiffusionPipeline with the TDD student (base + LoRA) and the TDDScheduler.
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tdd_video import zoo
+from tdd_video.core.params import DEFAULT_ETA
 from tdd_video.errors import ConfigError, check_range
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class RenderSettings:
     lora_scale: float = 1.0
     fuse: bool = False
     steps: int = 4
-    eta: float = 0.3                      # γ-sampling η: re-noise fraction per step (docs/math.md §5)
+    eta: float = DEFAULT_ETA                      # γ-sampling η: re-noise fraction per step (docs/math.md §5)
     schedule: str = "equidistant"         # equidistant | tdd-nonuniform
     guidance: float = 1.0                 # CFG on the student; 1 = one UNet pass per step
     clip: ClipSettings | None = field(default_factory=_no_clip)   # None: no x0 clipping

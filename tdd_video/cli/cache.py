@@ -13,28 +13,34 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from tdd_video.data.cache import DTYPES, build_cache, video_encoder
+from tdd_video.cli.flags import Parser, data_flag_error
 from tdd_video.data.config import VideoDataConfig
-from tdd_video.data.image_cache import build_image_cache, image_encoder
-from tdd_video.data.images import ImageDataConfig
 from tdd_video.errors import ConfigError
-from tdd_video.families import load_family
-from tdd_video.sampling.teacher_data import teacher_sample_encoder
 from tdd_video.zoo import is_zoo_name, resolve_model
+
+DTYPE_NAMES = ["fp16", "bf16", "fp32"]      # tdd_video.data.cache.DTYPES; torch loads only after the flags are checked
+
+
+def _check_exists(path: str) -> None:
+    if not Path(path).exists():
+        raise ConfigError("data.path", f"not found: {path}")
+
+
+def _device(name: str | None) -> str:
+    import torch
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 VIDEO_DOC = "Latent cache: encode each clip once with the family's VAE and image encoder."
 
 
 def main_video(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tdd-cache-video", description=VIDEO_DOC,
+    p = Parser(prog="tdd-cache-video", description=VIDEO_DOC,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Store layout and the first-frame choice: see tdd_video/data/cache.py.")
     p.add_argument("--model", required=True, help="SVD diffusers folder, hub id, or 'tiny' (random test model)")
     p.add_argument("--data", required=True, help="folder of videos, CSV/JSONL manifest or WebVid CSV")
     p.add_argument("--out", required=True, help="output folder (resumes if it already holds shards)")
-    p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of latents/embeddings")
+    p.add_argument("--dtype", default="fp16", choices=DTYPE_NAMES, help="storage dtype of latents/embeddings")
     p.add_argument("--shard-size", type=int, default=64, help="samples per safetensors shard")
     p.add_argument("--config", help="YAML file whose 'data:' section (or top level) is a VideoDataConfig")
     p.add_argument("--num-frames", type=int), p.add_argument("--target-fps", type=float)
@@ -56,8 +62,8 @@ def main_video(argv=None) -> int:
                         "training states from the teacher's distribution (docs/math.md §3.8). 0 = the clips' latents")
     p.add_argument("--teacher-guidance", type=float, nargs=2, default=[1.0, 3.0], metavar=("GMIN", "GMAX"))
     p.add_argument("--encode-batch", type=int, default=8, help="clips encoded / sampled together (default 8)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--model-dtype", default="fp32", choices=list(DTYPES), help="dtype of the VAE/CLIP when encoding")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--model-dtype", default="fp32", choices=DTYPE_NAMES, help="dtype of the VAE/CLIP when encoding")
     args = p.parse_args(argv)
     d = {}
     if args.config:
@@ -78,8 +84,16 @@ def main_video(argv=None) -> int:
         d["motion_percentiles"] = list(args.motion_percentiles)
     try:
         cfg = VideoDataConfig.from_dict(d).validate()
+        _check_exists(args.data)
+    except ConfigError as e:
+        print(f"error: {data_flag_error(e, p)}", file=sys.stderr)
+        return 2
+    from tdd_video.data.cache import DTYPES, build_cache, video_encoder
+    from tdd_video.families import load_family
+    from tdd_video.sampling.teacher_data import teacher_sample_encoder
+    try:
         model = str(resolve_model(args.model)) if is_zoo_name(args.model) else args.model
-        family = load_family("svd", model, dtype=DTYPES[args.model_dtype], device=args.device)
+        family = load_family("svd", model, dtype=DTYPES[args.model_dtype], device=_device(args.device))
         if args.teacher_samples > 0:
             encode = teacher_sample_encoder(family, args.teacher_samples, tuple(args.teacher_guidance))
             source = f"teacher_euler{args.teacher_samples}_cfg{args.teacher_guidance[0]:g}-{args.teacher_guidance[1]:g}"
@@ -88,7 +102,10 @@ def main_video(argv=None) -> int:
         index = build_cache(encode, cfg, args.out, args.dtype, args.shard_size, args.seed, args.model,
                             clips_per_video=args.clips_per_video, latent_source=source,
                             encode_batch=max(1, args.encode_batch))
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except ConfigError as e:
+        print(f"error: {data_flag_error(e, p)}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = json.loads(index.read_text())
@@ -102,25 +119,34 @@ def main_video(argv=None) -> int:
 
 
 def main_images(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tdd-cache-images",
+    p = Parser(prog="tdd-cache-images",
                                 description="Build the SDXL latent + text-embedding cache (resumable).")
     p.add_argument("--model", required=True, help="diffusers SDXL folder, hub id, zoo name or 'tiny'")
     p.add_argument("--data", required=True, help="image folder, CSV/JSONL manifest, or .tar shards")
     p.add_argument("--out", required=True)
     p.add_argument("--height", type=int, default=1024)
     p.add_argument("--width", type=int, default=1024)
-    p.add_argument("--dtype", default="fp16", choices=list(DTYPES))
+    p.add_argument("--dtype", default="fp16", choices=DTYPE_NAMES)
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
+    from tdd_video.data.images import ImageDataConfig
     try:
         cfg = ImageDataConfig(path=a.data, height=a.height, width=a.width).validate()
+        if not any(c in a.data for c in "*?{["):        # shard patterns are expanded by the loader
+            _check_exists(a.data)
+    except ConfigError as e:
+        print(f"error: {data_flag_error(e, p)}", file=sys.stderr)
+        return 2
+    from tdd_video.data.image_cache import build_image_cache, image_encoder
+    from tdd_video.families import load_family
+    try:
         model = str(resolve_model(a.model)) if is_zoo_name(a.model) else a.model
         family = load_family("sdxl", model, device=a.device)
         path = build_image_cache(image_encoder(family), cfg, a.out, a.dtype, a.shard_size, a.seed, a.model)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {data_flag_error(e, p)}", file=sys.stderr)
         return 2
     print(f"cache ready: {path} ({json.loads(path.read_text())['total']} samples)")
     return 0

@@ -1,18 +1,19 @@
 """tdd-check-data: scan every video of a source and print a summary before training on it (tdd_video.data.check)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from tdd_video.cli.flags import Parser, data_flag_error
 from tdd_video.data import check
 from tdd_video.data.config import VideoDataConfig
 from tdd_video.data.motion import default_calibration_path
 from tdd_video.data.sources import ManifestError
+from tdd_video.errors import ConfigError
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tdd-check-data", description=check.__doc__.split("\n\n")[0],
+    p = Parser(prog="tdd-check-data", description=check.__doc__.split("\n\n")[0],
                                 epilog="Exit status: 0 all usable, 1 some rows unusable, 2 bad input.")
     p.add_argument("--data", required=True, help="folder of videos, CSV/JSONL manifest or WebVid CSV")
     p.add_argument("--video-root", default="", help="WebVid CSV: folder holding the videos")
@@ -51,7 +52,10 @@ def main(argv=None) -> int:
                               motion_percentiles=list(args.motion_percentiles) if args.motion_percentiles else None
                               ).validate()
         report = check.check_source(cfg, progress=not args.json, motion=args.motion, num_workers=args.num_workers)
-    except (ManifestError, FileNotFoundError, ValueError) as e:   # ConfigError is a ValueError
+    except ConfigError as e:
+        print(f"error: {data_flag_error(e, p)}", file=sys.stderr)
+        return 2
+    except (ManifestError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict()) if args.json else check.format_report(report, cfg))

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from tdd_video.cli.flags import Parser
+from tdd_video.core.params import DEFAULT_ETA
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs the code inside it: use only a file from a trusted source")
     p.add_argument("--teacher-guidance", type=_pair, default=(1.0, 3.0), help="frame-wise GMIN,GMAX (default 1,3)")
     p.add_argument("--tdd-guidance", type=float, default=1.0, help="CFG on the TDD student (1 = one pass/step)")
-    p.add_argument("--tdd-eta", type=float, default=0.3, help="TDD γ-sampling η")
+    p.add_argument("--tdd-eta", type=float, default=DEFAULT_ETA, help=f"TDD γ-sampling η (default {DEFAULT_ETA})")
     p.add_argument("--refine-strength", type=float, default=0.05, help="Distillation++ λ for +refine")
     p.add_argument("--animatelcm-guidance", type=_pair, default=(1.0, 1.0),
                    help="frame-wise GMIN,GMAX on AnimateLCM (released model: 1,1.2)")

@@ -114,6 +114,16 @@ def flag_error(error: ConfigError, parser: argparse.ArgumentParser | None = None
     return f"{flag_name(error.key, parser)}: {' '.join(text.split())}"
 
 
+def data_flag_error(error: ConfigError, parser: argparse.ArgumentParser, aliases: dict | None = None) -> str:
+    """flag_error for tools whose flags fill a data config: 'data.num_frames' → ``--num-frames: ...`` and
+    'data.path' → ``--data: ...``; a key no flag sets (it came from a --config file) keeps its config name."""
+    key = error.key[len("data."):] if error.key.startswith("data.") else error.key
+    flag = {"path": "--data", **(aliases or {})}.get(key) or flag_name(key, parser)
+    if not flag.startswith("-"):
+        return str(error)
+    return flag_error(ConfigError(flag, str(error).split(": ", 1)[-1]), parser)
+
+
 def quiet_progress() -> None:
     """--no-progress: no progress bars from the libraries either (diffusers, transformers, hub downloads).
     Process-wide on purpose: only a command's main() calls it."""

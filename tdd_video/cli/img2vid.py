@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from tdd_video.cli.flags import Parser, add_shared_flags, clip_arg, clip_from_args, run_render
+from tdd_video.core.params import DEFAULT_ETA
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
     a("--fuse", action="store_true", help="fuse the LoRA into the UNet (faster; disables --teacher-refine)")
     add_shared_flags(p, "--steps")
-    a("--eta", type=float, default=None, help="γ-sampling η in [0, 1): re-noise fraction per step (default 0.3; "
-                                                "TDD sampler only)")
+    a("--eta", type=float, default=None,
+      help=f"γ-sampling η in [0, 1): re-noise fraction per step (default {DEFAULT_ETA}; TDD sampler only)")
     a("--schedule", choices=["equidistant", "tdd-nonuniform"], default="equidistant",
       help="timestep schedule: S_K, or short hops early / long hops late (both on the training set)")
     add_shared_flags(p, "--guidance")
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
         return 2
     settings = Img2VidSettings(
         image=args.image, model=args.model, lora=args.lora, unet=args.unet, sampler=args.sampler,
-        lora_scale=args.lora_scale, fuse=args.fuse, steps=args.steps, eta=0.3 if args.eta is None else args.eta,
+        lora_scale=args.lora_scale, fuse=args.fuse, steps=args.steps, eta=DEFAULT_ETA if args.eta is None else args.eta,
         schedule=args.schedule, guidance=args.guidance, guidance_min=args.guidance_min,
         guidance_max=args.guidance_max, clip=args.clip_x0, frames=args.frames, fps=args.fps,
         motion_bucket=args.motion_bucket, noise_aug=args.noise_aug, height=args.height, width=args.width,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from tdd_video.cli.flags import Parser, add_shared_flags, clip_arg, clip_from_args, run_render
+from tdd_video.core.params import DEFAULT_ETA
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0 = as trained; alpha is in the file)")
     a("--fuse", action="store_true", help="fuse the LoRA into the UNet (disables --teacher-refine)")
     add_shared_flags(p, "--steps")
-    a("--eta", type=float, default=0.3, help="γ-sampling η in [0, 1) (default 0.3)")
+    a("--eta", type=float, default=DEFAULT_ETA, help=f"γ-sampling η in [0, 1) (default {DEFAULT_ETA})")
     a("--schedule", choices=["equidistant", "tdd-nonuniform"], default="equidistant",
       help="timesteps: S_K, or short hops early / long hops late (both on the training schedule set)")
     add_shared_flags(p, "--guidance")

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from tdd_video.errors import ConfigError, check_range
 
+# The sampler's default γ-sampling η (docs/math.md §5): 0 = deterministic DDIM-style jumps. Chosen by the quality
+# bench (docs/quality.md): on the toy students η = 0 gives the smallest same-noise distance to the teacher's
+# 25-step output at every step count, for SVD and SDXL; η > 0 trades that distance for sharpness.
+DEFAULT_ETA = 0.0
+
 
 def validate_tdd_params(num_grid: int, k_min: int, k_max: int, eta_max: float = 0.0) -> None:
     """Reject inconsistent TDD settings with a message naming the key and allowed range (docs/math.md §3)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from tdd_video.core.params import DEFAULT_ETA
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.typed import build_section
 
@@ -132,7 +133,7 @@ class ValidationConfig:
     steps: list = field(default_factory=lambda: [4, 8])
     num_images: int = 2                     # conditioning images taken from the first data batch(es)
     seeds: list = field(default_factory=lambda: [0])
-    eta: float = 0.3
+    eta: float = DEFAULT_ETA
     guidance: float = 1.0
     format: str = "gif"                     # gif | mp4
     fps: int = 7

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from tdd_video import zoo
+from tdd_video.core.params import DEFAULT_ETA
 from tdd_video.data.image_io import fit_image, image_to_tensor, load_image
 from tdd_video.data.synthetic import SyntheticConfig, render_clip
 from tdd_video.data.video_io import write_video
@@ -61,7 +62,7 @@ class CompareConfig:
     noise_aug: float = 0.02
     teacher_guidance: tuple[float, float] = (1.0, 3.0)
     tdd_guidance: float = 1.0
-    tdd_eta: float = 0.3
+    tdd_eta: float = DEFAULT_ETA
     refine_strength: float = 0.05
     animatelcm_guidance: tuple[float, float] = (1.0, 1.0)
     video_format: str = "mp4"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tdd_video.core.params import DEFAULT_ETA
 from tdd_video.errors import ConfigError, check_range
 from tdd_video.sampling.animatelcm import AnimateLCMScheduler
 from tdd_video.sampling.euler import KarrasEulerSampler
@@ -42,7 +43,7 @@ class ClipSettings:
     quantile: float = 0.995
 
 
-def make_scheduler(family, *, eta: float = 0.3, schedule: str = "equidistant", clip: ClipSettings | None = None,
+def make_scheduler(family, *, eta: float = DEFAULT_ETA, schedule: str = "equidistant", clip: ClipSettings | None = None,
                    num_grid: int = 250, k_min: int = 4, k_max: int = 8, seed: int = 0) -> TDDScheduler:
     """A TDDScheduler for `family` (from its base scheduler config when it has one)."""
     clip = clip or ClipSettings()
@@ -67,7 +68,7 @@ def make_sampler(family, name: str = "tdd", **tdd_kwargs):
     raise ConfigError("sampler", f"got {name!r}, allowed values are {', '.join(SAMPLERS)}")
 
 
-def sample(family, cond, null_cond=None, *, steps: int = 4, eta: float = 0.3, schedule: str = "equidistant",
+def sample(family, cond, null_cond=None, *, steps: int = 4, eta: float = DEFAULT_ETA, schedule: str = "equidistant",
            guidance: Guidance = 1.0, clip: ClipSettings | None = None, refine=None,
            generator: torch.Generator | None = None, latents: Tensor | None = None,
            shape: tuple[int, ...] | None = None, progress: bool = True, stats: SamplingStats | None = None,

@@ -37,6 +37,7 @@ from tdd_video.core import (
     renoise,
     schedule_indices,
 )
+from tdd_video.core.params import DEFAULT_ETA
 from tdd_video.errors import ConfigError, check_range
 
 Tensor = torch.Tensor
@@ -72,7 +73,7 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
                  timestep_type: str = "discrete", sigma_min: float | None = None, sigma_max: float | None = None,
                  use_karras_sigmas: bool | None = False, family: str | None = None, rho: float = 7.0,
                  num_grid: int = 250, k_min: int = 4, k_max: int = 8, schedule: str = "equidistant",
-                 eta: float = 0.3, clip_mode: str = "none", clip_value: float | None = None,
+                 eta: float = DEFAULT_ETA, clip_mode: str = "none", clip_value: float | None = None,
                  clip_quantile: float = 0.995, clip_steps: int = 0, seed: int = 0):
         family = family or ("edm" if timestep_type == "continuous" else "vp")
         if family == "edm":

@@ -1,0 +1,34 @@
+"""tools/zoo/svd_student.py: the model card of a shipped toy-svd student holds its bench rows, mean ± SE."""
+import json
+
+from tools.zoo.svd_student import bench_rows, main, table
+
+ROWS = [{"contender": "teacher@25", "unet_passes": 50.0, "latent_mse": 0.0, "latent_mse_se": 0.0, "psnr_db": "inf",
+         "psnr_db_se": 0.0, "sharpness_ratio": 1.0, "motion_ratio": 1.0, "fd": 0.004, "fd_se": 0.0058},
+        {"contender": "tdd@4", "unet_passes": 4.0, "latent_mse": 0.05581, "latent_mse_se": 0.00321, "psnr_db": 25.72,
+         "psnr_db_se": 0.32, "sharpness_ratio": 1.0875, "sharpness_ratio_se": 0.0363, "motion_ratio": 1.185,
+         "motion_ratio_se": 0.028, "fd": 0.0273, "fd_se": 0.0161},
+        {"contender": "animatelcm@4", "unet_passes": 4.0, "latent_mse": 0.2},
+        {"bench": "quality_files", "json": "x"}]
+
+
+def test_rows_and_table():
+    rows = bench_rows(ROWS, "tdd")
+    assert [r["contender"] for r in rows] == ["teacher@25", "tdd@4"]
+    md = table(rows).splitlines()
+    assert md[0].startswith("| contender | UNet passes | latent MSE")
+    assert md[2].startswith("| teacher@25 | 50 | 0.0000 ± 0.0000 | ∞ |")
+    assert "| tdd@4 | 4 | 0.0558 ± 0.0032 | 25.72 ± 0.32 | 1.09 ± 0.04 | 1.19 ± 0.03 | 0.027 ± 0.016 |" in md
+
+
+def test_main_refuses_a_bench_without_the_method(tmp_path, capsys):
+    q = tmp_path / "q.jsonl"
+    q.write_text("\n".join(json.dumps(r) for r in ROWS))
+    lora = tmp_path / "l.safetensors"
+    lora.write_bytes(b"")
+    rc = main(["--name", "adv-2step", "--lora", str(lora), "--quality", str(q), "--quality-command", "x",
+               "--command", "y"])
+    assert rc == 2 and "no adv@N rows" in capsys.readouterr().err
+    rc = main(["--name", "tdd-x", "--lora", str(tmp_path / "missing"), "--quality", str(q),
+               "--quality-command", "x", "--command", "y"])
+    assert rc == 2
