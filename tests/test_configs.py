@@ -178,8 +178,6 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     students = ROOT / "tdd_video/zoo/toy-svd/students"
     for cfg, folder in ((tdd, "tdd-4step"), (alcm, "animatelcm-4step")):
         path = students / folder / "pytorch_lora_weights.safetensors"
-        if not path.is_file():
-            continue
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["tdd_video"])
         assert (meta["method"], meta["rank"], meta["alpha"], meta["step"]) == \

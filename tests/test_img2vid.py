@@ -270,3 +270,18 @@ def test_euler_sampler_is_the_teacher_run(tmp_path):
     assert r.stats.unet_passes == 6
     with pytest.raises(ConfigError, match="schedule"):
         render_img2vid(fast(tmp_path, sampler="euler", schedule="tdd-nonuniform"))
+
+
+def test_default_size_without_sample_size_in_the_unet_config():
+    """A UNet config built from diffusers' defaults has no sample_size: the render falls back to SVD's full size
+    instead of crashing (it used to fail with int(None) even when --height/--width were given)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from tdd_video.apps.img2vid import default_size
+    fam = lambda size: SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(sample_size=size)),  # noqa: E731
+                                       vae_scale_factor=8)
+    land, port = Image.new("RGB", (64, 32)), Image.new("RGB", (32, 64))
+    assert default_size(fam(None), land) == (576, 1024) and default_size(fam(None), port) == (1024, 576)
+    assert default_size(fam(96), land) == (576, 1024) and default_size(fam(4), land) == (32, 32)

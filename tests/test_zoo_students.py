@@ -32,3 +32,21 @@ def test_main_refuses_a_bench_without_the_method(tmp_path, capsys):
     rc = main(["--name", "tdd-x", "--lora", str(tmp_path / "missing"), "--quality", str(q),
                "--quality-command", "x", "--command", "y"])
     assert rc == 2
+
+
+def test_shipped_students_are_found_and_carry_their_bench_rows():
+    """toy-svd ships a TDD, an AnimateLCM and an adversarial TDD student; each card quotes its training command,
+    the bench command and its own bench rows (the numbers in the card are the bench's JSON lines)."""
+    from pathlib import Path
+
+    from tdd_video.eval.compare import zoo_students
+    from tdd_video.zoo import resolve_model
+    root = Path(__file__).resolve().parents[1]
+    found = zoo_students(str(resolve_model("toy-svd")))
+    assert set(found) == {"tdd", "adv", "animatelcm"}
+    lines = [json.loads(x) for x in (root / "docs/bench/quality_toy_svd.jsonl").read_text().splitlines()]
+    for kind, file in found.items():
+        card = (Path(file).parent / "README.md").read_text()
+        assert "train/distill_svd.py --config configs/toy/" in card and "bench/quality.py" in card
+        rows = [r for r in bench_rows(lines, kind) if r["contender"].startswith(kind)]
+        assert rows and all(line in card for line in table(rows).splitlines()[2:]), kind

@@ -40,8 +40,11 @@ class Img2VidResult:
 
 
 def default_size(family, image) -> tuple[int, int]:
-    """SVD's trained 576×1024 (portrait: 1024×576) for full-size models, else the UNet's native square size."""
-    native = int(family.unet.config.sample_size) * family.vae_scale_factor
+    """SVD's trained 576×1024 (portrait: 1024×576) for full-size models, else the UNet's native square size.
+    A UNet config without ``sample_size`` (diffusers' default for a UNetSpatioTemporalConditionModel built from
+    scratch) is taken as full size."""
+    sample_size = family.unet.config.sample_size
+    native = int(sample_size) * family.vae_scale_factor if sample_size else 1024
     if native >= 512:
         return (1024, 576) if image.height > image.width else (576, 1024)
     return native, native

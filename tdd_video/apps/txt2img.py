@@ -133,7 +133,7 @@ def render_txt2img(s: Txt2ImgSettings, log=lambda msg: None, family=None) -> Txt
                                      device=s.device)
     stage("load")
     f = family.vae_scale_factor
-    native = int(family.unet.config.sample_size) * f
+    native = int(family.unet.config.sample_size or 128) * f       # no sample_size: SDXL's 128 latents
     height, width = s.height or native, s.width or native
     if height % f or width % f:
         raise ConfigError("height", f"height and width must be multiples of the VAE factor {f}, got {height}x{width}")

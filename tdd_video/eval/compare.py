@@ -85,14 +85,14 @@ def resolve_model_name(model: str) -> str:
 
 def zoo_students(model: str) -> dict[str, str]:
     """LoRA students shipped next to a zoo teacher (<teacher>/students/<name>/*.safetensors):
-    {'tdd': file, 'animatelcm': file} for folders whose names start with those words."""
+    {"tdd": file, "adv": file, "animatelcm": file} for folders whose names start with those words."""
     found: dict[str, str] = {}
     root = Path(model) / "students"
     if not root.is_dir():
         return found
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(folder.rglob("*.safetensors"))
-        for kind in ("animatelcm", "tdd"):
+        for kind in ("animatelcm", "adv", "tdd"):
             if folder.name.lower().startswith(kind) and files and kind not in found:
                 found[kind] = str(files[0])
     return found

@@ -98,7 +98,9 @@ def main(argv=None) -> int:
         return 2
     dest = ROOT / "tdd_video" / "zoo" / args.teacher / "students" / args.name
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dest / "pytorch_lora_weights.safetensors")
+    target = dest / "pytorch_lora_weights.safetensors"
+    if not (target.exists() and target.samefile(src)):
+        shutil.copy2(src, target)
     (dest / "README.md").write_text(card(args.name, lora_meta(src), args.command, rows, args.quality_command,
                                          args.notes))
     print(f"shipped {args.name} to {dest.relative_to(ROOT)}")
