@@ -6,8 +6,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,51 @@ def test_two_rank_zero2_adversarial_tdd(tmp_path):
     assert rows[0]["d_sum"] is not None and rows[0]["d_sum"] == rows[1]["d_sum"]
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "adv/d_loss" in metrics and "adv/g_loss" in metrics
+
+
+def _ds_launch(out: Path, steps: int, sleep: float = 0.0, resume: str | None = None) -> subprocess.Popen:
+    launcher = shutil.which("deepspeed")
+    if launcher is None:
+        pytest.skip("deepspeed launcher not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_port()), str(ROOT / "tests" / "multiproc_driver.py"),
+           "--out", str(out), "--ds", str(ROOT / "configs" / "deepspeed" / "zero2.json"), "--steps", str(steps),
+           "--sleep", str(sleep), "--grad-accum", "1", "--checkpoint-every", "100"]
+    cmd += ["--resume", resume] if resume else []
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_zero2_preemption_of_one_rank_by_a_real_signal(tmp_path):
+    """SIGTERM to ONE DeepSpeed rank: both ranks stop after the same step, write that step's checkpoint (ZeRO
+    shards included) and exit with the preemption code; `--resume auto` then continues bit-exactly."""
+    pytest.importorskip("deepspeed")
+    from tdd_video.engine.preempt import PREEMPTED_EXIT_CODE
+    run = tmp_path / "p"
+    proc = _ds_launch(run, steps=60, sleep=0.15)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
+        time.sleep(0.2)
+    os.kill(int((run / "pid_rank1").read_text()), signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    rows = [json.loads(p.read_text()) for p in sorted(run.glob("result_rank*.json"))]
+    assert [r["rank"] for r in rows] == [0, 1], err[-3000:]
+    stopped = rows[0]["preempted"]
+    assert stopped and rows[1]["preempted"] == stopped, rows
+    step_dir = run / "checkpoints" / f"step_{stopped:06d}"
+    assert (step_dir / "state.json").is_file() and len(list((step_dir / "deepspeed").glob("*optim_states.pt"))) == 2
+    assert proc.returncode != 0 and PREEMPTED_EXIT_CODE == 75
+    for f in run.glob("result_rank*.json"):
+        f.unlink()
+    final = stopped + 2
+    resumed = _ds_launch(run, steps=final, resume="auto")
+    _, err_r = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err_r[-3000:]
+    ref = _ds_launch(tmp_path / "ref", steps=final)
+    _, err_ref = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err_ref[-3000:]
+    got = [json.loads(p.read_text()) for p in sorted(run.glob("result_rank*.json"))]
+    want = [json.loads(p.read_text()) for p in sorted((tmp_path / "ref").glob("result_rank*.json"))]
+    assert got[0]["losses"] == want[0]["losses"][stopped:]
