@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.quality import save_figure  # noqa: E402  (the bench plots' common ending)
+
 MEASURES = {"frame_change": "mean |frame change| (pixels in [0, 1])", "flow": "estimate_motion (diagonals / s)"}
 
 
@@ -145,12 +148,7 @@ def plot(rows: list[dict], path: Path, title: str) -> Path | None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def main(argv=None) -> int:

@@ -93,7 +93,14 @@ def plot(rows: list[dict], path: Path, title: str | None) -> Path | None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title or f"{floor['pairs']} held-out (image, seed) pairs; labels = sampling steps; ± SE")
+    return save_figure(fig, path, title or f"{floor['pairs']} held-out (image, seed) pairs; labels = sampling steps; "
+                                          "± SE")
+
+
+def save_figure(fig, path: Path, title: str) -> Path:
+    """Title, tight layout, write as PNG (110 dpi) and close: the bench plots' common ending."""
+    import matplotlib.pyplot as plt
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
