@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from tdd_video.data.orientation import display_hw, frame_orientation, orient, pyav_stream_orientation
-from tdd_video.data.reader_base import VideoReadError, _Reader
+from tdd_video.data.reader_base import VideoReadError, _LazySizeReader
 from tdd_video.data.transforms import decode_size
 
 logger = logging.getLogger("tdd_video.data")
@@ -75,7 +75,7 @@ def header_display_hw(path: str | Path) -> tuple[int, int] | None:
     return display_hw(h, w, o)
 
 
-class PyAVReader(_Reader):
+class PyAVReader(_LazySizeReader):
     """PyAV reader. Constant-frame-rate streams: seek to the keyframe before the first index and
     map each decoded frame to its index by pts; GIFs and streams without pts: decode in order.
 
@@ -142,14 +142,6 @@ class PyAVReader(_Reader):
         except Exception as e:
             logger.debug("%s: PyAV cannot decode frame 0 for its size: %s", self.path, e)
         return self._coded_hw
-
-    @property
-    def height(self) -> int:
-        return self._size()[0]
-
-    @property
-    def width(self) -> int:
-        return self._size()[1]
 
     def _rgb(self, frame) -> np.ndarray:
         """RGB pixels of ``frame`` in display orientation (scaled to cover ``self.cover`` if set)."""

@@ -43,3 +43,18 @@ class _Reader:
             raise VideoReadError(f"{self.path}: frame index out of range [0, {self.num_frames}): "
                                  f"{min(idx)}..{max(idx)}")
         return idx
+
+
+class _LazySizeReader(_Reader):
+    """A reader whose display size is found on first use (``_size()``, e.g. by decoding frame 0), not on open."""
+
+    def _size(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def height(self) -> int:
+        return self._size()[0]
+
+    @property
+    def width(self) -> int:
+        return self._size()[1]

@@ -41,7 +41,7 @@ import numpy as np
 
 from tdd_video.data.orientation import decord_leftover, display_hw, orient
 from tdd_video.data.pyav_reader import PyAVReader, header_display_hw, open_container  # noqa: F401 (re-exported)
-from tdd_video.data.reader_base import VideoReadError, _Reader
+from tdd_video.data.reader_base import VideoReadError, _LazySizeReader, _Reader
 from tdd_video.data.transforms import decode_size
 
 logger = logging.getLogger("tdd_video.data")
@@ -77,7 +77,7 @@ def decord_width_ok(width: int) -> bool:
     return not any(stride(width, a) != 3 * width and stride(width, a) % width == 0 for a in (32, 64))
 
 
-class DecordReader(_Reader):
+class DecordReader(_LazySizeReader):
     """decord reader. decord applies the rotation of a display matrix itself; what it leaves out (the
     mirror of a mirrored MP4/MOV matrix) is applied here, so frames match PyAV's. With ``cover`` the
     VideoReader is opened with the scaled size (``width=``, ``height=``: display orientation, as
@@ -140,14 +140,6 @@ class DecordReader(_Reader):
                 raise VideoReadError(f"{self.path}: decord cannot decode frame 0 "
                                      f"({type(e).__name__}: {str(e)[:200]})") from None
         return self._hw
-
-    @property
-    def height(self) -> int:
-        return self._size()[0]
-
-    @property
-    def width(self) -> int:
-        return self._size()[1]
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         idx = self._check(indices)
