@@ -236,12 +236,16 @@ def save_lora(unet: nn.Module, path, adapter: str = "student", base_fingerprint:
     return path
 
 
+def lora_file(path) -> Path:
+    """The .safetensors file of a LoRA given as the file itself or a folder holding it (a run's export/lora/)."""
+    path = Path(path)
+    return path / "pytorch_lora_weights.safetensors" if path.is_dir() else path
+
+
 def read_lora(path) -> tuple[dict[str, torch.Tensor], dict | None, dict | None]:
     """(state dict with the 'unet.' prefix stripped, PEFT config kwargs or None, our metadata or None)."""
     from safetensors import safe_open
-    path = Path(path)
-    if path.is_dir():
-        path = path / "pytorch_lora_weights.safetensors"
+    path = lora_file(path)
     if not path.is_file():
         raise ConfigError("lora", f"LoRA file {str(path)!r} does not exist")
     try:

@@ -41,17 +41,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def lora_file(path: str) -> Path:
-    p = Path(path)
-    return p / "pytorch_lora_weights.safetensors" if p.is_dir() else p
-
-
-def lora_meta(path: Path) -> dict:
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        return json.loads((f.metadata() or {}).get("tdd_video", "{}"))
-
-
 def card(name: str, meta: dict, command: str, rows: list[dict], quality_cmd: str, notes: str) -> str:
     method = meta.get("method", "?")
     return f"""# toy-svd / students / {name} — {method} LoRA student of the toy-svd teacher
@@ -86,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--notes", default="", help="extra Markdown appended to the card")
     p.add_argument("--teacher", default="toy-svd")
     args = p.parse_args(argv)
+    from tdd_video.lora import lora_file, read_lora
     src = lora_file(args.lora)
     if not src.is_file():
         print(f"error: --lora: {src} not found", file=sys.stderr)
@@ -101,7 +91,7 @@ def main(argv=None) -> int:
     target = dest / "pytorch_lora_weights.safetensors"
     if not (target.exists() and target.samefile(src)):
         shutil.copy2(src, target)
-    (dest / "README.md").write_text(card(args.name, lora_meta(src), args.command, rows, args.quality_command,
+    (dest / "README.md").write_text(card(args.name, read_lora(src)[2] or {}, args.command, rows, args.quality_command,
                                          args.notes))
     print(f"shipped {args.name} to {dest.relative_to(ROOT)}")
     return 0
