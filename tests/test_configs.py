@@ -204,6 +204,7 @@ def test_data_tools_name_their_flags_fast(tmp_path):
             rc = fn(argv)
         text = err.getvalue().strip()
         assert rc == 2 and text.startswith(f"error: {expect}") and len(text.splitlines()) == 1, text
-    out = subprocess.run([sys.executable, "-c", "import sys, tdd_video.cli.cache; print('torch' in sys.modules)"],
+    probe = "import sys, tdd_video.cli.cache, tdd_video.cli.check_data; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe],
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"

@@ -5,15 +5,14 @@ import json
 import sys
 
 from tdd_video.cli.flags import Parser, data_flag_error
-from tdd_video.data import check
 from tdd_video.data.config import VideoDataConfig
-from tdd_video.data.motion import default_calibration_path
-from tdd_video.data.sources import ManifestError
 from tdd_video.errors import ConfigError
+
+DESCRIPTION = "Scan a video dataset before training on it (tdd_video.data.check)."
 
 
 def main(argv=None) -> int:
-    p = Parser(prog="tdd-check-data", description=check.__doc__.split("\n\n")[0],
+    p = Parser(prog="tdd-check-data", description=DESCRIPTION,
                                 epilog="Exit status: 0 all usable, 1 some rows unusable, 2 bad input.")
     p.add_argument("--data", required=True, help="folder of videos, CSV/JSONL manifest or WebVid CSV")
     p.add_argument("--video-root", default="", help="WebVid CSV: folder holding the videos")
@@ -51,6 +50,13 @@ def main(argv=None) -> int:
                               motion_calibration=args.motion_calibration,
                               motion_percentiles=list(args.motion_percentiles) if args.motion_percentiles else None
                               ).validate()
+    except ConfigError as e:
+        print(f"error: {data_flag_error(e, p)}", file=sys.stderr)
+        return 2
+    from tdd_video.data import check  # torch and the readers load only for a valid request
+    from tdd_video.data.motion import default_calibration_path
+    from tdd_video.data.sources import ManifestError
+    try:
         report = check.check_source(cfg, progress=not args.json, motion=args.motion, num_workers=args.num_workers)
     except ConfigError as e:
         print(f"error: {data_flag_error(e, p)}", file=sys.stderr)
