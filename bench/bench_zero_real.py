@@ -5,7 +5,8 @@ ZeRO-3 + CPU offload ×2 (gloo, OMP_NUM_THREADS=1 per rank). One JSON line per (
 
   python bench/bench_zero_real.py                                   # every case that fits, 2 steps each
   python bench/bench_zero_real.py --kinds spatial --layouts zero3   # one case
-  python bench/bench_zero_real.py --toy                             # ZeRO-3 step cost on the toy recipe
+  python bench/bench_zero_real.py --unet toy --kinds lora --layouts zero2 zero3 zero3_persist --steps 12 --profile
+                                                                    # where a ZeRO-3 step's time goes (toy UNet)
 
 Every rank runs the real trainer (tdd_video.engine.trainer.train) with the DeepSpeed backend from
 configs/deepspeed/*.json on an SVDFamily whose conditioning comes precomputed with the batch (no VAE / CLIP:
@@ -16,8 +17,19 @@ rank, bf16 (DeepSpeed keeps fp32 master weights and AdamW moments for the traina
 * optimizer_bytes: AdamW moments + fp32 master partitions held by this rank;
 * rss_*_gb: resident memory after building the model, after the DeepSpeed setup, and the peak (ru_maxrss);
   gradients live between backward and step and are part of the peak;
-* step_s: wall time of the second step (the first one builds buffers).
+* step_s: wall time of every step after the first (the first one builds buffers);
+* with --profile: rank 0 runs under cProfile and the row gets `profile`: seconds per step by where they
+  are spent (self time, summed by source): `zero3_python` = DeepSpeed's ZeRO-3 parameter coordination
+  (deepspeed/runtime/zero: fetch / release / partition hooks around every submodule), `collectives` = c10d
+  calls and waits (gloo all-gather / reduce-scatter), `hooks` = torch.nn.Module hook dispatch, `compute` =
+  the rest of torch; plus `allgather_calls` per step and the number of submodule fetches per step.
 A case that does not fit in memory is reported as `"fits": false` with how far it got.
+
+--unet toy runs the same with the zoo teacher's UNet (tdd_video/zoo/toy-svd, 3.6 M params, 32×32 px,
+8 frames): there a step is short, so the per-submodule cost of ZeRO-3 is what the profile shows.
+Layout `zero3_persist` is `zero3.json` with stage3_param_persistence_threshold raised to 1e7 (parameters below
+10 M elements are kept whole on every rank: no gather, no release) — the configuration lever for small
+or many-module models.
 """
 from __future__ import annotations
 
@@ -33,7 +45,51 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYOUTS = {"plain": None, "zero2": "zero2.json", "zero3": "zero3.json", "zero3_offload": "zero3_offload.json"}
+LAYOUTS = {"plain": None, "zero2": "zero2.json", "zero3": "zero3.json", "zero3_offload": "zero3_offload.json",
+           "zero3_persist": "zero3.json"}
+PERSIST = {"zero3_persist": 10_000_000}       # layout -> stage3_param_persistence_threshold override
+
+
+def layout_config(layout: str, out: Path) -> str | None:
+    """Path of the DeepSpeed JSON for `layout` (a patched copy in `out` for the override layouts)."""
+    if LAYOUTS[layout] is None:
+        return None
+    src = ROOT / "configs" / "deepspeed" / LAYOUTS[layout]
+    if layout not in PERSIST:
+        return str(src)
+    ds = json.loads(src.read_text())
+    ds["zero_optimization"]["stage3_param_persistence_threshold"] = PERSIST[layout]
+    dst = out / f"{layout}.json"
+    dst.write_text(json.dumps(ds, indent=1))
+    return str(dst)
+
+
+def profile_summary(stats, steps: int) -> dict:
+    """Self time per step by source (see the module docstring) and collective call counts."""
+    buckets = {"zero3_python": 0.0, "collectives": 0.0, "hooks": 0.0, "compute": 0.0, "other_python": 0.0}
+    gathers = fetches = 0
+    for (file, _line, func), (_cc, nc, tt, _ct, _callers) in stats.stats.items():
+        where = f"{file}:{func}"
+        if "deepspeed/runtime/zero" in file:
+            buckets["zero3_python"] += tt
+        elif "c10d" in where or "torch/distributed" in file:
+            buckets["collectives"] += tt
+        elif "torch/nn/modules/module.py" in file and "call_impl" in func:
+            buckets["hooks"] += tt
+        elif file == "~" or "torch" in file:
+            buckets["compute"] += tt
+        else:
+            buckets["other_python"] += tt
+        if "all_gather" in func and ("c10d" in where or "torch/distributed" in file):
+            gathers += nc
+        if func == "fetch_sub_module":
+            fetches += nc
+    per = max(steps, 1)
+    top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]
+    top = [{"where": f"{Path(f).name}:{fn}", "self_s": round(v[2] / per, 4), "calls": round(v[1] / per, 1)}
+           for (f, _l, fn), v in top]
+    return {**{k: round(v / per, 4) for k, v in buckets.items()}, "top_self": top,
+            "allgather_calls": round(gathers / per, 1), "submodule_fetches": round(fetches / per, 1)}
 
 
 def rss_gb() -> float:
@@ -63,17 +119,24 @@ def worker(a) -> None:
             return SVDConditioning(image_emb=batch["image_emb"], cond_latent=batch["cond_latent"],
                                    added_time_ids=batch["added_time_ids"])
 
+    prof = None
+    if a.profile and int(os.environ.get("RANK", "0")) == 0:
+        import cProfile
+        prof = cProfile.Profile()
+
     class Loader:
         def __init__(self):
             self.pos = 0
 
         def infinite(self):
             while True:
+                if self.pos == 1 and prof is not None:      # profile from the second step on
+                    prof.enable()
                 g = torch.Generator().manual_seed(self.pos)
                 self.pos += 1
                 h = a.px // 8
                 yield {"latents": torch.randn(1, a.frames, 4, h, h, generator=g),
-                       "image_emb": torch.randn(1, 1, 1024, generator=g),
+                       "image_emb": torch.randn(1, 1, emb_dim, generator=g),
                        "cond_latent": torch.randn(1, 4, h, h, generator=g),
                        "added_time_ids": torch.tensor([[6.0, 127.0, 0.02]])}
 
@@ -83,26 +146,38 @@ def worker(a) -> None:
         def load_state_dict(self, s):
             self.pos = s["pos"]
 
-    unet = real_svd_unet(torch.bfloat16)
+    if a.unet == "toy":
+        from diffusers import UNetSpatioTemporalConditionModel
+
+        from tdd_video.zoo import zoo_path
+        unet = UNetSpatioTemporalConditionModel.from_pretrained(zoo_path("toy-svd") / "unet").to(torch.bfloat16)
+    else:
+        unet = real_svd_unet(torch.bfloat16)
+    emb_dim = unet.config.cross_attention_dim
     fam = PrecomputedFamily(unet, torch.nn.Identity(), torch.nn.Identity(), None)
     marks["rss_after_build_gb"] = round(current_rss_gb(), 3)
     backend = "plain" if a.layout == "plain" else "deepspeed"
     cfg = config_from_dict({
         "run": {"output_dir": a.out, "seed": 0}, "model": {"dtype": "bf16"},
-        "trainable": {"kind": a.kind, "lora_rank": 64, "lora_preset": "attn"},
+        "trainable": {"kind": a.kind, "lora_rank": 8 if a.unet == "toy" else 64, "lora_preset": "attn"},
         "method": {"guidance_min_range": [1.0, 1.0], "guidance_max_range": [3.0, 3.0], "p_uncond": 0.0},
         "train": {"backend": backend, "max_steps": a.steps, "lr": 1e-5, "checkpoint_every": 0, "tensorboard": False,
+                  "log_every": 1,
                   "progress": False, "mixed_precision": "bf16" if backend == "deepspeed" else "no",
-                  "deepspeed_config": str(ROOT / "configs" / "deepspeed" / LAYOUTS[a.layout]) if LAYOUTS[a.layout]
-                  else None},
+                  "deepspeed_config": layout_config(a.layout, Path(a.out))},
         "export": {"lora": False}, "data": {"path": "synthetic", "batch_size": 1, "num_frames": a.frames}})
     t0 = time.perf_counter()
     out = train(cfg, family=fam, loader=Loader())
     wall = time.perf_counter() - t0
+    profile = None
+    if prof is not None:
+        import pstats
+        prof.disable()
+        profile = profile_summary(pstats.Stats(prof), a.steps - 1)
     rows = [json.loads(line) for line in (Path(a.out) / "metrics.jsonl").read_text().splitlines()
             if '"samples_per_s"' in line] if (Path(a.out) / "metrics.jsonl").is_file() else []
     world = out["world_size"]
-    step_s = [round(world / r["samples_per_s"], 2) for r in rows]
+    step_s = [round(world / r["samples_per_s"], 3) for r in rows][1:]
     params = 0
     for p in fam.unet.parameters():
         t = getattr(p, "ds_tensor", None)
@@ -111,7 +186,9 @@ def worker(a) -> None:
     result = {"bench": "zero_real", "kind": a.kind, "layout": a.layout, "rank": rank, "world_size": world,
               "trainable_params": out["trainable_params"], "params_bytes_student": params,
               "optimizer_bytes": out["optimizer_state_bytes"], **marks, "peak_rss_gb": round(rss_gb(), 3),
-              "step_s": step_s, "wall_s": round(wall, 1), "px": a.px, "frames": a.frames}
+              "step_s": step_s, "wall_s": round(wall, 1), "px": a.px, "frames": a.frames, "unet": a.unet}
+    if profile is not None:
+        result["profile"] = profile
     Path(a.out, f"result_rank{rank}.json").write_text(json.dumps(result))
 
 
@@ -126,7 +203,7 @@ def run_case(kind: str, layout: str, a) -> list[dict]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     args = [__file__, "--worker", "--kind", kind, "--layout", layout, "--out", str(out), "--steps", str(a.steps),
-            "--px", str(a.px), "--frames", str(a.frames)]
+            "--px", str(a.px), "--frames", str(a.frames), "--unet", a.unet] + (["--profile"] if a.profile else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
     if layout == "plain":
         cmd = [sys.executable, *args]
@@ -153,11 +230,16 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", nargs="+", default=["lora", "spatial"], choices=["lora", "spatial", "full"])
     p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--px", type=int, default=64)
-    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--unet", choices=["real", "toy"], default="real",
+                   help="real: SVD-xt's UNet with random weights; toy: the zoo teacher's UNet")
+    p.add_argument("--px", type=int, default=None, help="frame size in pixels (default 64 real, 32 toy)")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default 4 real, 8 toy)")
+    p.add_argument("--profile", action="store_true", help="cProfile rank 0 and report where a step's time goes")
     p.add_argument("--out", default="runs/bench_zero_real")
     p.add_argument("--timeout", type=int, default=3600)
     a = p.parse_args(argv)
+    a.px = a.px or (32 if a.unet == "toy" else 64)
+    a.frames = a.frames or (8 if a.unet == "toy" else 4)
     if a.worker:
         worker(a)
         return 0

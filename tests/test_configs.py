@@ -175,8 +175,14 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
             if hasattr(a, key):
                 assert getattr(a, key) == getattr(b, key), key
     assert tdd.method.target_ema == alcm.method.target_ema == 0.95
+    tdd8 = load_config(ROOT / "configs/toy/tdd_svd_student_8step.yaml")
+    assert (tdd8.method.k_min, tdd8.method.k_max, tdd8.method.eta_max) == (16, 16, 0.0)
+    for key in ("max_steps", "lr", "batch_size", "lora_rank", "lora_alpha", "lora_preset", "target_ema"):
+        for sec in ("train", "data", "trainable", "method"):
+            if hasattr(getattr(tdd, sec), key):
+                assert getattr(getattr(tdd, sec), key) == getattr(getattr(tdd8, sec), key), key
     students = ROOT / "tdd_video/zoo/toy-svd/students"
-    for cfg, folder in ((tdd, "tdd-4step"), (alcm, "animatelcm-4step")):
+    for cfg, folder in ((tdd, "tdd-4step"), (tdd8, "tdd-8step"), (alcm, "animatelcm-4step")):
         path = students / folder / "pytorch_lora_weights.safetensors"
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["tdd_video"])

@@ -50,3 +50,21 @@ def test_shipped_students_are_found_and_carry_their_bench_rows():
         assert "train/distill_svd.py --config configs/toy/" in card and "bench/quality.py" in card
         rows = [r for r in bench_rows(lines, kind) if r["contender"].startswith(kind)]
         assert rows and all(line in card for line in table(rows).splitlines()[2:]), kind
+
+
+def test_the_8step_student_card_carries_its_own_bench_rows():
+    """tdd-8step (K = 16) ships with rows from its own bench file (tdd@1..16 next to the teacher), and the
+    default TDD slot of bench/compare stays the 4-step student (folders are taken in sorted order)."""
+    from pathlib import Path
+
+    from tdd_video.eval.compare import zoo_students
+    from tdd_video.zoo import resolve_model
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(resolve_model("toy-svd")) / "students"
+    assert Path(zoo_students(str(resolve_model("toy-svd")))["tdd"]).parent.name == "tdd-4step"
+    lines = [json.loads(x) for x in (root / "docs/bench/quality_toy_svd_tdd8step.jsonl").read_text().splitlines()]
+    rows = bench_rows(lines, "tdd")
+    assert {r["contender"] for r in rows} >= {"teacher@8", "tdd@4", "tdd@8", "tdd@16"}
+    card = (folder / "tdd-8step" / "README.md").read_text()
+    assert "configs/toy/tdd_svd_student_8step.yaml" in card and "--steps 8" in card
+    assert all(line in card for line in table(rows).splitlines()[2:])
