@@ -13,7 +13,11 @@ what `tdd-img2vid` runs) in one process, with the same image, size and seed:
 * teacher: `--sampler euler --steps 25 --guidance-min 1 --guidance-max 3` (the stock pipeline's recipe: 50 passes)
 Printed, one JSON line each: the stage breakdown of every run (image, conditioning = CLIP + VAE encode,
 denoise, decode, write; model loading excluded) and the speed-ups: end to end (everything after loading)
-and UNet only (denoise). `--decode-chunk` and `--vae-dtype` variants show what the VAE decode costs.
+and UNet only (denoise). `--decode-chunks` variants show what chunking the VAE decode does; `--tiny-decoder`
+adds runs that decode with a real-size TAESD-architecture AutoencoderTiny (random weights, built once in
+runs/bench_e2e/taesd-random; what `--vae-decoder madebyollin/taesd` loads for a user): `tdd_taesd` (the
+4-step render a user choosing the lighter decoder gets) and `teacher_taesd` (the like-for-like teacher).
+Random weights measure speed only; the fidelity cost of TAESD is not measured here.
 """
 from __future__ import annotations
 
@@ -68,6 +72,19 @@ def build_folder(folder: Path, dtype: torch.dtype) -> Path:
     return folder
 
 
+def build_tiny_decoder(folder: Path, dtype: torch.dtype) -> Path:
+    """A TAESD-architecture AutoencoderTiny folder (diffusers defaults = madebyollin/taesd's config), random
+    weights, built once."""
+    if (folder / "config.json").is_file():
+        return folder
+    from diffusers import AutoencoderTiny
+    torch.manual_seed(0)
+    tmp = folder.with_name(folder.name + ".tmp")
+    AutoencoderTiny().to(dtype).save_pretrained(tmp, safe_serialization=True)
+    tmp.rename(folder)
+    return folder
+
+
 def render(args, model: str, **kw):
     from tdd_video.apps.img2vid import Img2VidSettings, render_img2vid
     s = Img2VidSettings(model=model, height=args.height, width=args.width, frames=args.frames, dtype=args.dtype,
@@ -88,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--decode-chunks", type=int, nargs="*", default=[],
                    help="extra TDD runs with --decode-chunk N (frames decoded at once)")
+    p.add_argument("--tiny-decoder", action="store_true",
+                   help="extra runs (tdd and teacher) decoding with a real-size TAESD-architecture AutoencoderTiny")
     p.add_argument("--skip-teacher", action="store_true", help="only the TDD runs (the teacher takes long)")
     args = p.parse_args(argv)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
@@ -109,13 +128,24 @@ def main(argv=None) -> int:
     run("tdd", steps=args.steps, guidance=1.0)
     for chunk in args.decode_chunks:
         run(f"tdd_chunk{chunk}", steps=args.steps, guidance=1.0, decode_chunk=chunk)
+    tiny = str(build_tiny_decoder(Path(args.folder).with_name("taesd-random"), dtype)) if args.tiny_decoder else None
+    if tiny:
+        run("tdd_taesd", steps=args.steps, guidance=1.0, vae_decoder=tiny)
     if not args.skip_teacher:
-        run("teacher", sampler="euler", steps=args.teacher_steps, guidance_min=1.0, guidance_max=3.0)
+        teacher = dict(sampler="euler", steps=args.teacher_steps, guidance_min=1.0, guidance_max=3.0)
+        run("teacher", **teacher)
+        if tiny:
+            run("teacher_taesd", vae_decoder=tiny, **teacher)
         for name, (total, denoise) in runs.items():
-            if name == "teacher":
+            if name.startswith("teacher"):
                 continue
-            emit(bench="e2e", what="speedup", tdd_run=name, end_to_end=round(runs["teacher"][0] / total, 2),
+            emit(bench="e2e", what="speedup", tdd_run=name, teacher_run="teacher",
+                 end_to_end=round(runs["teacher"][0] / total, 2),
                  unet_only=round(runs["teacher"][1] / denoise, 2), target_end_to_end=9.0, target_unet=11.0)
+            if name == "tdd_taesd":                     # like for like: both renders decode with the tiny decoder
+                emit(bench="e2e", what="speedup", tdd_run=name, teacher_run="teacher_taesd",
+                     end_to_end=round(runs["teacher_taesd"][0] / total, 2),
+                     unet_only=round(runs["teacher_taesd"][1] / denoise, 2))
     return 0
 
 

@@ -22,6 +22,7 @@ from tdd_video.apps.settings import VIDEO_OUT, Img2VidSettings, StageTimer
 from tdd_video.data.image_io import fit_image, image_to_tensor, limit_size, load_image, round_size
 from tdd_video.data.video_io import write_video
 from tdd_video.errors import ConfigError
+from tdd_video.families.decoders import load_decoder
 from tdd_video.families.svd import SVDFamily
 from tdd_video.sampling import SamplingStats, make_sampler, sample
 
@@ -82,6 +83,8 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     pipe = load_img2vid(model, lora=lora_file, unet=s.unet, lora_scale=s.lora_scale, fuse=s.fuse, steps=s.steps,
                         dtype=dtype, device=s.device, eta=s.eta, schedule=s.schedule, sampler=s.sampler)
     family = SVDFamily.from_pipeline(pipe, device=s.device)
+    if s.vae_decoder:                                            # a lighter decoder for the same latents
+        family.decoder = load_decoder(s.vae_decoder, family, dtype, s.device)
     stage("load")
     height, width = default_size(family, image)
     height, width = s.height or height, s.width or width

@@ -46,6 +46,18 @@ def clip_mode(clip) -> str:
     return "none" if clip is None else clip.mode
 
 
+def check_decoder_spec(spec: str) -> None:
+    """ConfigError on 'vae_decoder' unless `spec` is a diffusers model folder (config.json) or looks like a hub
+    id ("owner/name"); its class and latent space are checked when it loads (families/decoders.py)."""
+    p = Path(spec)
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ConfigError("vae_decoder", f"{spec!r} is not a diffusers model folder (no config.json); pass e.g. "
+                                             f"a download of madebyollin/taesd")
+    elif spec.count("/") != 1 or spec.startswith((".", "/")) or " " in spec:
+        raise ConfigError("vae_decoder", f"no such folder {spec!r} (and it is not a hub id such as madebyollin/taesd)")
+
+
 def check_sampler(sampler: str) -> None:
     if sampler not in SAMPLERS:
         raise ConfigError("sampler", f"got {sampler!r}, allowed values are {', '.join(SAMPLERS)}")
@@ -177,6 +189,7 @@ class RenderSettings:
     device: str = "cpu"
     dtype: str = "fp32"
     progress: bool = True
+    vae_decoder: str | None = None        # a lighter decoder for the same latents (families/decoders.py)
 
     def check_shared(self) -> None:
         """ConfigError naming the flag and its allowed range for a bad shared value (before any model loads)."""
@@ -193,6 +206,8 @@ class RenderSettings:
             if self.fuse:
                 raise ConfigError("teacher_refine", "cannot refine with a fused LoRA: the teacher is the base with "
                                                     "the adapter disabled; drop --fuse")
+        if self.vae_decoder is not None:
+            check_decoder_spec(self.vae_decoder)
         if self.device.startswith("cuda"):
             import torch
             if not torch.cuda.is_available():

@@ -155,7 +155,15 @@ def render_txt2img(s: Txt2ImgSettings, log=lambda msg: None, family=None) -> Txt
                      generator=generator, shape=family.latent_shape(n, height, width), progress=s.progress,
                      stats=stats, scheduler=sched)
     stage("denoise")
-    images = family.decode_latents(latents).float().clamp(-1, 1).cpu()
+    if s.vae_decoder:                          # a lighter decoder for the same latents, for this render only
+        from tdd_video.families.decoders import load_decoder
+        decoder, family.decoder = family.decoder, load_decoder(s.vae_decoder, family, parse_dtype(s.dtype), s.device)
+        try:
+            images = family.decode_latents(latents).float().clamp(-1, 1).cpu()
+        finally:
+            family.decoder = decoder
+    else:
+        images = family.decode_latents(latents).float().clamp(-1, 1).cpu()
     stage("decode")
     out = Path(s.out)
     try:

@@ -64,6 +64,10 @@ SHARED_FLAGS: dict[str, dict] = {
     "--seed": dict(type=int, default=0, help="random seed (default 0)"),
     "--device": dict(default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)"),
     "--dtype": dict(choices=["fp32", "bf16", "fp16"], default="fp32", help="model dtype (default fp32)"),
+    "--vae-decoder": dict(default=None, metavar="DIR|ID",
+                          help="decode with a lighter autoencoder for the same latents, e.g. madebyollin/taesd "
+                               "(TAESD: frame-wise, much faster, lower fidelity); refused if made for another "
+                               "latent space (default: the model's own VAE)"),
     "--no-progress": dict(action="store_true", help="hide all progress bars (the sampler's and the libraries')"),
 }
 

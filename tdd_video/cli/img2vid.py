@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--width", type=int, default=None, help="output width (default: 1024 for real SVD, native for tiny)")
     add_shared_flags(p, "--seed")
     a("--decode-chunk", type=int, default=None, help="frames decoded at once (default: all)")
+    add_shared_flags(p, "--vae-decoder")
     add_shared_flags(p, "--device", "--dtype")
     a("--out", default="outputs/img2vid.mp4", help=".mp4, .gif, or a folder for PNG frames (created if missing)")
     add_shared_flags(p, "--teacher-refine", "--refine-steps")
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
         motion_bucket=args.motion_bucket, noise_aug=args.noise_aug, height=args.height, width=args.width,
         seed=args.seed, decode_chunk=args.decode_chunk, device=args.device, dtype=args.dtype, out=args.out,
         teacher_refine=args.teacher_refine, refine_steps=args.refine_steps, export_pipeline=args.export_pipeline,
-        progress=not args.no_progress)
+        vae_decoder=args.vae_decoder, progress=not args.no_progress)
     return run_render("tdd_video.apps.img2vid:render_img2vid", settings, parser=parser,
                       prepare=lambda s: setattr(s, "clip", clip_from_args(args)))
 

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch", type=int, default=1, help="images per prompt (default 1)")
     a("--height", type=int, default=None, help="image height (default: the UNet's native size)")
     a("--width", type=int, default=None, help="image width (default: the UNet's native size)")
-    add_shared_flags(p, "--seed", "--device", "--dtype")
+    add_shared_flags(p, "--seed", "--vae-decoder", "--device", "--dtype")
     a("--out", default="outputs/txt2img.png", help=".png (one image, or a grid: rows = prompts) or a folder of PNGs")
     add_shared_flags(p, "--no-progress")
     return p
@@ -63,7 +63,8 @@ def main(argv=None) -> int:
         fuse=args.fuse, steps=args.steps, eta=args.eta, schedule=args.schedule, guidance=args.guidance,
         clip=args.clip_x0, teacher_refine=args.teacher_refine, refine_steps=args.refine_steps,
         refine_guidance=args.refine_guidance, batch=args.batch, height=args.height, width=args.width,
-        seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, progress=not args.no_progress)
+        seed=args.seed, device=args.device, dtype=args.dtype, out=args.out, vae_decoder=args.vae_decoder,
+        progress=not args.no_progress)
     return run_render("tdd_video.apps.txt2img:render_txt2img", settings, parser=parser,
                       prepare=lambda s: setattr(s, "clip", clip_from_args(args)))
 

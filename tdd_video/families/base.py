@@ -198,6 +198,7 @@ class DiffusersFamily(Family):
 
     components: tuple[str, ...]
     pipeline_class: str
+    decoder: nn.Module | None = None      # an optional lighter VAE decoder (families/decoders.py); None: the VAE
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id, dtype: torch.dtype = torch.float32, device="cpu",
@@ -232,6 +233,12 @@ class DiffusersFamily(Family):
         """`scheduler`, or the Euler scheduler the stock pipeline ships with when None."""
         from diffusers import EulerDiscreteScheduler
         return scheduler or EulerDiscreteScheduler.from_config(scheduler_config)
+
+    def decode_module(self) -> tuple[nn.Module, float]:
+        """The module that turns latents into pixels (``decoder`` if set, else the VAE) and the scaling factor
+        the latents are divided by before it (that module's own, diffusers' convention)."""
+        dec = self.vae if self.decoder is None else self.decoder
+        return dec, float(dec.config.scaling_factor)
 
     @property
     def scaling_factor(self) -> float:

@@ -146,8 +146,9 @@ class SDXLFamily(DiffusersFamily):
     def decode_latents(self, latents: Tensor, decode_chunk: int | None = None) -> Tensor:
         """Pixels [B, 3, H, W] in [-1, 1] (float32) from latents [B, 4, h, w], `decode_chunk` images at a time."""
         chunk = latents.shape[0] if decode_chunk is None else max(1, int(decode_chunk))
-        z = (latents.float() / self.scaling_factor).to(self.vae.dtype)
-        return torch.cat([self.vae.decode(z[i:i + chunk]).sample.float() for i in range(0, z.shape[0], chunk)])
+        dec, scale = self.decode_module()
+        z = (latents.float() / scale).to(dec.dtype)
+        return torch.cat([dec.decode(z[i:i + chunk]).sample.float() for i in range(0, z.shape[0], chunk)])
 
     # ------------------------------------------------------------------ denoiser
     def denoise(self, x: Tensor, u, cond: SDXLConditioning, unet: nn.Module | None = None) -> Tensor:

@@ -164,18 +164,20 @@ class SVDFamily(DiffusersFamily):
         """Pixels [B, F, 3, H, W] in [-1, 1] (float32) from latents [B, F, 4, h, w].
 
         Each clip is decoded on its own in chunks of `decode_chunk` frames (default: all F); a
-        temporal-decoder VAE gets num_frames = chunk length, so its frames stay one contiguous clip."""
+        temporal-decoder VAE gets num_frames = chunk length, so its frames stay one contiguous clip. With a
+        lighter ``decoder`` set (families/decoders.py) that decoder is used instead."""
         b, f = latents.shape[:2]
         chunk = f if decode_chunk is None else max(1, int(decode_chunk))
-        takes_frames = "num_frames" in inspect.signature(self.vae.decode).parameters
-        z = (latents.float() / self.scaling_factor).to(self.vae.dtype)
+        dec, scale = self.decode_module()          # the VAE, or a lighter frame-wise decoder (families/decoders.py)
+        takes_frames = "num_frames" in inspect.signature(dec.decode).parameters
+        z = (latents.float() / scale).to(dec.dtype)
         clips = []
         for i in range(b):
             parts = []
             for j in range(0, f, chunk):
                 zc = z[i, j:j + chunk]
                 kw = {"num_frames": zc.shape[0]} if takes_frames else {}
-                parts.append(self.vae.decode(zc, **kw).sample.float())
+                parts.append(dec.decode(zc, **kw).sample.float())
             clips.append(torch.cat(parts))
         return torch.stack(clips)
 
