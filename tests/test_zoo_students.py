@@ -68,3 +68,23 @@ def test_the_8step_student_card_carries_its_own_bench_rows():
     card = (folder / "tdd-8step" / "README.md").read_text()
     assert "configs/toy/tdd_svd_student_8step.yaml" in card and "--steps 8" in card
     assert all(line in card for line in table(rows).splitlines()[2:])
+
+
+def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, monkeypatch):
+    """No --model: --steps 8 (or more) applies tdd-8step, fewer steps tdd-4step; the note names the student and the
+    frames equal an explicit --lora render of that student (a student picked by name, not by accident)."""
+    from pathlib import Path
+
+    from tdd_video import zoo
+    from tdd_video.apps.img2vid import Img2VidSettings, render_img2vid
+    monkeypatch.setenv("TDD_VIDEO_CACHE", str(tmp_path / "cache"))
+    assert [zoo.student_for_steps(n) for n in (1, 2, 4, 7, 8, 16, None)] == ["tdd-4step"] * 4 + ["tdd-8step"] * 2 + [
+        "tdd-4step"]
+    students = Path(zoo.resolve_model("toy-svd")) / "students"
+    for steps, name in [(8, "tdd-8step"), (2, "tdd-4step")]:
+        kw = dict(steps=steps, frames=2, eta=0.0, progress=False)
+        auto = render_img2vid(Img2VidSettings(model=None, out=str(tmp_path / f"a{steps}.gif"), **kw))
+        assert any(f"({name})" in n for n in auto.notes), auto.notes
+        lora = str(students / name / "pytorch_lora_weights.safetensors")
+        named = render_img2vid(Img2VidSettings(model="toy-svd", lora=lora, out=str(tmp_path / f"b{steps}.gif"), **kw))
+        assert (auto.frames == named.frames).all()

@@ -59,8 +59,8 @@ def default_model_dir() -> Path:
 
 
 ZOO_NOTE = ("default model: the bundled toy zoo (toy-svd, a tiny SVD-architecture teacher trained here on "
-            "synthetic 32x32 clips) with its TDD 4-step student LoRA. Pass --model <diffusers folder or hub id> "
-            "for real results")
+            "synthetic 32x32 clips) with its TDD student LoRA for this step count ({student}). Pass --model "
+            "<diffusers folder or hub id> for real results")
 
 
 def img2vid_model(model) -> tuple[str, bool]:

@@ -76,7 +76,8 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     image, img_notes = load_image(s.image)
     model, is_tiny = img2vid_model(s.model)
     lora_file = s.default_lora()
-    default_note = TINY_NOTE if is_tiny else ZOO_NOTE if s.model in (None, "") else None
+    student = Path(lora_file).parent.name if lora_file else "none"
+    default_note = TINY_NOTE if is_tiny else ZOO_NOTE.format(student=student) if s.model in (None, "") else None
     if default_note:
         notes.append(default_note)
         log("note: " + default_note)

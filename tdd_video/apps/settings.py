@@ -63,11 +63,12 @@ def check_sampler(sampler: str) -> None:
         raise ConfigError("sampler", f"got {sampler!r}, allowed values are {', '.join(SAMPLERS)}")
 
 
-def default_lora(model, lora):
-    """The LoRA to apply: the caller's, or — when no model was named — the zoo's shipped TDD student."""
+def default_lora(model, lora, steps: int | None = None):
+    """The LoRA to apply: the caller's, or — when no model was named — the zoo's shipped TDD student made for
+    `steps` sampling steps (zoo.STEP_STUDENTS; the default student if that one is not installed)."""
     if lora is not None or model not in (None, ""):
         return lora
-    path = zoo.default_student_lora()
+    path = zoo.default_student_lora(student=zoo.student_for_steps(steps)) or zoo.default_student_lora()
     return None if path is None or not zoo.is_zoo_name(zoo.DEFAULT_SVD) else str(path)
 
 
@@ -315,7 +316,7 @@ class Img2VidSettings(RenderSettings):
 
     def default_lora(self) -> str | None:
         """The LoRA to apply: --lora, else the zoo student when no model was named — but never on top of --unet."""
-        return self.lora if self.unet is not None else default_lora(self.model, self.lora)
+        return self.lora if self.unet is not None else default_lora(self.model, self.lora, self.steps)
 
     @property
     def guidance_value(self):

@@ -9,7 +9,7 @@
       --unet AnimateLCM-SVD-xt-1.1.safetensors --sampler animatelcm --steps 4 --guidance-min 1 --guidance-max 1.2
 
 Without --model the bundled toy zoo is used: the trained toy teacher `toy-svd` (32x32, 8 frames) with
-its shipped TDD 4-step student LoRA. `--model toy-svd` alone is the teacher without the student;
+the shipped TDD student LoRA made for the step count (tdd-4step below 8 steps, tdd-8step from 8 on). `--model toy-svd` alone is the teacher without the student;
 `--model tiny` is a tiny RANDOM-weight model (a code-path demo). Same arguments and --seed give identical frames.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--image", default=None, help="conditioning image file (default: the bundled sample image)")
     a("--model", default=None, help="diffusers SVD folder, hub id, zoo name (toy-svd) or tiny "
-                                    "(default: toy-svd + its TDD student LoRA)")
+                                    "(default: toy-svd + its TDD student LoRA for --steps)")
     a("--lora", default=None, help="TDD LoRA .safetensors for this base (refused if made for another base)")
     a("--unet", default=None, metavar="FILE",
       help="full UNet state dict for the base (.safetensors/.bin, or a diffusers UNet folder such as a training "

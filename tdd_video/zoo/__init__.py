@@ -102,6 +102,17 @@ def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
 
 
 DEFAULT_STUDENT = "tdd-4step"
+# (fewest steps, student): with no --model, the zoo student distilled for the step count is applied. Each TDD
+# student is a specialist (docs/quality.md §1: trained with one K it is best at about K/2 steps), so the default
+# render gets closer to the teacher as --steps grows (README "Toy SVD").
+STEP_STUDENTS = ((8, "tdd-8step"), (1, DEFAULT_STUDENT))
+
+
+def student_for_steps(steps: int | None) -> str:
+    """The zoo student made for `steps` sampling steps (DEFAULT_STUDENT when steps is None)."""
+    if steps is None:
+        return DEFAULT_STUDENT
+    return next((name for fewest, name in STEP_STUDENTS if int(steps) >= fewest), DEFAULT_STUDENT)
 
 
 def default_student_lora(teacher: str = DEFAULT_SVD, student: str = DEFAULT_STUDENT) -> Path | None:
