@@ -13,7 +13,8 @@ what `tdd-img2vid` runs) in one process, with the same image, size and seed:
 * teacher: `--sampler euler --steps 25 --guidance-min 1 --guidance-max 3` (the stock pipeline's recipe: 50 passes)
 Printed, one JSON line each: the stage breakdown of every run (image, conditioning = CLIP + VAE encode,
 denoise, decode, write; model loading excluded) and the speed-ups: end to end (everything after loading)
-and UNet only (denoise). `--decode-chunks` variants show what chunking the VAE decode does; `--tiny-decoder`
+and UNet only (denoise). With `--repeats N` every TDD variant is rendered N times, interleaved, the teacher
+once after the first round, and the speed-ups use the medians (this machine's timings swing by 20-30 %). `--decode-chunks` variants show what chunking the VAE decode does; `--tiny-decoder`
 adds runs that decode with a real-size TAESD-architecture AutoencoderTiny (random weights, built once in
 runs/bench_e2e/taesd-random; what `--vae-decoder madebyollin/taesd` loads for a user): `tdd_taesd` (the
 4-step render a user choosing the lighter decoder gets) and `teacher_taesd` (the like-for-like teacher).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -107,6 +109,8 @@ def main(argv=None) -> int:
                    help="extra TDD runs with --decode-chunk N (frames decoded at once)")
     p.add_argument("--tiny-decoder", action="store_true",
                    help="extra runs (tdd and teacher) decoding with a real-size TAESD-architecture AutoencoderTiny")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="render each TDD variant this many times (interleaved; speed-ups use the median)")
     p.add_argument("--skip-teacher", action="store_true", help="only the TDD runs (the teacher takes long)")
     args = p.parse_args(argv)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
@@ -114,38 +118,43 @@ def main(argv=None) -> int:
     folder = build_folder(Path(args.folder), dtype)
     emit(bench="e2e", what="setup", folder=str(folder), build_or_find_s=round(time.perf_counter() - t0, 1),
          threads=torch.get_num_threads(), height=args.height, width=args.width, frames=args.frames, dtype=args.dtype)
-    runs = {}
+    runs: dict[str, list[tuple[float, float]]] = {}
 
     def run(name, **kw):
         r = render(args, str(folder), name=name, **kw)
         t = {k: round(v, 3) for k, v in r.timings.items()}
         after_load = sum(v for k, v in r.timings.items() if k != "load")
-        runs[name] = (after_load, r.timings["denoise"])
+        runs.setdefault(name, []).append((after_load, r.timings["denoise"]))
         emit(bench="e2e", what="run", run=name, unet_passes=r.stats.unet_passes, stages_s=t,
              total_after_load_s=round(after_load, 3), denoise_share=round(r.timings["denoise"] / after_load, 3),
              decode_share=round(r.timings["decode"] / after_load, 3))
         return r
-    run("tdd", steps=args.steps, guidance=1.0)
-    for chunk in args.decode_chunks:
-        run(f"tdd_chunk{chunk}", steps=args.steps, guidance=1.0, decode_chunk=chunk)
+
+    def median(name, i):
+        return statistics.median(v[i] for v in runs[name])
     tiny = str(build_tiny_decoder(Path(args.folder).with_name("taesd-random"), dtype)) if args.tiny_decoder else None
+    variants = {"tdd": dict(steps=args.steps, guidance=1.0)}
+    for chunk in args.decode_chunks:
+        variants[f"tdd_chunk{chunk}"] = dict(steps=args.steps, guidance=1.0, decode_chunk=chunk)
     if tiny:
-        run("tdd_taesd", steps=args.steps, guidance=1.0, vae_decoder=tiny)
+        variants["tdd_taesd"] = dict(steps=args.steps, guidance=1.0, vae_decoder=tiny)
+    teacher = dict(sampler="euler", steps=args.teacher_steps, guidance_min=1.0, guidance_max=3.0)
+    for rep in range(args.repeats):                 # the short TDD runs, interleaved; the teacher after the first round
+        for name, kw in variants.items():
+            run(name, **kw)
+        if rep == 0 and not args.skip_teacher:
+            run("teacher", **teacher)
+            if tiny:
+                run("teacher_taesd", vae_decoder=tiny, **teacher)
     if not args.skip_teacher:
-        teacher = dict(sampler="euler", steps=args.teacher_steps, guidance_min=1.0, guidance_max=3.0)
-        run("teacher", **teacher)
-        if tiny:
-            run("teacher_taesd", vae_decoder=tiny, **teacher)
-        for name, (total, denoise) in runs.items():
-            if name.startswith("teacher"):
-                continue
-            emit(bench="e2e", what="speedup", tdd_run=name, teacher_run="teacher",
-                 end_to_end=round(runs["teacher"][0] / total, 2),
-                 unet_only=round(runs["teacher"][1] / denoise, 2), target_end_to_end=9.0, target_unet=11.0)
+        for name in variants:
+            emit(bench="e2e", what="speedup", tdd_run=name, teacher_run="teacher", tdd_repeats=len(runs[name]),
+                 end_to_end=round(median("teacher", 0) / median(name, 0), 2),
+                 unet_only=round(median("teacher", 1) / median(name, 1), 2), target_end_to_end=9.0, target_unet=11.0)
             if name == "tdd_taesd":                     # like for like: both renders decode with the tiny decoder
                 emit(bench="e2e", what="speedup", tdd_run=name, teacher_run="teacher_taesd",
-                     end_to_end=round(runs["teacher_taesd"][0] / total, 2),
-                     unet_only=round(runs["teacher_taesd"][1] / denoise, 2))
+                     tdd_repeats=len(runs[name]), end_to_end=round(median("teacher_taesd", 0) / median(name, 0), 2),
+                     unet_only=round(median("teacher_taesd", 1) / median(name, 1), 2))
     return 0
 
 
