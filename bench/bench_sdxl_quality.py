@@ -5,7 +5,8 @@
     python bench/bench_sdxl_quality.py --model DIR --lora L.safetensors --num 96 --seeds 0 1 --grid out.png
 
 One JSON line per method: latent MSE and pixel PSNR (dB, [-1, 1] range → peak-to-peak 2) to the teacher's
-25-step output from the SAME starting noise and caption, and prompt adherence scored exactly by the rules
+25-step output from the SAME starting noise and caption (mean over images ± standard error; the PSNR also as
+the paired per-image difference to teacher@4), and prompt adherence scored exactly by the rules
 that drew the toy data (tdd_video.data.synthetic_images.adherence: colour, shape, layout = both halves right,
 all). The teacher runs DDIM (the TDD sampler with η = 0 on the base with the LoRA disabled — the solver the
 student was distilled from) with CFG w (Imagen form, default 4.5 as in distillation); the student runs
@@ -79,15 +80,27 @@ def main(argv=None) -> int:
             r["seconds"] = r.get("seconds", 0.0) + time.perf_counter() - t0
     ref_lat = torch.cat(results["teacher@25"]["lat"])
     ref_img = torch.cat(results["teacher@25"]["img"])
+    def se(x):                                   # standard error of the mean over images
+        return round(float(x.std() / len(x) ** 0.5), 5) if len(x) > 1 else None
+    per_image = {}
+    for name, r in results.items():
+        img = torch.cat(r["img"])
+        per_image[name] = 10 * torch.log10(4.0 / ((img - ref_img) ** 2).flatten(1).mean(1).clamp_min(1e-12))
     for name, r in results.items():
         lat, img = torch.cat(r["lat"]), torch.cat(r["img"])
-        mse_img = ((img - ref_img) ** 2).flatten(1).mean(1)
-        psnr = (10 * torch.log10(4.0 / mse_img.clamp_min(1e-12))).mean()
+        lat_mse = ((lat - ref_lat) ** 2).flatten(1).mean(1)
+        psnr = per_image[name]
+        diff = psnr - per_image["teacher@4"]        # paired: same caption and noise
         adh = mean_adherence(to_uint8(img), caps * len(a.seeds))
+        ref = name == "teacher@25"
         print(json.dumps({"bench": "sdxl_quality", "model": str(a.model), "method": name, "images": int(img.shape[0]),
                           "unet_passes_per_batch": r["passes"],
-                          "latent_mse_to_teacher25": round(float(((lat - ref_lat) ** 2).mean()), 5),
-                          "pixel_psnr_to_teacher25_db": round(float(psnr), 2) if name != "teacher@25" else None,
+                          "latent_mse_to_teacher25": round(float(lat_mse.mean()), 5),
+                          "latent_mse_se": se(lat_mse),
+                          "pixel_psnr_to_teacher25_db": None if ref else round(float(psnr.mean()), 2),
+                          "pixel_psnr_se": None if ref else se(psnr),
+                          "psnr_minus_teacher4_db": None if ref else round(float(diff.mean()), 3),
+                          "psnr_minus_teacher4_se": None if ref else se(diff),
                           "adherence": {k: round(v, 3) for k, v in adh.items()},
                           "seconds": round(r["seconds"], 2)}))
     if a.grid:

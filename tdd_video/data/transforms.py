@@ -96,7 +96,10 @@ def resize_crop_uint8(frames: np.ndarray | Tensor, height: int, width: int, crop
 
 def to_pixels(frames: np.ndarray) -> Tensor:
     """uint8 [F, H, W, 3] -> float [F, 3, H, W] in [-1, 1]."""
-    t = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "f h w c -> f c h w").float()
+    a = np.ascontiguousarray(frames)
+    if not a.flags.writeable:                   # e.g. a decoded read-only buffer: torch wants a writable array
+        a = a.copy()
+    t = rearrange(torch.from_numpy(a), "f h w c -> f c h w").float()
     return (t / 127.5 - 1.0).contiguous()
 
 
