@@ -11,14 +11,15 @@ SVD's Euler scheduler — speed, not quality. Both runs go through the real rend
 what `tdd-img2vid` runs) in one process, with the same image, size and seed:
 * tdd:     `--steps 4` (TDD sampler, guidance 1: 4 UNet passes)
 * teacher: `--sampler euler --steps 25 --guidance-min 1 --guidance-max 3` (the stock pipeline's recipe: 50 passes)
-Printed, one JSON line each: the stage breakdown of every run (image, conditioning = CLIP + VAE encode,
-denoise, decode, write; model loading excluded) and the speed-ups: end to end (everything after loading)
-and UNet only (denoise). With `--repeats N` every TDD variant is rendered N times, interleaved, the teacher
-once after the first round, and the speed-ups use the medians (this machine's timings swing by 20-30 %). `--decode-chunks` variants show what chunking the VAE decode does; `--tiny-decoder`
-adds runs that decode with a real-size TAESD-architecture AutoencoderTiny (random weights, built once in
-runs/bench_e2e/taesd-random; what `--vae-decoder madebyollin/taesd` loads for a user): `tdd_taesd` (the
-4-step render a user choosing the lighter decoder gets) and `teacher_taesd` (the like-for-like teacher).
-Random weights measure speed only; the fidelity cost of TAESD is not measured here.
+Printed, one JSON line each: the stage breakdown of every run (image, conditioning = CLIP + VAE encode, denoise,
+decode, write; model loading excluded) and the speed-ups: end to end (everything after loading) and UNet only
+(denoise). With `--repeats N` every TDD variant is rendered N times, interleaved, the teacher once after the
+first round, and the speed-ups use the medians (this machine's timings swing by 20-30 %). `--decode-chunks`
+variants show what chunking the VAE decode does; `--tiny-decoder` adds runs that decode with a real-size
+TAESD-architecture AutoencoderTiny (random weights, built once in runs/bench_e2e/taesd-random; what
+`--vae-decoder madebyollin/taesd` loads for a user): `tdd_taesd` (the 4-step render a user choosing the lighter
+decoder gets) and `teacher_taesd` (the like-for-like teacher). Random weights measure speed only; the fidelity
+cost of TAESD is not measured here.
 """
 from __future__ import annotations
 
