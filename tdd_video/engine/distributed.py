@@ -233,6 +233,27 @@ def deepspeed_config(path: str, train_cfg) -> dict:
     return ds
 
 
+SHM_DIR = Path("/dev/shm")
+
+
+def shm_buffer_path(rank: int) -> Path:
+    """The /dev/shm segment DeepSpeed's CPU all-reduce creates for `rank` of the job at MASTER_ADDR:MASTER_PORT."""
+    return SHM_DIR / (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+                      f"{os.environ.get('MASTER_PORT', '')}_{rank}")
+
+
+def release_shm_name(rank: int) -> None:
+    """Unlink this rank's DeepSpeed CPU all-reduce segment once every rank has mapped it.
+
+    On CPU, ``deepspeed.init_distributed`` maps one 69 MB shared-memory segment per rank and never unlinks it, so
+    each run leaves its segments in RAM-backed /dev/shm until the machine runs out of memory (seen here: 193
+    leftover segments, 13 GB, made a later 2-rank job get OOM-killed). Each rank maps its peers' segments by
+    name during init; after a barrier no rank needs the names, and unlinking keeps the mappings alive until the
+    processes exit, so nothing is left behind, even after a crash or SIGKILL. Call on every rank (barrier)."""
+    torch.distributed.barrier()
+    shm_buffer_path(rank).unlink(missing_ok=True)
+
+
 class DeepSpeedBackend(Backend):
     """`deepspeed train/distill_svd.py`: ZeRO 0–3 from configs/deepspeed/*.json."""
 
@@ -247,6 +268,8 @@ class DeepSpeedBackend(Backend):
                               MASTER_PORT=str(_free_port()))
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
         self.rank, self.world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if not torch.cuda.is_available():
+            release_shm_name(self.rank)
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.micro_batch = micro_batch
 
