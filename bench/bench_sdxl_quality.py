@@ -82,12 +82,11 @@ def main(argv=None) -> int:
     ref_img = torch.cat(results["teacher@25"]["img"])
     def se(x):                                   # standard error of the mean over images
         return round(float(x.std() / len(x) ** 0.5), 5) if len(x) > 1 else None
-    per_image = {}
+    imgs = {name: torch.cat(r["img"]) for name, r in results.items()}
+    per_image = {name: 10 * torch.log10(4.0 / ((img - ref_img) ** 2).flatten(1).mean(1).clamp_min(1e-12))
+                 for name, img in imgs.items()}
     for name, r in results.items():
-        img = torch.cat(r["img"])
-        per_image[name] = 10 * torch.log10(4.0 / ((img - ref_img) ** 2).flatten(1).mean(1).clamp_min(1e-12))
-    for name, r in results.items():
-        lat, img = torch.cat(r["lat"]), torch.cat(r["img"])
+        lat, img = torch.cat(r["lat"]), imgs[name]
         lat_mse = ((lat - ref_lat) ** 2).flatten(1).mean(1)
         psnr = per_image[name]
         diff = psnr - per_image["teacher@4"]        # paired: same caption and noise

@@ -54,7 +54,7 @@ def check_decoder_spec(spec: str) -> None:
         if not (p / "config.json").is_file():
             raise ConfigError("vae_decoder", f"{spec!r} is not a diffusers model folder (no config.json); pass e.g. "
                                              f"a download of madebyollin/taesd")
-    elif spec.count("/") != 1 or spec.startswith((".", "/")) or " " in spec:
+    elif not zoo.is_hub_id(spec):
         raise ConfigError("vae_decoder", f"no such folder {spec!r} (and it is not a hub id such as madebyollin/taesd)")
 
 

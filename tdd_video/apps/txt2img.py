@@ -25,6 +25,7 @@ from tdd_video.apps.api import parse_dtype
 from tdd_video.apps.settings import LORA_FILE, TXT2IMG_ZOO, StageTimer, Txt2ImgSettings
 from tdd_video.errors import ConfigError
 from tdd_video.families import load_family
+from tdd_video.families.base import using_module
 from tdd_video.sampling import SamplingStats, make_sampler, sample
 from tdd_video.zoo import is_zoo_name, resolve_model
 
@@ -155,14 +156,11 @@ def render_txt2img(s: Txt2ImgSettings, log=lambda msg: None, family=None) -> Txt
                      generator=generator, shape=family.latent_shape(n, height, width), progress=s.progress,
                      stats=stats, scheduler=sched)
     stage("denoise")
+    decoder = family.decoder
     if s.vae_decoder:                          # a lighter decoder for the same latents, for this render only
         from tdd_video.families.decoders import load_decoder
-        decoder, family.decoder = family.decoder, load_decoder(s.vae_decoder, family, parse_dtype(s.dtype), s.device)
-        try:
-            images = family.decode_latents(latents).float().clamp(-1, 1).cpu()
-        finally:
-            family.decoder = decoder
-    else:
+        decoder = load_decoder(s.vae_decoder, family, parse_dtype(s.dtype), s.device)
+    with using_module(family, "decoder", decoder):
         images = family.decode_latents(latents).float().clamp(-1, 1).cpu()
     stage("decode")
     out = Path(s.out)

@@ -171,14 +171,19 @@ def load_error(kind: str, name, error: Exception) -> ConfigError:
 
 
 @contextlib.contextmanager
+def using_module(family, name: str, module):
+    """``family.<name>`` set to `module` for a while, then restored (e.g. "unet", "decoder")."""
+    old = getattr(family, name)
+    setattr(family, name, module)
+    try:
+        yield module
+    finally:
+        setattr(family, name, old)
+
+
 def using_unet(family, unet):
     """family.unet (what denoise(unet=None) and the samplers call) set to `unet` for a while, then restored."""
-    old = family.unet
-    family.unet = unet
-    try:
-        yield unet
-    finally:
-        family.unet = old
+    return using_module(family, "unet", unet)
 
 
 def place_modules(components: dict, keys: tuple[str, ...], dtype: torch.dtype, device) -> dict:
