@@ -143,3 +143,17 @@ def test_guidance_weights_video_ramp_and_image_scalar():
     torch.testing.assert_close(w[0, :, 0, 0, 0], torch.linspace(1, 3, 5))
     w, a, b = guidance_weights(lo, hi, torch.zeros(2, 4, 8, 8))
     assert w.shape == (2, 1, 1, 1) and torch.equal(w.flatten(), hi) and torch.equal(a, hi)
+
+
+def test_x0_loss_weight_hand_values():
+    """min(√(α_s²+σ_s²)/(α_s − σ_s α_t/σ_t), cap): EDM σ 10 → 5: c = 0.5, √26/0.5 = 10.198; VP (0.6, 0.8) →
+    (0.8, 0.6): c = 0.8 − 0.6·0.75 = 0.35, 1/0.35 = 2.857; the clean end and cap = 1 give 1."""
+    from tdd_video.core import x0_loss_weight
+    one = torch.tensor(1.0)
+    assert x0_loss_weight(one, 10.0, one, 5.0, 100.0).item() == pytest.approx(math.sqrt(26) / 0.5, rel=1e-6)
+    assert x0_loss_weight(one, 10.0, one, 5.0, 4.0).item() == pytest.approx(4.0)
+    assert x0_loss_weight(one, 10.0, one, 5.0, 1.0).item() == 1.0
+    assert x0_loss_weight(0.6, 0.8, 0.8, 0.6, 100.0).item() == pytest.approx(1 / 0.35, rel=1e-6)
+    assert x0_loss_weight(torch.tensor([0.6, 0.6]), 0.8, 1.0, 0.0, 100.0).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError):
+        x0_loss_weight(one, 10.0, one, 5.0, 0.5)

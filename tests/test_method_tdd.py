@@ -106,11 +106,34 @@ def test_null_conditioning_fraction():
                                      ({"num_grid": 6, "k_max": 8}, "method.num_grid"),
                                      ({"p_uncond": 1.5}, "method.p_uncond"),
                                      ({"teacher_solver": "rk4"}, "method.teacher_solver"),
-                                     ({"guidance_max_range": [3, 2]}, "method.guidance_max_range")])
+                                     ({"guidance_max_range": [3, 2]}, "method.guidance_max_range"),
+                                     ({"loss_x0_cap": 0.5}, "method.loss_x0_cap")])
 def test_config_errors(bad, key):
     with pytest.raises(ConfigError) as e:
         TDDConfig(**bad).validate("method")
     assert e.value.key == key
+
+
+@pytest.mark.parametrize("kind", ["edm", "vp"])
+def test_loss_x0_cap_reweights_per_sample(kind):
+    """cap = 1 is the plain x_s loss bit for bit; a cap multiplies each sample's x_s difference by
+    core.x0_loss_weight (L2: the per-sample loss by its square), never less than 1."""
+    from tdd_video.core import x0_loss_weight
+    fam = ToyFamily(kind)
+    x0, emb = _batch(kind)
+    cond = fam.encode_conditioning({"emb": emb})
+
+    def run(cap):
+        m = TDD(TDDConfig(loss="l2", loss_x0_cap=cap), fam)
+        return m.training_step(x0, cond, StaticRoles(fam.unet, fam.unet), torch.Generator().manual_seed(4))
+
+    base, one, big = run(1.0), run(1.0), run(50.0)
+    assert torch.equal(base.stats["loss"], one.stats["loss"])
+    assert torch.equal(base.stats["s"], big.stats["s"])              # same draws
+    st, sched = big.stats, fam.schedule
+    w = x0_loss_weight(*sched.alpha_sigma(st["t"]), *sched.alpha_sigma(st["s"]), 50.0)
+    assert (w >= 1).all() and (w > 1).any()
+    torch.testing.assert_close(big.stats["loss"], base.stats["loss"] * w ** 2, rtol=1e-4, atol=0)
 
 
 # ---------------------------------------------------------------- real tiny families + LoRA roles

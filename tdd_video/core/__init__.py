@@ -38,6 +38,7 @@ _WHERE = {
     "TargetSample": "grid",
     "tau_table": "grid",
     "validate_tdd_params": "params",
+    "x0_loss_weight": "ddim",
     "VPSchedule": "schedules",
     "where_null": "guidance",
 }

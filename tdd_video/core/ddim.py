@@ -38,6 +38,19 @@ def jump(schedule, x_t: Tensor, x0_hat: Tensor, u_t, u_s) -> Tensor:
     return ddim_jump(x_t, x0_hat, a_t, s_t, a_s, s_s)
 
 
+def x0_loss_weight(alpha_t, sigma_t, alpha_s, sigma_s, cap: float) -> Tensor:
+    """Per-sample factor min(√(α_s² + σ_s²) / c_ts, cap), with c_ts = α_s − σ_s·α_t/σ_t the weight the
+    DDIM jump t → s puts on x̂0 (docs/math.md §3.7). Multiplying the VP-scaled x_s difference by the
+    uncapped factor turns it into the x̂0 difference; cap = 1 returns 1 (the x_s-space loss unchanged),
+    and at the clean end (σ_s = 0) the factor is 1 for any cap. Coefficients [B] or scalar, float64 math."""
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    a_t, s_t, a_s, s_s = (torch.as_tensor(v, dtype=torch.float64) for v in (alpha_t, sigma_t, alpha_s, sigma_s))
+    c_ts = a_s - s_s * a_t / torch.where(s_t > 0, s_t, torch.ones_like(s_t))
+    ratio = (a_s ** 2 + s_s ** 2).sqrt() / c_ts.clamp_min(1e-12)
+    return ratio.clamp(1.0, float(cap)).float()
+
+
 def add_noise(schedule, x0: Tensor, noise: Tensor, u) -> Tensor:
     """Forward process x_u = alpha(u)·x0 + sigma(u)·noise (u [B] or scalar)."""
     a, s = schedule.alpha_sigma(torch.as_tensor(u, dtype=torch.float64))

@@ -66,6 +66,7 @@ class TDDConfig:
     target_ema: float = 0.0             # 0 = online student under no_grad; else fp32 EMA decay
     loss: str = "huber"                 # huber | l2
     huber_c: float = 1e-3
+    loss_x0_cap: float = 1.0            # ≥ 1; weight min(√(α_s²+σ_s²)/c_ts, cap) on the x_s difference (1 = TDD)
     source_density: str = "uniform"     # uniform | high-noise | low-noise
     adv: AdversarialConfig = field(default_factory=AdversarialConfig)   # adversarial TDD (off by default)
 
@@ -89,6 +90,7 @@ class TDDConfig:
         if self.loss not in ("huber", "l2"):
             raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
         check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)
+        check_range(f"{p}.loss_x0_cap", self.loss_x0_cap, 1.0, None)
         if self.source_density not in ("uniform", "high-noise", "low-noise"):
             raise ConfigError(f"{p}.source_density", f"got {self.source_density!r}, allowed values are "
                                                      "'uniform', 'high-noise', 'low-noise'")

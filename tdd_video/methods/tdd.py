@@ -15,7 +15,9 @@ w_f = linspace(w_min, w_max, F) with w_min, w_max drawn per sample from `guidanc
 
 Loss space: x_s is compared after division by √(α_s² + σ_s²). For VP (SDXL) that factor is 1 and
 this is exactly TDD's loss; for EDM (SVD, σ up to 700) it is the same VP-equivalent scale, so
-one pseudo-Huber c works for both families instead of losses that grow with σ_s².
+one pseudo-Huber c works for both families instead of losses that grow with σ_s². `loss_x0_cap` > 1
+multiplies that difference by min(√(α_s²+σ_s²)/c_ts, cap) (core.x0_loss_weight), moving it toward
+the x0-space difference the jump's coefficient c_ts = α_s − σ_s α_t/σ_t otherwise shrinks.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from tdd_video.core import (
     sample_guidance_range,
     select_targets,
     source_density,
+    x0_loss_weight,
 )
 from tdd_video.methods.adversarial import Discriminator, frozen_features, renoise_like, sample_levels
 from tdd_video.methods.base import DistillMethod, NetworkRoles, StepOutput, register_method
@@ -120,7 +123,10 @@ class TDD(DistillMethod):
         x_pred = jump(sched, x_t, x0_pred.float(), ts.t, ts.s)
 
         a_s, s_s = sched.alpha_sigma(ts.s)
-        scale = _bcast((a_s ** 2 + s_s ** 2).sqrt().reciprocal(), x_pred)
+        scale = (a_s ** 2 + s_s ** 2).sqrt().reciprocal()
+        if cfg.loss_x0_cap > 1:                                   # toward x0-space comparison (§3.7)
+            scale = scale * x0_loss_weight(*sched.alpha_sigma(ts.t), a_s, s_s, cfg.loss_x0_cap).to(scale)
+        scale = _bcast(scale, x_pred)
         per_sample = distill_loss(cfg.loss, x_pred.float() * scale, x_target.float() * scale, c=cfg.huber_c,
                                   reduce=False)
         _, sigma_t = sched.alpha_sigma(ts.t)
