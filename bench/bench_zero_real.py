@@ -24,7 +24,8 @@ rank, bf16 (DeepSpeed keeps fp32 master weights and AdamW moments for the traina
   calls and waits (gloo all-gather / reduce-scatter), `hooks` = torch.nn.Module hook dispatch, `compute` =
   the rest of torch and C built-ins, `other_python` = everything else; plus `allgather_calls` (calls of any
   c10d all-gather function, wrappers included) and submodule fetches per step, and the 12 largest self times.
-A case that does not fit in memory is reported as `"fits": false` with how far it got.
+A case that does not fit in memory is reported as `"fits": false` with how far it got (`reached`: per rank the RSS
+after building the model, the steps logged, and the anonymous RSS at the OOM kill when `dmesg` is readable).
 
 --unet toy runs the same with the zoo teacher's UNet (tdd_video/zoo/toy-svd, 3.6 M params, 32×32 px,
 8 frames): there a step is short, so the per-submodule cost of ZeRO-3 is what the profile shows.
@@ -157,6 +158,8 @@ def worker(a) -> None:
     emb_dim = unet.config.cross_attention_dim
     fam = PrecomputedFamily(unet, torch.nn.Identity(), torch.nn.Identity(), None)
     marks["rss_after_build_gb"] = round(current_rss_gb(), 3)
+    progress = Path(a.out, f"progress_rank{os.environ.get('RANK', '0')}.json")
+    progress.write_text(json.dumps({"pid": os.getpid(), **marks}))
     backend = "plain" if a.layout == "plain" else "deepspeed"
     cfg = config_from_dict({
         "run": {"output_dir": a.out, "seed": 0}, "model": {"dtype": "bf16"},
@@ -214,11 +217,35 @@ def run_case(kind: str, layout: str, a) -> list[dict]:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=a.timeout)
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("result_rank*.json"))]
     if not rows:
-        killed = "Killed" in proc.stderr or proc.returncode in (-9, 137) or "MemoryError" in proc.stderr
+        reached = how_far(out)
+        killed = ("Killed" in proc.stderr or proc.returncode in (-9, 137, 247) or "MemoryError" in proc.stderr
+                  or "return code = -9" in proc.stderr or any("oom_killed_anon_rss_gb" in r for r in reached))
         rows = [{"bench": "zero_real", "kind": kind, "layout": layout, "fits": False, "returncode": proc.returncode,
-                 "out_of_memory": killed, "wall_s": round(time.perf_counter() - t0, 1),
+                 "out_of_memory": killed, "reached": reached, "wall_s": round(time.perf_counter() - t0, 1),
                  "stderr_tail": proc.stderr[-600:]}]
     return rows
+
+
+def how_far(out: Path) -> list[dict]:
+    """Per rank of a failed case: its RSS after building the model, the steps it logged, and — when the kernel
+    log is readable — the anonymous RSS at which the OOM killer ended it."""
+    try:
+        kernel = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        kernel = ""
+    metrics = out / "metrics.jsonl"
+    steps = sum('"samples_per_s"' in line for line in metrics.read_text().splitlines()) if metrics.is_file() else 0
+    reached = []
+    for f in sorted(out.glob("progress_rank*.json")):
+        r = json.loads(f.read_text())
+        row = {"rank": int(f.stem.removeprefix("progress_rank")), "rss_after_build_gb": r["rss_after_build_gb"],
+               "steps_logged": steps}
+        for line in kernel.splitlines():
+            if f"Killed process {r['pid']} " in line and "anon-rss:" in line:
+                kb = int(line.split("anon-rss:")[1].split("kB")[0])
+                row["oom_killed_anon_rss_gb"] = round(kb * 1024 / 1e9, 2)
+        reached.append(row)
+    return reached
 
 
 def main(argv=None) -> int:
