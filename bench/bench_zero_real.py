@@ -12,8 +12,8 @@ Every rank runs the real trainer (tdd_video.engine.trainer.train) with the DeepS
 configs/deepspeed/*.json on an SVDFamily whose conditioning comes precomputed with the batch (no VAE / CLIP:
 they are not trained); latents 8×8 (64 px, the smallest size that runs every block), 4 frames, batch 1 per
 rank, bf16 (DeepSpeed keeps fp32 master weights and AdamW moments for the trainable part). Per rank:
-* params_bytes: bytes of the student's parameters this rank holds (ZeRO-3: its partitions), plus the frozen
-  teacher copy that `spatial` needs (a plain module on every rank: ZeRO does not shard it);
+* params_bytes_student / params_bytes_teacher: bytes of weights this rank holds for the student (LoRA: base +
+  adapters) and for the frozen teacher copy that `spatial` needs (0 for LoRA); ZeRO-3 partitions both;
 * optimizer_bytes: AdamW moments + fp32 master partitions held by this rank;
 * rss_*_gb: resident memory after building the model, after the DeepSpeed setup, and the peak (ru_maxrss);
   gradients live between backward and step and are part of the peak;
@@ -182,13 +182,10 @@ def worker(a) -> None:
             if '"samples_per_s"' in line] if (Path(a.out) / "metrics.jsonl").is_file() else []
     world = out["world_size"]
     step_s = [round(world / r["samples_per_s"], 3) for r in rows][1:]
-    params = 0
-    for p in fam.unet.parameters():
-        t = getattr(p, "ds_tensor", None)
-        params += (t.numel() * t.element_size()) if t is not None else p.numel() * p.element_size()
     rank = out["rank"]
     result = {"bench": "zero_real", "kind": a.kind, "layout": a.layout, "rank": rank, "world_size": world,
-              "trainable_params": out["trainable_params"], "params_bytes_student": params,
+              "trainable_params": out["trainable_params"], "params_bytes_student": out["weights_bytes_held"]["student"],
+              "params_bytes_teacher": out["weights_bytes_held"]["teacher"],
               "optimizer_bytes": out["optimizer_state_bytes"], **marks, "peak_rss_gb": round(rss_gb(), 3),
               "step_s": step_s, "wall_s": round(wall, 1), "px": a.px, "frames": a.frames, "unet": a.unet}
     if profile is not None:

@@ -94,7 +94,8 @@ def main():
     d_sum = out["method_state_sum"]        # this rank's discriminator heads + optimizer, in memory
     line = json.dumps({"rank": out["rank"], "world_size": out["world_size"], "backend": out["backend"], "d_sum": d_sum,
                        "losses": out["losses"], "optimizer_file_bytes": opt_bytes,
-                       "optimizer_state_bytes": out["optimizer_state_bytes"]})
+                       "optimizer_state_bytes": out["optimizer_state_bytes"],
+                       "weights_bytes_held": out["weights_bytes_held"]})
     (Path(a.out) / f"result_rank{rank}.json").write_text(line)   # ranks share stdout; files do not interleave
     print(line, flush=True)
 

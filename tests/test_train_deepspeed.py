@@ -68,6 +68,31 @@ def test_two_rank_zero2_adversarial_tdd(tmp_path):
     assert "adv/d_loss" in metrics and "adv/g_loss" in metrics
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_rank_zero3_shards_the_teacher_copy(tmp_path):
+    """A full fine-tune keeps a frozen teacher copy; under ZeRO-3 it is partitioned like the student (each rank
+    holds half of it on 2 ranks, where ZeRO-2 keeps it whole) and the training losses are those of ZeRO-2."""
+    pytest.importorskip("deepspeed")
+    launcher = shutil.which("deepspeed")
+    if launcher is None:
+        pytest.skip("deepspeed launcher not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+    rows = {}
+    for stage in ("zero2", "zero3"):
+        cmd = [launcher, "--num_gpus", "2", "--master_port", str(_port()), str(ROOT / "tests" / "multiproc_driver.py"),
+               "--out", str(tmp_path / stage), "--ds", str(ROOT / "configs" / "deepspeed" / f"{stage}.json"),
+               "--steps", "2", "--kind", "full", "--grad-accum", "1"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=env, cwd=ROOT)
+        rows[stage] = [json.loads(p.read_text()) for p in sorted((tmp_path / stage).glob("result_rank*.json"))]
+        assert proc.returncode == 0 and len(rows[stage]) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    whole = rows["zero2"][0]["weights_bytes_held"]
+    assert whole["teacher"] == whole["student"] > 0                  # bf16 copies, both whole on every rank
+    for r in rows["zero3"]:
+        assert r["weights_bytes_held"] == {"student": whole["student"] // 2, "teacher": whole["teacher"] // 2}
+        assert r["losses"] == rows["zero2"][0]["losses"] and all(math.isfinite(v) for v in r["losses"])
+
+
 def _ds_launch(out: Path, steps: int, sleep: float = 0.0, resume: str | None = None) -> subprocess.Popen:
     launcher = shutil.which("deepspeed")
     if launcher is None:

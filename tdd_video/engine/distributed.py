@@ -292,8 +292,20 @@ class DeepSpeedBackend(Backend):
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.cfg)))
         self.engine, self.optimizer, self.scheduler = engine, optimizer, scheduler
         trainables.wrapper = engine
+        self.teacher_engine = None
         if trainables.teacher_module is not None and self.cfg.mixed_precision == "bf16":
             trainables.teacher_module.to(torch.bfloat16)
+        if trainables.teacher_module is not None and self.zero_stage == 3:
+            self.teacher_engine = self.shard_frozen(trainables.teacher_module, ds_cfg)
+
+    def shard_frozen(self, module: torch.nn.Module, ds_cfg: dict):
+        """ZeRO-3 partitions of a frozen module (the teacher copy of a spatial / temporal / full student):
+        each rank keeps 1/world of its weights, and DeepSpeed's hooks gather a submodule's weights for its
+        forward, exactly as for the student — calling the module itself stays the same. Same order of
+        forwards on every rank (docs/zero.md), no optimizer, nothing saved (it is frozen)."""
+        cfg = {k: v for k, v in ds_cfg.items() if k not in ("optimizer", "scheduler")}
+        engine, *_ = self.ds.initialize(model=module, config=cfg)
+        return engine
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)

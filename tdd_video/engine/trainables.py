@@ -95,6 +95,14 @@ class Trainables:
     def num_trainable(self) -> int:
         return sum(getattr(p, "ds_numel", p.numel()) for p in self.parameters())   # ZeRO-3: full size
 
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes of weights this rank holds: the student module (LoRA: base + adapters) and the frozen teacher
+        copy (0 for a LoRA student, whose teacher is the same base). Under ZeRO-3, this rank's partitions."""
+        def size(m):
+            return sum((t.numel() * t.element_size()) if (t := getattr(p, "ds_tensor", None)) is not None
+                       else p.numel() * p.element_size() for p in m.parameters()) if m is not None else 0
+        return {"student": size(self.module), "teacher": size(self.teacher_module)}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Trainable weights only, fp32 on CPU (what a checkpoint stores)."""
         return {n: p.detach().float().cpu().clone() for n, p in self.named_parameters()}

@@ -200,6 +200,7 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
                             gradient_checkpointing=t.gradient_checkpointing, ema_decay=method.target_ema,
                             export_ema_decay=cfg.export.ema, init_unet=t.init_unet, init_lora=t.init_lora)
     backend.setup(trainables)
+    held = trainables.held_bytes()              # before export, which writes fp32 masters into rank 0's student
     loader = loader if loader is not None else build_loader(cfg, backend, run_dir)
     generator = torch.Generator().manual_seed(cfg.run.seed * 1000 + backend.rank + 1)
     start, samples_seen, nonfinite, last_ckpt = 0, 0, 0, None
@@ -337,7 +338,8 @@ def _train_locked(cfg, run_dir: Path, backend, lock, family, loader, progress) -
     return {"losses": losses, "steps": cfg.train.max_steps - start, "run_dir": str(run_dir),
             "checkpoint": str(last_ckpt), "export": exported, "trainable_params": trainables.num_trainable(),
             "backend": backend.name, "rank": backend.rank, "world_size": backend.world_size,
-            "optimizer_state_bytes": backend.optimizer_state_bytes(), "loss_first_10pct": first,
+            "optimizer_state_bytes": backend.optimizer_state_bytes(), "weights_bytes_held": held,
+            "loss_first_10pct": first,
             "loss_last_10pct": last, "nonfinite_steps": nonfinite, "notes": notes, "already_finished": False,
             "method_state_sum": _state_sum(method.state_dict())}
 
