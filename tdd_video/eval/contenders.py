@@ -116,9 +116,11 @@ class Contenders:
             p = files[0]
         if not p.is_file():
             raise ConfigError(f"--{method}-lora", f"file not found: {str(p)!r}")
+        scale = float(getattr(self.cfg, f"{method}_lora_scale", 1.0))     # LoRA strength (quality bench option)
         name = f"{method}_{hashlib.sha1(p.read_bytes()).hexdigest()[:10]}"
+        name += "" if scale == 1 else "_x" + f"{scale:g}".replace(".", "p").replace("-", "m")
         if name not in lora.adapter_names(self.base):
-            lora.load_lora(self.base, p, name=name)
+            lora.load_lora(self.base, p, name=name, scale=scale)
         return name
 
     def _full_unet(self, path: str) -> torch.nn.Module:
