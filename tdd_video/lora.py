@@ -242,6 +242,29 @@ def lora_file(path) -> Path:
     return path / "pytorch_lora_weights.safetensors" if path.is_dir() else path
 
 
+def rescale_lora_file(src, dst, strength: float) -> Path:
+    """Write the LoRA `src` to `dst` with its strength folded into the weights: every lora_B (up) matrix × strength.
+    ΔW = (α/r)·B·A is linear in B, so `dst` at scale 1 is `src` at scale `strength`. Our metadata records the
+    product of all strengths folded in (key "strength"); everything else is kept."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    check_range("strength", strength, 0.0, None, lo_open=True)
+    src, dst = lora_file(src), Path(dst)
+    read_lora(src)                                           # a readable LoRA, or ConfigError
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    state = {k: (v * strength).to(v.dtype) if ".lora_B." in k or ".lora_up." in k else v for k, v in state.items()}
+    if META_KEY in meta:
+        ours = json.loads(meta[META_KEY])
+        ours["strength"] = float(ours.get("strength", 1.0)) * strength
+        meta[META_KEY] = json.dumps(ours, sort_keys=True, default=str)
+    dst = dst / "pytorch_lora_weights.safetensors" if dst.suffix != ".safetensors" else dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dst), metadata=meta)
+    return dst
+
+
 def read_lora(path) -> tuple[dict[str, torch.Tensor], dict | None, dict | None]:
     """(state dict with the 'unet.' prefix stripped, PEFT config kwargs or None, our metadata or None)."""
     from safetensors import safe_open

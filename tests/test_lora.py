@@ -133,6 +133,29 @@ def test_save_load_roundtrip_exact_with_alpha_not_rank(tmp_path):
         assert not torch.allclose(half.denoise(x, u, cond), ref, atol=1e-5)
 
 
+def test_rescaled_file_at_scale_one_is_the_original_at_that_scale(tmp_path):
+    """lora.rescale_lora_file folds a strength into lora_B: the new file at scale 1 denoises like the original at
+    scale 0.8, records the strength, leaves lora_A untouched, and refuses a non-positive strength."""
+    fam = _svd(0)
+    x, u, cond = _svd_inputs(fam)
+    lora.add_lora(fam.unet, "student", rank=4, alpha=2, preset="attn_ff")
+    _randomize(fam.unet, "student")
+    src = lora.save_lora(fam.unet, tmp_path / "a.safetensors")
+    dst = lora.rescale_lora_file(src, tmp_path / "b", 0.8)
+    (a, _, _), (b, _, ours) = lora.read_lora(src), lora.read_lora(dst)
+    assert ours["strength"] == pytest.approx(0.8) and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) if ".lora_A." in k else torch.allclose(b[k], 0.8 * a[k]) for k in a)
+    outs = []
+    for path, scale in ((src, 0.8), (dst, 1.0), (src, 1.0)):
+        f = _svd(0)
+        lora.load_lora(f.unet, path, "student", scale=scale)
+        with torch.no_grad():
+            outs.append(f.denoise(x, u, cond))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5) and not torch.allclose(outs[1], outs[2], atol=1e-4)
+    with pytest.raises(ConfigError):
+        lora.rescale_lora_file(src, tmp_path / "c", 0.0)
+
+
 def test_stock_diffusers_load_lora_weights_gives_same_strength(tmp_path):
     from diffusers import StableDiffusionXLPipeline
     folder = save_tiny_sdxl(tmp_path / "sdxl", seed=0)

@@ -41,12 +41,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def strength_note(meta: dict) -> str:
+    """Card sentence for a LoRA whose strength was folded into its weights after training (or '')."""
+    st = float(meta.get("strength", 1.0))
+    if st == 1:
+        return ""
+    return (f" Its strength is folded in: the trained lora_B matrices × {st:g} (`--strength {st:g}` below), so the"
+            f" file at scale 1 is the trained adapter at scale {st:g} (docs/quality.md §2).")
+
+
 def card(name: str, meta: dict, command: str, rows: list[dict], quality_cmd: str, notes: str) -> str:
     method = meta.get("method", "?")
     return f"""# toy-svd / students / {name} — {method} LoRA student of the toy-svd teacher
 
 LoRA rank {meta.get('rank')}, alpha {meta.get('alpha')} ({meta.get('step')} optimizer steps), distilled from
-`tdd_video/zoo/toy-svd` with the project's own trainer. Built with:
+`tdd_video/zoo/toy-svd` with the project's own trainer.{strength_note(meta)} Built with:
 
 ```
 python -m tools.zoo.build_svd --config configs/toy/pretrain_svd.yaml     # teacher + its clips (once)
@@ -74,8 +83,10 @@ def main(argv=None) -> int:
     p.add_argument("--method", default=None, help="bench contender prefix (default: from the folder name)")
     p.add_argument("--notes", default="", help="extra Markdown appended to the card")
     p.add_argument("--teacher", default="toy-svd")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="fold this LoRA strength into the shipped weights (lora_B × S; default 1 = as trained)")
     args = p.parse_args(argv)
-    from tdd_video.lora import lora_file, read_lora
+    from tdd_video.lora import lora_file, read_lora, rescale_lora_file
     src = lora_file(args.lora)
     if not src.is_file():
         print(f"error: --lora: {src} not found", file=sys.stderr)
@@ -89,10 +100,16 @@ def main(argv=None) -> int:
     dest = ROOT / "tdd_video" / "zoo" / args.teacher / "students" / args.name
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "pytorch_lora_weights.safetensors"
-    if not (target.exists() and target.samefile(src)):
+    if target.exists() and target.samefile(src):
+        if args.strength != 1:
+            print("error: --strength needs a --lora outside the zoo folder (the trained weights)", file=sys.stderr)
+            return 2
+    elif args.strength != 1:
+        rescale_lora_file(src, target, args.strength)
+    else:
         shutil.copy2(src, target)
-    (dest / "README.md").write_text(card(args.name, read_lora(src)[2] or {}, args.command, rows, args.quality_command,
-                                         args.notes))
+    (dest / "README.md").write_text(card(args.name, read_lora(target)[2] or {}, args.command, rows,
+                                         args.quality_command, args.notes))
     print(f"shipped {args.name} to {dest.relative_to(ROOT)}")
     return 0
 
