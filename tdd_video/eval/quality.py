@@ -51,6 +51,7 @@ class QualityConfig:
     tdd_eta: float = 0.0
     tdd_guidance: float = 1.0
     tdd_lora_scale: float = 1.0            # strength of the tdd LoRA (1 = as trained)
+    adv_lora_scale: float = 1.0            # strength of the adv LoRA
     animatelcm_guidance: tuple[float, float] = (1.0, 1.0)
     teacher_guidance: tuple[float, float] = (1.0, 3.0)
     refine_strength: float = 0.05
