@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="toy-sdxl")
     p.add_argument("--lora", default=None, help="default: the zoo student of --model")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="strength of the student LoRA (default 1)")
     p.add_argument("--num", type=int, default=96, help="captions (the first N of all 96)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--teacher-guidance", type=float, default=4.5)
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     if lora is None:
         print(json.dumps({"error": "no student LoRA", "notes": notes}))
         return 2
-    family = load_txt2img_family(model, lora)
+    family = load_txt2img_family(model, lora, lora_scale=a.lora_scale)
     caps = [s.caption for s in all_scenes()][: a.num]
     size = int(family.unet.config.sample_size) * family.vae_scale_factor
     n = len(caps)
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
                           "pixel_psnr_se": None if ref else se(psnr),
                           "psnr_minus_teacher4_db": None if ref else round(float(diff.mean()), 3),
                           "psnr_minus_teacher4_se": None if ref else se(diff),
-                          "adherence": {k: round(v, 3) for k, v in adh.items()},
+                          "adherence": {k: round(v, 3) for k, v in adh.items()}, "lora_scale": a.lora_scale,
                           "seconds": round(r["seconds"], 2)}))
     if a.grid:
         from PIL import Image
