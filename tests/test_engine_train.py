@@ -158,6 +158,21 @@ def test_checkpoint_with_nonfinite_weights_is_refused(tmp_path):
         train(cfg, family=ToyFamily("edm"), loader=IndexLoader())
 
 
+def test_checkpoint_in_an_unsafe_pickle_format_is_refused_with_one_message(tmp_path):
+    """A checkpoint file weights_only loading refuses (here: numpy objects pickled, as an older format of our RNG
+    file did) is refused by name, with what to do instead, not with an unpickling stack trace."""
+    import numpy as np
+
+    from tdd_video.engine.checkpoint import CheckpointError
+    train(_cfg(tmp_path, "run", max_steps=2, checkpoint_every=1), family=ToyFamily("edm"), loader=IndexLoader())
+    f = tmp_path / "run" / "checkpoints" / "step_000002" / "rng_rank0.pt"
+    torch.save({"numpy": np.random.get_state()}, f)
+    cfg = _cfg(tmp_path, "run", max_steps=4, checkpoint_every=1)
+    cfg.run.resume = "auto"
+    with pytest.raises(CheckpointError, match=r"rng_rank0.pt cannot be read safely.*init_lora"):
+        train(cfg, family=ToyFamily("edm"), loader=IndexLoader())
+
+
 def test_interrupted_save_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, "crash", max_steps=6, checkpoint_every=3)
     real_save = torch.save

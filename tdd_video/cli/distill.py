@@ -70,12 +70,12 @@ def main(argv=None, default_config: Path | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from tdd_video.data.dataset import DataFailureError
-    from tdd_video.engine.checkpoint import NonFiniteCheckpoint
+    from tdd_video.engine.checkpoint import CheckpointError
     from tdd_video.engine.preempt import PREEMPTED_EXIT_CODE, Preempted
     from tdd_video.engine.trainer import NonFiniteLoss, train
     try:
         result = train(cfg)
-    except (ConfigError, DataFailureError, NonFiniteCheckpoint) as e:
+    except (ConfigError, DataFailureError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLoss as e:

@@ -36,12 +36,35 @@ import torch
 STEP_RE = re.compile(r"^step_(\d{6,})$")
 
 
-class NonFiniteCheckpoint(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint this trainer refuses to resume (one line for the user; the CLIs print it and exit 2)."""
+
+
+class NonFiniteCheckpoint(CheckpointError):
     """A checkpoint holds NaN/inf weights (it can only come from outside this trainer): loading is refused."""
 
     def __init__(self, folder):
         super().__init__(f"checkpoint {folder} holds non-finite (NaN/inf) weights; it was not written by a healthy "
                          "run — resume from another checkpoint or start over")
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file that safe loading (weights_only) refuses, e.g. one written by an older format that
+    pickled numpy objects: resuming it is refused with the file named and what to do instead."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"checkpoint file {path} cannot be read safely ({reason}); it may come from an "
+                         "older tdd_video checkpoint format — start a new run from its weights instead "
+                         "(trainable.init_lora=<run>/export/lora or trainable.init_unet=...)")
+
+
+def _safe_load(path: Path):
+    """torch.load(path, weights_only=True); UnreadableCheckpoint instead of a deep unpickling stack trace."""
+    import pickle
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise UnreadableCheckpoint(path, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
 
 
 def checkpoint_dir(output_dir: str | Path) -> Path:
@@ -148,21 +171,21 @@ def load_checkpoint(folder: Path, *, backend, trainables, generator, loader, met
         raise RuntimeError(f"checkpoint {folder} was written by {state['world_size']} ranks, this run has "
                            f"{backend.world_size}: exact resume (RNG and data position per rank) needs the same count")
     if (folder / "trainable.pt").is_file():
-        weights = torch.load(folder / "trainable.pt", map_location="cpu", weights_only=True)
+        weights = _safe_load(folder / "trainable.pt")
         if not _finite(weights):
             raise NonFiniteCheckpoint(folder)
         trainables.load_state_dict(weights)
     backend.load(folder)
     for ema, name in ((trainables.ema, "ema.pt"), (getattr(trainables, "export_ema", None), "ema_export.pt")):
         if ema is not None:
-            ema_state = torch.load(folder / name, map_location="cpu", weights_only=True)
+            ema_state = _safe_load(folder / name)
             if not _finite(ema_state["shadow"]):
                 raise NonFiniteCheckpoint(folder)
             ema.load_state_dict(ema_state)
     if method is not None and (folder / "method.pt").is_file():
-        method.load_state_dict(torch.load(folder / "method.pt", map_location="cpu", weights_only=True))
+        method.load_state_dict(_safe_load(folder / "method.pt"))
     r = backend.rank
-    set_rng_state(torch.load(folder / f"rng_rank{r}.pt", weights_only=True), generator)
+    set_rng_state(_safe_load(folder / f"rng_rank{r}.pt"), generator)
     data_file = folder / f"data_rank{r}.json"
     if data_file.is_file() and hasattr(loader, "load_state_dict"):
         loader.load_state_dict(json.loads(data_file.read_text()))
