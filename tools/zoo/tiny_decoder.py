@@ -57,42 +57,35 @@ def make_pairs(family, num_clips: int, seed: int, jitter: float) -> tuple[torch.
     return lat, ref.clamp(-1, 1), pix
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of [-1, 1] frames, averaged over clips."""
-    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-    return float((10 * torch.log10(4.0 / mse)).mean())
-
-
-def decode_tiny(tiny, lat: torch.Tensor) -> torch.Tensor:
-    b, f = lat.shape[:2]
-    out = tiny.decode(lat.flatten(0, 1) / tiny.config.scaling_factor).sample
-    return out.reshape(b, f, *out.shape[1:])
-
-
-def frame_change(frames: torch.Tensor) -> float:
-    """Mean |frame t+1 − frame t| of [N, F, 3, H, W] frames (flicker and motion)."""
-    return float((frames[:, 1:] - frames[:, :-1]).abs().mean())
+def clip_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of [-1, 1] clips [N, F, 3, H, W] (eval.metrics.psnr per clip), averaged over clips."""
+    from tdd_video.eval.metrics import psnr
+    return sum(psnr(x, y) for x, y in zip(a, b)) / len(a)
 
 
 @torch.no_grad()
 def evaluate(tiny, family, heldout: int) -> dict:
-    """Fidelity and speed of `tiny` against the family's own VAE decoder on `heldout` held-out clips."""
+    """Fidelity and speed of `tiny` against the family's own VAE decoder on `heldout` held-out clips. The tiny
+    decoder decodes through the family exactly as `--vae-decoder` does (families.decoders)."""
+    from tdd_video.eval.metrics import temporal_change
+    from tdd_video.families.base import using_module
     lat_h, ref_h, src_h = make_pairs(family, heldout, HELDOUT_SEED, 0.0)
-    out_h = decode_tiny(tiny, lat_h).clamp(-1, 1)
     t = time.perf_counter()
     for _ in range(3):
         family.decode_latents(lat_h)
     t_vae = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(3):
-        decode_tiny(tiny, lat_h)
-    t_tiny = time.perf_counter() - t
+    with using_module(family, "decoder", tiny):
+        out_h = family.decode_latents(lat_h).clamp(-1, 1)
+        t = time.perf_counter()
+        for _ in range(3):
+            family.decode_latents(lat_h)
+        t_tiny = time.perf_counter() - t
     return {"tool": "tiny_decoder", "heldout_clips": heldout,
-            "psnr_tiny_vs_temporal_db": round(psnr(out_h, ref_h), 2),
-            "psnr_temporal_vs_source_db": round(psnr(ref_h, src_h), 2),
-            "psnr_tiny_vs_source_db": round(psnr(out_h, src_h), 2),
-            "frame_change_tiny_over_temporal": round(frame_change(out_h) / frame_change(ref_h), 3),
-            "frame_change_temporal_over_source": round(frame_change(ref_h) / frame_change(src_h), 3),
+            "psnr_tiny_vs_temporal_db": round(clip_psnr(out_h, ref_h), 2),
+            "psnr_temporal_vs_source_db": round(clip_psnr(ref_h, src_h), 2),
+            "psnr_tiny_vs_source_db": round(clip_psnr(out_h, src_h), 2),
+            "frame_change_tiny_over_temporal": round(temporal_change(out_h) / temporal_change(ref_h), 3),
+            "frame_change_temporal_over_source": round(temporal_change(ref_h) / temporal_change(src_h), 3),
             "decode_speedup": round(t_vae / t_tiny, 2),
             "decoder_params": sum(p.numel() for p in tiny.decoder.parameters()),
             "vae_decoder_params": sum(p.numel() for p in family.vae.decoder.parameters())}
