@@ -178,8 +178,7 @@ def worker(a) -> None:
         import pstats
         prof.disable()
         profile = profile_summary(pstats.Stats(prof), a.steps - 1)
-    rows = [json.loads(line) for line in (Path(a.out) / "metrics.jsonl").read_text().splitlines()
-            if '"samples_per_s"' in line] if (Path(a.out) / "metrics.jsonl").is_file() else []
+    rows = step_rows(Path(a.out))
     world = out["world_size"]
     step_s = [round(world / r["samples_per_s"], 3) for r in rows][1:]
     rank = out["rank"]
@@ -223,6 +222,13 @@ def run_case(kind: str, layout: str, a) -> list[dict]:
     return rows
 
 
+def step_rows(out: Path) -> list[dict]:
+    """The per-step rows (those with samples_per_s) of a run's metrics.jsonl; [] before the first step."""
+    metrics = out / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    return [json.loads(line) for line in lines if '"samples_per_s"' in line]
+
+
 def how_far(out: Path) -> list[dict]:
     """Per rank of a failed case: its RSS after building the model, the steps it logged, and — when the kernel
     log is readable — the anonymous RSS at which the OOM killer ended it."""
@@ -230,8 +236,7 @@ def how_far(out: Path) -> list[dict]:
         kernel = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         kernel = ""
-    metrics = out / "metrics.jsonl"
-    steps = sum('"samples_per_s"' in line for line in metrics.read_text().splitlines()) if metrics.is_file() else 0
+    steps = len(step_rows(out))
     reached = []
     for f in sorted(out.glob("progress_rank*.json")):
         r = json.loads(f.read_text())

@@ -32,6 +32,10 @@ def test_main_refuses_a_bench_without_the_method(tmp_path, capsys):
     rc = main(["--name", "tdd-x", "--lora", str(tmp_path / "missing"), "--quality", str(q),
                "--quality-command", "x", "--command", "y"])
     assert rc == 2
+    capsys.readouterr()
+    rc = main(["--name", "tdd-4step", "--lora", str(lora), "--quality", str(q), "--quality-command", "x",
+               "--command", "y", "--strength", "0"])            # refused before anything in the zoo is written
+    assert rc == 2 and "--strength" in capsys.readouterr().err
 
 
 def test_shipped_students_are_found_and_carry_their_bench_rows():

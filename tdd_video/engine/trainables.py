@@ -99,8 +99,8 @@ class Trainables:
         """Bytes of weights this rank holds: the student module (LoRA: base + adapters) and the frozen teacher
         copy (0 for a LoRA student, whose teacher is the same base). Under ZeRO-3, this rank's partitions."""
         def size(m):
-            return sum((t.numel() * t.element_size()) if (t := getattr(p, "ds_tensor", None)) is not None
-                       else p.numel() * p.element_size() for p in m.parameters()) if m is not None else 0
+            held = (getattr(p, "ds_tensor", p) for p in (m.parameters() if m is not None else ()))
+            return sum(t.numel() * t.element_size() for t in held)
         return {"student": size(self.module), "teacher": size(self.teacher_module)}
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--strength", type=float, default=1.0,
                    help="fold this LoRA strength into the shipped weights (lora_B × S; default 1 = as trained)")
     args = p.parse_args(argv)
+    from tdd_video.errors import ConfigError
     from tdd_video.lora import lora_file, read_lora, rescale_lora_file
     src = lora_file(args.lora)
     if not src.is_file():
@@ -105,7 +106,11 @@ def main(argv=None) -> int:
             print("error: --strength needs a --lora outside the zoo folder (the trained weights)", file=sys.stderr)
             return 2
     elif args.strength != 1:
-        rescale_lora_file(src, target, args.strength)
+        try:
+            rescale_lora_file(src, target, args.strength)
+        except ConfigError as e:
+            print(f"error: --strength: {e}", file=sys.stderr)
+            return 2
     else:
         shutil.copy2(src, target)
     (dest / "README.md").write_text(card(args.name, read_lora(target)[2] or {}, args.command, rows,
