@@ -19,7 +19,8 @@ variants show what chunking the VAE decode does; `--tiny-decoder` adds runs that
 TAESD-architecture AutoencoderTiny (random weights, built once in runs/bench_e2e/taesd-random; what
 `--vae-decoder madebyollin/taesd` loads for a user): `tdd_taesd` (the 4-step render a user choosing the lighter
 decoder gets) and `teacher_taesd` (the like-for-like teacher). Random weights measure speed only; the fidelity
-cost of TAESD is not measured here.
+of the real TAESD is not measured here (the same construction at toy size: tools/zoo/tiny_decoder.py, docs/math.md
+§14).
 """
 from __future__ import annotations
 
