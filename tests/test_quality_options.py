@@ -30,3 +30,15 @@ def test_lora_scale_zero_is_the_base_and_half_lies_between():
     assert torch.equal(outs[0.0], base)
     d_half, d_full = (outs[0.5] - base).abs().mean(), (outs[1.0] - base).abs().mean()
     assert 0 < d_half < d_full
+
+
+def test_negative_lora_scale_is_refused_before_any_render():
+    import pytest
+
+    from tdd_video.errors import ConfigError
+    from tdd_video.eval.quality import run_quality
+    family = load_family("svd", str(zoo.resolve_model(zoo.DEFAULT_SVD)))
+    cfg = QualityConfig(contenders=["tdd@4"], tdd_lora=str(zoo.default_student_lora()), tdd_lora_scale=-1.0,
+                        progress=False, cache_dir=None)
+    with pytest.raises(ConfigError, match="--tdd-lora-scale"):
+        run_quality(cfg, family)

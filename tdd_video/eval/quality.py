@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tdd_video.errors import ConfigError
+from tdd_video.errors import ConfigError, check_range
 from tdd_video.eval import metrics as M
 from tdd_video.eval.contenders import Contenders, parse_contender
 from tdd_video.eval.features import RandomVideoFeatures
@@ -166,6 +166,8 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
     contenders = [parse_contender(s) for s in specs]
     if not cfg.seeds:
         raise ConfigError("--seeds", "give at least one seed")
+    for key in ("tdd_lora_scale", "adv_lora_scale"):        # as img2vid's --lora-scale: 0 (= the base) and up
+        check_range("--" + key.replace("_", "-"), getattr(cfg, key), 0.0, None)
     factor = family.vae_scale_factor
     size = int(family.unet.config.sample_size) * factor
     frames = int(getattr(family, "num_frames", 8))
