@@ -41,13 +41,18 @@ def main(argv=None) -> int:
     from tdd_video import lora as lora_lib
     from tdd_video.apps.txt2img import load_txt2img_family, resolve_txt2img_model, to_uint8
     from tdd_video.data.synthetic_images import all_scenes, mean_adherence
+    from tdd_video.errors import ConfigError
     from tdd_video.sampling.sample import SamplingStats, sample
     torch.set_num_threads(a.threads)
     model, lora, notes = resolve_txt2img_model(a.model, a.lora)
     if lora is None:
         print(json.dumps({"error": "no student LoRA", "notes": notes}))
         return 2
-    family = load_txt2img_family(model, lora, lora_scale=a.lora_scale)
+    try:
+        family = load_txt2img_family(model, lora, lora_scale=a.lora_scale)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     caps = [s.caption for s in all_scenes()][: a.num]
     size = int(family.unet.config.sample_size) * family.vae_scale_factor
     n = len(caps)

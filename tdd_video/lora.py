@@ -347,8 +347,9 @@ def load_lora(unet: nn.Module, path, name: str = "student", scale: float = 1.0, 
               dtype: torch.dtype = torch.float32) -> nn.Module:
     """Inject adapter `name` from a LoRA file (in place); refuses a LoRA for another base or with other keys.
 
-    scale multiplies the stored alpha/rank scale (1.0 = the strength it was trained with)."""
+    scale multiplies the stored alpha/rank scale (1.0 = the strength it was trained with; 0 = off)."""
     from peft import LoraConfig
+    check_range("lora_scale", scale, 0.0, None)
     path = Path(path)
     state, cfg_kwargs, ours = read_lora(path)
     _check_base(unet, ours, path)

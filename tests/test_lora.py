@@ -154,6 +154,8 @@ def test_rescaled_file_at_scale_one_is_the_original_at_that_scale(tmp_path):
     assert torch.allclose(outs[0], outs[1], atol=1e-5) and not torch.allclose(outs[1], outs[2], atol=1e-4)
     with pytest.raises(ConfigError):
         lora.rescale_lora_file(src, tmp_path / "c", 0.0)
+    with pytest.raises(ConfigError, match="lora_scale"):               # every loader: no negative strength
+        lora.load_lora(_svd(0).unet, src, "student", scale=-0.5)
 
 
 def test_stock_diffusers_load_lora_weights_gives_same_strength(tmp_path):
