@@ -12,6 +12,7 @@ scheduler would step it num_processes times per call — a warmup that does not 
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
@@ -42,6 +43,33 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+EXIT_GRACE_S = 0.2
+
+
+def tear_down_at_exit() -> None:
+    """Register, once per process, an exit hook that tears the process group down while Python is still whole.
+
+    Why: a gloo worker thread drops its last references to a finished collective's tensors (Python objects) a
+    moment after the collective returns; it needs the GIL for that. If the main thread has already begun
+    interpreter shutdown, taking the GIL ends the worker thread with a forced unwind through C++ code, and the
+    process dies of SIGABRT ("terminate called without an active exception") after all of its work is done —
+    the launcher then reports the whole run as failed. Measured here with torch 2.13 and 2 gloo ranks under
+    torchrun: a script that ends after an all-reduce aborts in 4–6 of 20 runs; a 3-step accelerate DDP script in
+    3–5 of 20–30. Destroying the group alone fixes the plain script but not the accelerate one (accelerate keeps
+    the group alive); destroying it and then releasing the GIL for EXIT_GRACE_S gave 0 of 30 (docs/multinode.md,
+    "Exit"). The hook runs on a normal return, on sys.exit (preemption) and after an uncaught exception."""
+    if not getattr(tear_down_at_exit, "registered", False):
+        atexit.register(_tear_down)
+        tear_down_at_exit.registered = True
+
+
+def _tear_down() -> None:
+    import time
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+        time.sleep(EXIT_GRACE_S)      # releases the GIL: the worker threads finish their last decrefs
 
 
 class Backend:
@@ -168,6 +196,7 @@ class AccelerateBackend(PlainBackend):
         self.acc = Accelerator(mixed_precision=train_cfg.mixed_precision, kwargs_handlers=handlers,
                                cpu=not torch.cuda.is_available())
         self.rank, self.world_size = self.acc.process_index, self.acc.num_processes
+        tear_down_at_exit()
         self.local_rank, self.device = self.acc.local_process_index, self.acc.device
 
     def autocast(self):
@@ -268,6 +297,7 @@ class DeepSpeedBackend(Backend):
                               MASTER_PORT=str(_free_port()))
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
         self.rank, self.world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        tear_down_at_exit()
         if not torch.cuda.is_available():
             release_shm_name(self.rank)
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
