@@ -92,3 +92,17 @@ def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, mo
         lora = str(students / name / "pytorch_lora_weights.safetensors")
         named = render_img2vid(Img2VidSettings(model="toy-svd", lora=lora, out=str(tmp_path / f"b{steps}.gif"), **kw))
         assert (auto.frames == named.frames).all()
+
+
+def test_sdxl_student_builder_explains_itself_and_rejects_a_bad_override(capsys):
+    """`python -m tools.zoo.sdxl_student --help` prints usage (it used to treat --help as an override and end in a
+    stack trace); a bad override is one error line naming the key, before any training starts."""
+    import pytest
+
+    from tools.zoo.sdxl_student import main as sdxl_student
+    with pytest.raises(SystemExit) as e:
+        sdxl_student(["--help"])
+    assert e.value.code == 0 and "overrides" in capsys.readouterr().out
+    assert sdxl_student(["train.lr=abc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: config key 'train.lr'")

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -42,9 +43,18 @@ def reference_render(teacher: str, lora: str) -> dict:
 def main(argv=None) -> int:
     from tdd_video.cli.distill import main as distill
     from tdd_video.engine.config import load_config
+    from tdd_video.errors import ConfigError
     from tdd_video.zoo import resolve_model
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(RECIPE, overrides)
+    p = argparse.ArgumentParser(description="Distil the toy-sdxl teacher's TDD student with "
+                                            "configs/toy/tdd_sdxl_tiny.yaml and ship it to the zoo.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the recipe, e.g. train.max_steps=1000")
+    overrides = p.parse_args(argv).overrides
+    try:
+        cfg = load_config(RECIPE, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     t0 = time.time()
     rc = distill(["--config", str(RECIPE), *overrides])
     if rc != 0:
