@@ -18,6 +18,7 @@ import json
 import math
 import os
 import socket
+import time
 from pathlib import Path
 
 import torch
@@ -66,7 +67,6 @@ def tear_down_at_exit() -> None:
 
 
 def _tear_down() -> None:
-    import time
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
         time.sleep(EXIT_GRACE_S)      # releases the GIL: the worker threads finish their last decrefs

@@ -118,7 +118,7 @@ class Contenders:
             raise ConfigError(f"--{method}-lora", f"file not found: {str(p)!r}")
         scale = float(getattr(self.cfg, f"{method}_lora_scale", 1.0))     # LoRA strength (quality bench option)
         name = f"{method}_{hashlib.sha1(p.read_bytes()).hexdigest()[:10]}"
-        name += "" if scale == 1 else "_x" + f"{scale:g}".replace(".", "p").replace("-", "m")
+        name += "" if scale == 1 else "_x" + f"{scale:g}".replace(".", "p")      # load_lora refuses scale < 0
         if name not in lora.adapter_names(self.base):
             lora.load_lora(self.base, p, name=name, scale=scale)
         return name
