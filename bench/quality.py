@@ -49,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--tdd-lora-scale", type=float, default=1.0,
                    help="strength of the tdd LoRA (default 1 = as trained; like img2vid's --lora-scale)")
     p.add_argument("--adv-lora-scale", type=float, default=1.0, help="strength of the adv LoRA (default 1)")
+    p.add_argument("--tdd-grid", type=int, nargs="+", default=None, metavar="IDX",
+                   help="custom TDD levels as grid indices on the 250-point grid, noisiest first (e.g. 250 157 94 "
+                        "47); used by the tdd@K contender with K = the number of indices (default: S_K)")
     p.add_argument("--tdd-guidance", type=float, default=1.0, help="CFG on TDD students (default 1)")
     p.add_argument("--animatelcm-guidance", type=_pair, default=(1.0, 1.0), help="frame-wise GMIN,GMAX")
     p.add_argument("--batch", type=int, default=16, help="videos per forward (default 16)")
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
     have = {k: bool(weights[f"{k}_lora"] or weights[f"{k}_unet"]) for k in ("tdd", "animatelcm", "adv")}
     cfg = QualityConfig(contenders=args.contenders or default_contenders(have), num_images=args.num_images,
                         seeds=list(args.seeds), batch=args.batch, tdd_eta=args.tdd_eta,
-                        tdd_lora_scale=args.tdd_lora_scale, adv_lora_scale=args.adv_lora_scale,
+                        tdd_lora_scale=args.tdd_lora_scale, adv_lora_scale=args.adv_lora_scale, tdd_grid=args.tdd_grid,
                         tdd_guidance=args.tdd_guidance, animatelcm_guidance=args.animatelcm_guidance,
                         progress=not args.quiet, cache_dir=args.cache or None, **weights)
     t0 = time.time()
@@ -140,7 +143,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     meta = {"model": model, "weights": {k: v for k, v in weights.items() if v}, "tdd_eta": args.tdd_eta,
-            "tdd_lora_scale": args.tdd_lora_scale, "adv_lora_scale": args.adv_lora_scale,
+            "tdd_lora_scale": args.tdd_lora_scale, "tdd_grid": args.tdd_grid, "adv_lora_scale": args.adv_lora_scale,
             "tdd_guidance": args.tdd_guidance, "wall_s": round(time.time() - t0, 1),
             "loadavg_1min": round(os.getloadavg()[0], 2)}
     for row in rows:

@@ -42,3 +42,35 @@ def test_negative_lora_scale_is_refused_before_any_render():
                         progress=False, cache_dir=None)
     with pytest.raises(ConfigError, match="--tdd-lora-scale"):
         run_quality(cfg, family)
+
+
+def test_tdd_grid_without_a_matching_contender_is_refused():
+    import pytest
+
+    from tdd_video.errors import ConfigError
+    from tdd_video.eval.quality import run_quality
+    family = load_family("svd", str(zoo.resolve_model(zoo.DEFAULT_SVD)))
+    cfg = QualityConfig(contenders=["tdd@4"], tdd_lora=str(zoo.default_student_lora()), tdd_grid=[250, 125],
+                        progress=False, cache_dir=None)
+    with pytest.raises(ConfigError, match="--tdd-grid"):
+        run_quality(cfg, family)
+
+
+def test_tdd_grid_is_used_by_the_matching_contender_only():
+    """tdd@2 with grid [250, 125] gets exactly S_2's levels; [250, 63] other levels; tdd@4 and teacher keep S_K."""
+    from tdd_video.sampling import make_sampler
+    family = load_family("svd", str(zoo.resolve_model(zoo.DEFAULT_SVD)))
+    lora_file = str(zoo.default_student_lora())
+    sched = make_sampler(family, "tdd")
+    sched.set_timesteps(2)
+    s2 = sched.timesteps.tolist()
+    got = {}
+    for grid in (None, [250, 125], [250, 63]):
+        cfg = QualityConfig(contenders=["tdd@2", "tdd@4"], tdd_lora=lora_file, tdd_grid=grid, progress=False)
+        c = Contenders(family, cfg, [parse_contender(x) for x in cfg.contenders])
+        got[str(grid)] = c.tdd_timesteps(parse_contender("tdd@2"), make_sampler(family, "tdd"))
+        assert c.tdd_timesteps(parse_contender("tdd@4"), make_sampler(family, "tdd")) is None
+        assert c.tdd_timesteps(parse_contender("teacher@2"), make_sampler(family, "tdd")) is None
+    assert got["None"] is None
+    assert torch.allclose(torch.tensor(got["[250, 125]"]), torch.tensor(s2))
+    assert got["[250, 63]"][0] == got["[250, 125]"][0] and got["[250, 63]"][1] < got["[250, 125]"][1]

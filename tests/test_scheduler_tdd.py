@@ -206,6 +206,26 @@ def test_custom_timesteps_and_sigmas():
         vp.set_timesteps(sigmas=[1.0, 0.0])
 
 
+@pytest.mark.parametrize("make", [svd_sched, sdxl_sched])
+def test_grid_indices_give_the_levels_of_s_k(make):
+    """timesteps_of_grid(S_K as indices) reproduces set_timesteps(K) exactly; a subset of S_16 lands on its points."""
+    ref, custom = make(), make()
+    ref.set_timesteps(4)
+    custom.set_timesteps(timesteps=custom.timesteps_of_grid(schedule_indices(250, 4)).tolist())
+    assert torch.allclose(custom.u, ref.u) and torch.allclose(custom.sigmas, ref.sigmas, rtol=1e-5)
+    fine = make()
+    fine.set_timesteps(16)
+    pick = make()
+    pick.set_timesteps(timesteps=pick.timesteps_of_grid([250, 157, 94, 47]).tolist())
+    assert torch.allclose(pick.u[:-1], fine.u[[0, 6, 10, 13]])    # S_16 = 250, 235, 219, ..., 16
+
+
+@pytest.mark.parametrize("bad", [[], [251, 100], [100, 100], [50, 100], [0], [100.0, 50.0]])
+def test_bad_grid_indices_name_the_key(bad):
+    with pytest.raises(ConfigError, match="grid"):
+        svd_sched().timesteps_of_grid(torch.tensor(bad) if bad and isinstance(bad[0], float) else bad)
+
+
 @pytest.mark.parametrize("kwargs,key", [(dict(eta=1.0), "eta"), (dict(eta=-0.1), "eta"),
                                         (dict(schedule="karras"), "schedule"),
                                         (dict(clip_mode="static"), "clip_value"),

@@ -163,5 +163,14 @@ class Contenders:
         if c.refine:
             refine = RefineSettings(strength=cfg.refine_strength,
                                     teacher=self.base if c.method in self.units else None)
+        scheduler = make_sampler(self.family, "tdd", eta=cfg.tdd_eta)
         return sample(self.family, cond, null, steps=c.steps, eta=cfg.tdd_eta, guidance=float(cfg.tdd_guidance),
-                      refine=refine, generator=gen, latents=noise, progress=False)
+                      refine=refine, generator=gen, latents=noise, progress=False, scheduler=scheduler,
+                      timesteps=self.tdd_timesteps(c, scheduler))
+
+    def tdd_timesteps(self, c: Contender, scheduler) -> list | None:
+        """Custom levels of `tdd_grid` (grid indices) for the tdd contender with that many steps, else None (S_K)."""
+        grid = getattr(self.cfg, "tdd_grid", None)
+        if c.method != "tdd" or not grid or len(grid) != c.steps:
+            return None
+        return scheduler.timesteps_of_grid(grid).tolist()

@@ -51,6 +51,7 @@ class QualityConfig:
     tdd_eta: float = 0.0
     tdd_guidance: float = 1.0
     tdd_lora_scale: float = 1.0            # strength of the tdd LoRA (1 = as trained)
+    tdd_grid: list[int] | None = None      # custom TDD levels (grid indices) for tdd@len(grid)
     adv_lora_scale: float = 1.0            # strength of the adv LoRA
     animatelcm_guidance: tuple[float, float] = (1.0, 1.0)
     teacher_guidance: tuple[float, float] = (1.0, 3.0)
@@ -168,6 +169,9 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
         raise ConfigError("--seeds", "give at least one seed")
     for key in ("tdd_lora_scale", "adv_lora_scale"):        # as img2vid's --lora-scale: 0 (= the base) and up
         check_range("--" + key.replace("_", "-"), getattr(cfg, key), 0.0, None)
+    if cfg.tdd_grid and not any(c.method == "tdd" and c.steps == len(cfg.tdd_grid) for c in contenders):
+        raise ConfigError("--tdd-grid", f"{len(cfg.tdd_grid)} levels given, but no tdd@{len(cfg.tdd_grid)} contender "
+                                        "to sample with them")
     factor = family.vae_scale_factor
     size = int(family.unet.config.sample_size) * factor
     frames = int(getattr(family, "num_frames", 8))
