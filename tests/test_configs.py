@@ -163,26 +163,32 @@ def test_cli_exit_codes_for_preemption_and_nonfinite(monkeypatch, capsys):
 
 
 def test_student_recipes_share_one_budget_and_match_the_shipped_students():
-    """The zoo's TDD and AnimateLCM students are trained at one budget and capacity (a fair comparison), and
-    the shipped LoRA files carry the rank / alpha / step count of the recipe that says it built them."""
+    """The zoo's TDD and AnimateLCM students are trained at one budget and capacity (a fair comparison: two stages
+    each, 3000 + 1500 steps), and the shipped LoRA files carry the rank / alpha / step count of the recipe that
+    says it built them."""
     from safetensors import safe_open
     tdd = load_config(ROOT / "configs/toy/tdd_svd_student.yaml")
-    alcm = load_config(ROOT / "configs/toy/animatelcm_svd_student.yaml")
-    assert (tdd.method_name, alcm.method_name) == ("tdd", "animatelcm")
-    for a, b in ((tdd.train, alcm.train), (tdd.data, alcm.data), (tdd.trainable, alcm.trainable)):
-        for key in ("max_steps", "grad_accum", "lr", "lr_schedule", "batch_size", "path", "kind", "lora_rank",
-                    "lora_alpha", "lora_preset"):
-            if hasattr(a, key):
-                assert getattr(a, key) == getattr(b, key), key
-    assert tdd.method.target_ema == alcm.method.target_ema == 0.95
     tdd8 = load_config(ROOT / "configs/toy/tdd_svd_student_8step.yaml")
-    assert (tdd8.method.k_min, tdd8.method.k_max, tdd8.method.eta_max) == (16, 16, 0.0)
-    for key in ("max_steps", "lr", "batch_size", "lora_rank", "lora_alpha", "lora_preset", "target_ema"):
+    tdd4 = load_config(ROOT / "configs/toy/tdd_svd_student_4step.yaml")
+    alcm = load_config(ROOT / "configs/toy/animatelcm_svd_student.yaml")
+    alcm2 = load_config(ROOT / "configs/toy/animatelcm_svd_student_stage2.yaml")
+    assert (tdd.method_name, alcm.method_name, alcm2.method_name) == ("tdd", "animatelcm", "animatelcm")
+    keys = ("max_steps", "grad_accum", "lr", "lr_schedule", "batch_size", "path", "kind", "lora_rank", "lora_alpha",
+            "lora_preset", "target_ema")
+    for a, b in ((tdd, alcm), (tdd, tdd8), (tdd4, alcm2)):
         for sec in ("train", "data", "trainable", "method"):
-            if hasattr(getattr(tdd, sec), key):
-                assert getattr(getattr(tdd, sec), key) == getattr(getattr(tdd8, sec), key), key
+            for key in keys:
+                if hasattr(getattr(a, sec), key) and hasattr(getattr(b, sec), key):
+                    assert getattr(getattr(a, sec), key) == getattr(getattr(b, sec), key), (sec, key)
+    assert tdd.method.target_ema == alcm.method.target_ema == 0.95
+    assert (tdd8.method.k_min, tdd8.method.k_max, tdd8.method.eta_max) == (16, 16, 0.0)
+    assert (tdd4.method.k_min, tdd4.method.k_max, tdd4.method.eta_max) == (4, 4, 0.0)
+    # stage 2 starts from stage 1: the shipped 8-step student / the AnimateLCM stage-1 run's export
+    assert Path(tdd4.trainable.init_lora) == Path("tdd_video/zoo/toy-svd/students/tdd-8step")
+    assert Path(alcm2.trainable.init_lora) == Path(alcm.run.output_dir) / "export" / "lora"
+    assert tdd8.train.max_steps + tdd4.train.max_steps == alcm.train.max_steps + alcm2.train.max_steps
     students = ROOT / "tdd_video/zoo/toy-svd/students"
-    for cfg, folder in ((tdd, "tdd-4step"), (tdd8, "tdd-8step"), (alcm, "animatelcm-4step")):
+    for cfg, folder in ((tdd4, "tdd-4step"), (tdd8, "tdd-8step"), (alcm2, "animatelcm-4step")):
         path = students / folder / "pytorch_lora_weights.safetensors"
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["tdd_video"])
