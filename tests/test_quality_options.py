@@ -54,6 +54,9 @@ def test_tdd_grid_without_a_matching_contender_is_refused():
                         progress=False, cache_dir=None)
     with pytest.raises(ConfigError, match="--tdd-grid"):
         run_quality(cfg, family)
+    cfg.contenders, cfg.tdd_grid = ["tdd@2"], [0, 5]          # bad levels: named by the flag, before any render
+    with pytest.raises(ConfigError, match="'--tdd-grid'.*integers in"):
+        run_quality(cfg, family)
 
 
 def test_tdd_grid_is_used_by_the_matching_contender_only():

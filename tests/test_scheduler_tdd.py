@@ -222,8 +222,10 @@ def test_grid_indices_give_the_levels_of_s_k(make):
 
 @pytest.mark.parametrize("bad", [[], [251, 100], [100, 100], [50, 100], [0], [100.0, 50.0]])
 def test_bad_grid_indices_name_the_key(bad):
-    with pytest.raises(ConfigError, match="grid"):
-        svd_sched().timesteps_of_grid(torch.tensor(bad) if bad and isinstance(bad[0], float) else bad)
+    with pytest.raises(ConfigError, match="'grid'"):
+        svd_sched().timesteps_of_grid(bad)
+    with pytest.raises(ConfigError, match="'--my-flag'"):
+        svd_sched().timesteps_of_grid(bad, key="--my-flag")
 
 
 @pytest.mark.parametrize("kwargs,key", [(dict(eta=1.0), "eta"), (dict(eta=-0.1), "eta"),

@@ -173,4 +173,4 @@ class Contenders:
         grid = getattr(self.cfg, "tdd_grid", None)
         if c.method != "tdd" or not grid or len(grid) != c.steps:
             return None
-        return scheduler.timesteps_of_grid(grid).tolist()
+        return scheduler.timesteps_of_grid(grid, key="tdd_grid").tolist()

@@ -27,6 +27,7 @@ from tdd_video.eval.contenders import Contenders, parse_contender
 from tdd_video.eval.features import RandomVideoFeatures
 from tdd_video.eval.fvd import frechet_distance, gaussian_stats
 from tdd_video.eval.heldout import heldout_images
+from tdd_video.sampling import make_sampler
 
 Tensor = torch.Tensor
 REFERENCE = "teacher@25"
@@ -172,6 +173,8 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
     if cfg.tdd_grid and not any(c.method == "tdd" and c.steps == len(cfg.tdd_grid) for c in contenders):
         raise ConfigError("--tdd-grid", f"{len(cfg.tdd_grid)} levels given, but no tdd@{len(cfg.tdd_grid)} contender "
                                         "to sample with them")
+    if cfg.tdd_grid:                                        # bad levels: refused before any render
+        make_sampler(family, "tdd").timesteps_of_grid(cfg.tdd_grid, key="--tdd-grid")
     factor = family.vae_scale_factor
     size = int(family.unet.config.sample_size) * factor
     frames = int(getattr(family, "num_frames", 8))

@@ -154,15 +154,16 @@ class TDDScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = None
         self._fallback_generator = torch.Generator().manual_seed(int(self.config.seed))
 
-    def timesteps_of_grid(self, indices) -> Tensor:
+    def timesteps_of_grid(self, indices, key: str = "grid") -> Tensor:
         """Custom sampling levels given as grid indices k ∈ {1..N} (u = k/N, noisiest first, strictly
         decreasing), in the pipeline units ``set_timesteps(timesteps=...)`` takes. Picking points of a
-        training schedule S_K keeps every step on a level the student was trained from (docs/math.md §5)."""
+        training schedule S_K keeps every step on a level the student was trained from (docs/math.md §5).
+        `key` names the setting in the ConfigError a bad list raises (e.g. a command-line flag)."""
         n = self.config.num_grid
         idx = torch.as_tensor(indices).reshape(-1)
         if idx.numel() == 0 or idx.is_floating_point() or bool((idx < 1).any()) or bool((idx > n).any()) \
                 or bool((idx[1:] >= idx[:-1]).any()):
-            raise ConfigError("grid", f"got {idx.tolist()}; grid indices must be integers in [1, {n}], "
+            raise ConfigError(key, f"got {idx.tolist()}; grid indices must be integers in [1, {n}], "
                                       "strictly decreasing (noisiest first)")
         return self._timestep_of_u(idx.to(torch.float64) / n)
 
