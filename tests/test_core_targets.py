@@ -119,3 +119,29 @@ def test_teacher_hop_moves_the_teacher_destination_down_h_grid_steps():
     assert bool((h.s <= h.tau).all()) and bool((h.tau <= h.t_next).all()) and bool((h.t_next < h.t).all())
     with pytest.raises(ConfigError, match="teacher_hop"):
         select_targets(4, 250, 4, 8, 0.3, hop=0)
+
+
+def test_subhop_levels_hand_values_and_properties():
+    from tdd_video.core import subhop_levels
+    # EDM (continuous u): equal thirds of [0.1, 0.7]
+    lv = subhop_levels(torch.tensor([0.7]), torch.tensor([0.1]), 3, EDMSchedule())
+    assert torch.allclose(lv[:, 0], torch.tensor([0.7, 0.5, 0.3, 0.1], dtype=torch.float64))
+    assert subhop_levels(torch.tensor([0.7], dtype=torch.float64), 0.1, 1).tolist() == [[0.7], [0.1]]
+    # VP: u = 0.751 (timestep 750) → 0.5 (timestep 499); the middle 0.6255 is rounded DOWN onto timestep 624
+    vp = VPSchedule()
+    lv = subhop_levels(torch.tensor([0.751]), torch.tensor([0.5]), 2, vp)
+    assert vp.timestep(lv[:, 0]).tolist() == [750, 624, 499]
+    # a zero-length jump stays put; ends are exact; rows never increase and stay in [u_to, u_from]
+    g = torch.Generator().manual_seed(0)
+    a = (torch.randint(1, 251, (64,), generator=g).double()) / 250
+    b = a * torch.rand(64, generator=g, dtype=torch.float64)
+    b[:4] = a[:4]
+    for sched in (EDMSchedule(), vp):
+        lv = subhop_levels(a, b, 4, sched)
+        assert lv.shape == (5, 64) and torch.equal(lv[0], a) and torch.equal(lv[-1], b)
+        assert (lv[1:] <= lv[:-1]).all() and (lv >= b).all() and (lv <= a).all()
+        assert (lv[:, :4] == a[:4]).all()
+    with pytest.raises(ConfigError):
+        subhop_levels(a, b, 0)
+    with pytest.raises(ValueError):
+        subhop_levels(b[4:], a[4:], 2)

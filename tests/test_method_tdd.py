@@ -182,3 +182,50 @@ def test_step_on_tiny_family_with_lora_on_shared_base(name):
     with torch.no_grad(), nets.student() as s:
         b = fam.denoise(xt, u, cond, unet=s)
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("kind", ["edm", "vp"])
+def test_target_hops_split_the_target_jump(kind):
+    """target_hops = m: the target runs m times on the whole batch and its result is the chain of m DDIM
+    jumps through core.subhop_levels (docs/math.md §3.5); m = 1 is TDD's single jump."""
+    from tdd_video.core import jump, subhop_levels
+    fam = ToyFamily(kind)
+    net = CountingNet(fam.unet)
+    x0, emb = _batch(kind, b=5)
+    cond = fam.encode_conditioning({"emb": emb})
+    sched = fam.schedule
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(x0.shape, generator=g)
+    u_from = torch.tensor([0.9, 0.6, 0.4, 0.3, 0.2], dtype=torch.float64)
+    u_to = torch.tensor([0.5, 0.1, 0.0, 0.3, 0.104], dtype=torch.float64)     # row 3: s = t_n (identity)
+    roles = StaticRoles(net, net)
+    one = TDD(TDDConfig(), fam).target_jump(roles, x, u_from, u_to, cond)
+    assert net.calls == 1
+    two = TDD(TDDConfig(target_hops=2), fam).target_jump(roles, x, u_from, u_to, cond)
+    assert net.calls == 3 and net.rows == 15
+    lv = subhop_levels(u_from, u_to, 2, sched)
+    with torch.no_grad():
+        mid = jump(sched, x, fam.denoise(x, lv[0], cond, unet=fam.unet).float(), lv[0], lv[1]).float()
+        end = jump(sched, mid, fam.denoise(mid, lv[1], cond, unet=fam.unet).float(), lv[1], lv[2]).float()
+        single = jump(sched, x, fam.denoise(x, u_from, cond, unet=fam.unet).float(), u_from, u_to).float()
+    moving = [0, 1, 2, 4]
+    assert torch.allclose(two[moving], end[moving], atol=1e-5)
+    assert torch.allclose(one[moving], single[moving], atol=1e-5)
+    assert torch.equal(two[3], x[3]) and torch.equal(one[3], x[3])
+    assert not torch.allclose(two[moving], one[moving], atol=1e-3)     # the split changes the target
+
+
+def test_target_ema_one_is_a_frozen_target_and_hops_are_range_checked():
+    from tdd_video.engine.ema import EMA
+    TDDConfig(target_ema=1.0, target_hops=16).validate("method")
+    p = torch.nn.Parameter(torch.ones(3))
+    ema = EMA([("w", p)], 1.0)
+    with torch.no_grad():
+        p.fill_(5.0)
+    ema.update([("w", p)])
+    assert torch.equal(ema.shadow["w"], torch.ones(3))              # decay 1: the initial weights for good
+    for bad, key in (({"target_hops": 0}, "method.target_hops"), ({"target_hops": 17}, "method.target_hops"),
+                     ({"target_ema": 1.5}, "method.target_ema")):
+        with pytest.raises(ConfigError) as e:
+            TDDConfig(**bad).validate("method")
+        assert e.value.key == key

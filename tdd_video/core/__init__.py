@@ -35,6 +35,7 @@ _WHERE = {
     "schedule_indices": "grid",
     "select_targets": "grid",
     "source_density": "grid",
+    "subhop_levels": "grid",
     "TargetSample": "grid",
     "tau_table": "grid",
     "validate_tdd_params": "params",

@@ -113,6 +113,30 @@ def select_targets(batch: int, num_grid: int = 250, k_min: int = 4, k_max: int =
                         s=s, k=k, tau=tau, eta=eta, index=n)
 
 
+def subhop_levels(u_from: Tensor, u_to: Tensor, hops: int, schedule=None) -> Tensor:
+    """Levels of a jump u_from → u_to split into `hops` equal sub-hops on the u axis (docs/math.md §3.5).
+
+    Returns float64 [hops + 1, B]: row 0 = u_from, row `hops` = u_to exactly, rows in between
+    u_from + (u_to − u_from)·j/hops, put on the schedule's lattice by `schedule.quantize` (VP: rounded down
+    onto integer timesteps; EDM: unchanged). Rows never increase and stay within [u_to, u_from] (when both
+    ends lie on the lattice); a row may repeat its predecessor (a zero-length sub-hop), which the caller
+    treats as the identity. hops = 1 gives [u_from, u_to]."""
+    check_range("target_hops", hops, 1, None)
+    a = torch.as_tensor(u_from, dtype=torch.float64)
+    b = torch.as_tensor(u_to, dtype=torch.float64)
+    a, b = torch.broadcast_tensors(a, b)
+    if bool((b > a).any()):
+        raise ValueError("subhop_levels needs u_to <= u_from")
+    rows = [a]
+    for j in range(1, hops):
+        mid = a + (b - a) * (j / hops)
+        if schedule is not None:
+            mid = schedule.quantize(mid).to(torch.float64)
+        rows.append(torch.minimum(torch.maximum(mid, b), rows[-1]))
+    rows.append(b)
+    return torch.stack(rows)
+
+
 def source_density(num_grid: int, kind: str = "uniform") -> Tensor | None:
     """Named source-time densities over grid indices 1..N: 'uniform' (None), 'high-noise'
     (weight ∝ k) or 'low-noise' (weight ∝ N+1−k)."""

@@ -63,7 +63,8 @@ class TDDConfig:
     teacher_solver: str = "euler"       # euler | heun
     teacher_substeps: int = 1
     teacher_hop: int = 1                # grid steps t → t_n the teacher solves (1 = TDD; >1: fewer bootstrap hops)
-    target_ema: float = 0.0             # 0 = online student under no_grad; else fp32 EMA decay
+    target_ema: float = 0.0             # 0 = online student under no_grad; else fp32 EMA decay (1 = frozen at init)
+    target_hops: int = 1                # the target jumps t_n → s in this many equal sub-hops (1 = TDD), §3.5
     loss: str = "huber"                 # huber | l2
     huber_c: float = 1e-3
     loss_x0_cap: float = 1.0            # ≥ 1; weight min(√(α_s²+σ_s²)/c_ts, cap) on the x_s difference (1 = TDD)
@@ -86,7 +87,8 @@ class TDDConfig:
             raise ConfigError(f"{p}.teacher_solver", f"got {self.teacher_solver!r}, allowed values are 'euler', 'heun'")
         check_range(f"{p}.teacher_substeps", self.teacher_substeps, 1, 64)
         check_range(f"{p}.teacher_hop", self.teacher_hop, 1, self.num_grid)
-        check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0, hi_open=True)
+        check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0)
+        check_range(f"{p}.target_hops", self.target_hops, 1, 16)
         if self.loss not in ("huber", "l2"):
             raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
         check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)

@@ -5,7 +5,7 @@
     c' = ∅ with prob. p_uncond else c        (same c' for student, target, teacher cond branch)
     x_t = α_t x0 + σ_t ε
     x_{t_n} = teacher solver t → t_n on x0_ψ = x0_ψ(∅) + w·(x0_ψ(c') − x0_ψ(∅))   (ONE 2B forward)
-    x_target = f_θ⁻(x_{t_n}, t_n → s)  (no grad; = x_{t_n} where s = t_n, network call skipped)
+    x_target = f_θ⁻(x_{t_n}, t_n → s)  (no grad; = x_{t_n} where s = t_n; `target_hops` > 1: sub-hops, §3.5)
     x_pred   = f_θ(x_t, t → s)
     loss     = pseudo-Huber / L2 in fp32 between x_pred and x_target, both divided by √(α_s²+σ_s²)
 
@@ -35,6 +35,7 @@ from tdd_video.core import (
     sample_guidance_range,
     select_targets,
     source_density,
+    subhop_levels,
     x0_loss_weight,
 )
 from tdd_video.methods.adversarial import Discriminator, frozen_features, renoise_like, sample_levels
@@ -89,6 +90,21 @@ class TDD(DistillMethod):
             x = heun_step(self.schedule, x, x0a, x_euler, x0b, ua, ub)
         return x
 
+    # -- the target ---------------------------------------------------------------------------
+    def target_jump(self, nets: NetworkRoles, x_tn: Tensor, u_from: Tensor, u_to: Tensor, cond) -> Tensor:
+        """x_target = f_θ⁻(x_{t_n}, t_n → s), in `target_hops` sub-hops (core.subhop_levels, §3.5). Every
+        sub-hop runs the target on the WHOLE batch, also rows whose sub-hop has zero length (those keep x):
+        a data-dependent skip would make ranks call the network a different number of times, which
+        deadlocks ZeRO-3 (every forward gathers the partitioned weights collectively)."""
+        levels = subhop_levels(u_from, u_to, self.cfg.target_hops, self.schedule)
+        x = x_tn.float()
+        with nets.target(self.target_ema > 0) as target:
+            for ua, ub in zip(levels[:-1], levels[1:]):
+                x0_tg = self.family.denoise(x, ua, cond, unet=target)
+                moved = jump(self.schedule, x, x0_tg.float(), ua, ub).float()
+                x = torch.where(_bcast(ub < ua, moved).bool(), moved, x)
+        return x
+
     # -- the step -------------------------------------------------------------------------------
     def training_step(self, x0: Tensor, cond, nets: NetworkRoles,
                       generator: torch.Generator | None = None) -> StepOutput:
@@ -109,14 +125,8 @@ class TDD(DistillMethod):
             with nets.teacher() as teacher:
                 x_tn = self.teacher_solve(teacher, x_t, ts.t, ts.t_next, cond_used, null_all,
                                           None if no_guidance else w)
-            # s == t_n: the jump is the identity. The target forward still runs on the WHOLE batch: a
-            # data-dependent skip would make ranks call the network a different number of times, which
-            # deadlocks ZeRO-3 (every forward gathers the partitioned weights collectively).
-            need = ts.s < ts.t_next
-            with nets.target(self.target_ema > 0) as target:
-                x0_tg = self.family.denoise(x_tn, ts.t_next, cond_used, unet=target)
-            jumped = jump(sched, x_tn, x0_tg.float(), ts.t_next, ts.s).float()
-            x_target = torch.where(_bcast(need, jumped).bool(), jumped, x_tn.float())
+            need = ts.s < ts.t_next                 # s == t_n: the jump is the identity (target_jump)
+            x_target = self.target_jump(nets, x_tn, ts.t_next, ts.s, cond_used)
 
         with nets.student() as student:
             x0_pred = self.family.denoise(x_t, ts.t, cond_used, unet=student)
