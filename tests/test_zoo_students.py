@@ -75,17 +75,17 @@ def test_the_8step_student_card_carries_its_own_bench_rows():
 
 
 def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, monkeypatch):
-    """No --model: --steps 8 (or more) applies tdd-8step, fewer steps tdd-4step; the note names the student and the
-    frames equal an explicit --lora render of that student (a student picked by name, not by accident)."""
+    """No --model: --steps 8 (or more) applies tdd-8step, 2 to 7 steps tdd-4step, 1 step adv-2step; the note names the
+    student and the frames equal an explicit --lora render of that student (a student picked by name, not by accident)."""
     from pathlib import Path
 
     from tdd_video import zoo
     from tdd_video.apps.img2vid import Img2VidSettings, render_img2vid
     monkeypatch.setenv("TDD_VIDEO_CACHE", str(tmp_path / "cache"))
-    assert [zoo.student_for_steps(n) for n in (1, 2, 4, 7, 8, 16, None)] == ["tdd-4step"] * 4 + ["tdd-8step"] * 2 + [
-        "tdd-4step"]
+    assert [zoo.student_for_steps(n) for n in (1, 2, 4, 7, 8, 16, None)] == ["adv-2step"] + ["tdd-4step"] * 3 + [
+        "tdd-8step"] * 2 + ["tdd-4step"]
     students = Path(zoo.resolve_model("toy-svd")) / "students"
-    for steps, name in [(8, "tdd-8step"), (2, "tdd-4step")]:
+    for steps, name in [(8, "tdd-8step"), (2, "tdd-4step"), (1, "adv-2step")]:
         kw = dict(steps=steps, frames=2, eta=0.0, progress=False)
         auto = render_img2vid(Img2VidSettings(model=None, out=str(tmp_path / f"a{steps}.gif"), **kw))
         assert any(f"({name})" in n for n in auto.notes), auto.notes
