@@ -75,8 +75,8 @@ def test_the_8step_student_card_carries_its_own_bench_rows():
 
 
 def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, monkeypatch):
-    """No --model: --steps 8 (or more) applies tdd-8step, 2 to 7 steps tdd-4step, 1 step adv-2step; the note names the
-    student and the frames equal an explicit --lora render of that student (a student picked by name, not by accident)."""
+    """No --model: --steps 8 (or more) applies tdd-8step, 2 to 7 steps tdd-4step, 1 step adv-2step; the note names
+    the student and the frames equal an explicit --lora render of that student (picked by name, not by accident)."""
     from pathlib import Path
 
     from tdd_video import zoo
