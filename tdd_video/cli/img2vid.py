@@ -10,8 +10,8 @@
 
 Without --model the bundled toy zoo is used: the trained toy teacher `toy-svd` (32x32, 8 frames) with the
 shipped TDD student LoRA made for the step count (adv-2step for 1 step, tdd-4step for 2 to 7, tdd-8step
-from 8 on). `--model toy-svd` alone is the teacher without the student; `--model tiny` is a tiny RANDOM-weight model (a code-path
-demo). Same arguments and --seed give identical frames.
+from 8 on). `--model toy-svd` alone is the teacher without the student; `--model tiny` is a tiny RANDOM-weight
+model (a code-path demo). Same arguments and --seed give identical frames.
 """
 from __future__ import annotations
 
