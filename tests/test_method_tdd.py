@@ -229,3 +229,16 @@ def test_target_ema_one_is_a_frozen_target_and_hops_are_range_checked():
         with pytest.raises(ConfigError) as e:
             TDDConfig(**bad).validate("method")
         assert e.value.key == key
+
+
+def test_frozen_target_needs_a_starting_student(tmp_path):
+    """target_ema 1 without an init would freeze the untrained base as the target: refused, naming the key."""
+    import yaml
+
+    from tdd_video.engine.config import load_config
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"method": {"name": "tdd", "target_ema": 1.0, "target_hops": 4}}))
+    with pytest.raises(ConfigError) as e:
+        load_config(recipe)
+    assert e.value.key == "method.target_ema" and "init_lora" in str(e.value)
+    assert load_config(recipe, ["trainable.init_lora=some/student"]).method.target_hops == 4

@@ -332,6 +332,10 @@ def _cross_checks(cfg: Config) -> None:
                                                "image families validate on the data's captions ('data')")
     if cfg.model.family == "sdxl" and cfg.trainable.kind in ("spatial", "temporal"):
         raise ConfigError("trainable.kind", "spatial/temporal partial fine-tuning needs a video UNet (family svd)")
+    if getattr(cfg.method, "target_ema", 0.0) == 1.0 and not (cfg.trainable.init_lora or cfg.trainable.init_unet):
+        raise ConfigError("method.target_ema", "1 freezes the target at the student's initial weights, which without "
+                                               "trainable.init_lora / init_unet are the untrained base; start from an "
+                                               "earlier student, or use a decay below 1 (docs/math.md §3.5)")
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
