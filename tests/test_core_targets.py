@@ -145,3 +145,33 @@ def test_subhop_levels_hand_values_and_properties():
         subhop_levels(a, b, 0)
     with pytest.raises(ValueError):
         subhop_levels(b[4:], a[4:], 2)
+
+
+def test_grid_walk_levels_hand_values_and_bound():
+    """The target's walk through S_16 (N = 250: [250, 235, 219, 204, 188, 172, 157, 141, 125, ...])."""
+    from tdd_video.core import grid_walk_bound, grid_walk_levels, schedule_indices
+    a = torch.tensor([0.8, 0.5, 0.3], dtype=torch.float64)
+    lv = grid_walk_levels(a, torch.tensor([0.5, 0.5, 0.0]), 250, 16, 5)
+    assert (lv * 250).round().T.tolist() == [[200, 188, 172, 157, 141, 125],   # 200 → 125 through S_16
+                                              [125] * 6,                          # s = t_n: no sub-hop moves
+                                              [75, 63, 47, 32, 16, 0]]
+    assert lv.dtype == torch.float64 and torch.equal(lv[0], a)
+    # t_n = 187 (just below the S_4 point 188) → τ = 125: 172, 157, 141 in between, 4 sub-hops: the bound for K = 4
+    assert grid_walk_bound(250, 4, 4, 16) == 4 and grid_walk_bound(250, 8, 8, 16) == 2
+    assert grid_walk_bound(250, 4, 8, 16) == 4 and grid_walk_bound(250, 16, 16, 16) == 1
+    with pytest.raises(ValueError, match="sub-hops"):
+        grid_walk_levels(torch.tensor([0.8]), torch.tensor([0.5]), 250, 16, 4)
+    with pytest.raises(ValueError):
+        grid_walk_levels(torch.tensor([0.2]), torch.tensor([0.5]), 250, 16, 4)
+    # every target select_targets draws (η = 0) fits the bound; interior levels lie on S_16; ends exact; monotone
+    g = torch.Generator().manual_seed(1)
+    s16 = set((schedule_indices(250, 16)).tolist()) | {0}
+    for sched in (EDMSchedule(), VPSchedule()):
+        ts = select_targets(512, 250, 4, 8, 0.0, generator=g, schedule=sched)
+        n = grid_walk_bound(250, 4, 8, 16)
+        lv = grid_walk_levels(ts.t_next, ts.s, 250, 16, n)
+        assert torch.equal(lv[0], ts.t_next) and torch.equal(lv[-1], ts.s.double())
+        assert (lv[1:] <= lv[:-1]).all()
+        inner = lv[1:-1][(lv[1:-1] < lv[:-2]) & (lv[1:-1] > ts.s.double())]
+        assert set((inner * 250).round().long().tolist()) <= s16
+        assert int(((lv[1:] < lv[:-1]).sum(0)).max()) == n        # some draw needs the whole bound

@@ -242,3 +242,41 @@ def test_frozen_target_needs_a_starting_student(tmp_path):
         load_config(recipe)
     assert e.value.key == "method.target_ema" and "init_lora" in str(e.value)
     assert load_config(recipe, ["trainable.init_lora=some/student"]).method.target_hops == 4
+
+
+@pytest.mark.parametrize("kind", ["edm", "vp"])
+def test_target_grid_walks_the_finer_grid(kind):
+    """target_grid = G: the target makes grid_walk_bound calls on the whole batch (a constant of the config)
+    and its result is the chain of DDIM jumps through core.grid_walk_levels (docs/math.md §3.5)."""
+    from tdd_video.core import grid_walk_levels, jump
+    fam = ToyFamily(kind)
+    net = CountingNet(fam.unet)
+    x0, emb = _batch(kind, b=3)
+    cond = fam.encode_conditioning({"emb": emb})
+    sched = fam.schedule
+    x = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    u_from = torch.tensor([187, 125, 130], dtype=torch.float64) / 250
+    u_to = torch.tensor([125, 125, 125], dtype=torch.float64) / 250               # row 1: identity
+    out = TDD(TDDConfig(k_min=4, k_max=4, eta_max=0.0, target_grid=16), fam).target_jump(
+        StaticRoles(net, net), x, u_from, u_to, cond)
+    assert net.calls == 4 and net.rows == 12                                       # bound 4 for K = 4 on S_16
+    lv = grid_walk_levels(u_from, u_to, 250, 16, 4)
+    ref = x.clone()
+    with torch.no_grad():
+        for ua, ub in zip(lv[:-1], lv[1:]):
+            moved = jump(sched, ref, fam.denoise(ref, ua, cond, unet=fam.unet).float(), ua, ub).float()
+            keep = (ub < ua).reshape(-1, *([1] * (x.ndim - 1)))
+            ref = torch.where(keep, moved, ref)
+    assert torch.allclose(out, ref, atol=1e-5) and torch.equal(out[1], x[1])
+    assert not torch.allclose(out[0], ref[2], atol=1e-3)
+
+
+def test_target_grid_is_validated():
+    TDDConfig(k_min=4, k_max=8, eta_max=0.0, target_grid=16).validate("method")
+    for bad in ({"target_grid": 2, "eta_max": 0.0},                      # below k_max
+                {"target_grid": 300, "eta_max": 0.0},                    # above num_grid
+                {"target_grid": 16},                                      # η_max 0.3: s off S_K
+                {"target_grid": 16, "eta_max": 0.0, "target_hops": 2}):   # two ways to split at once
+        with pytest.raises(ConfigError) as e:
+            TDDConfig(**bad).validate("method")
+        assert e.value.key == "method.target_grid"

@@ -18,6 +18,8 @@ _WHERE = {
     "EDMSchedule": "schedules",
     "framewise_scale": "guidance",
     "grid_u": "grid",
+    "grid_walk_bound": "grid",
+    "grid_walk_levels": "grid",
     "guidance_weights": "guidance",
     "heun_step": "ddim",
     "hinge_d_loss": "losses",

@@ -137,6 +137,48 @@ def subhop_levels(u_from: Tensor, u_to: Tensor, hops: int, schedule=None) -> Ten
     return torch.stack(rows)
 
 
+def grid_walk_levels(u_from: Tensor, u_to: Tensor, num_grid: int, walk_k: int, length: int) -> Tensor:
+    """Levels of a jump u_from → u_to that walks through the points of S_walk_k lying strictly between
+    the two ends (docs/math.md §3.5): the path a student trained on S_walk_k takes. float64 [length + 1, B].
+
+    Row 0 = u_from; then the S_walk_k points p/N with u_to < p/N < u_from, noisiest first; then u_to, repeated
+    to fill `length` sub-hops (repeats are zero-length sub-hops the caller treats as the identity). Raises
+    ValueError when a row needs more than `length` sub-hops (grid_walk_bound gives a safe length)."""
+    check_range("walk_k", walk_k, 1, num_grid)
+    check_range("length", length, 1, None)
+    a = torch.as_tensor(u_from, dtype=torch.float64)
+    b = torch.as_tensor(u_to, dtype=torch.float64)
+    a, b = torch.broadcast_tensors(a.reshape(-1), b.reshape(-1))
+    if bool((b > a).any()):
+        raise ValueError("grid_walk_levels needs u_to <= u_from")
+    pts = schedule_indices(num_grid, walk_k).to(torch.float64) / num_grid          # descending [G]
+    tol = 1e-9
+    inside = (pts[None] < a[:, None] - tol) & (pts[None] > b[:, None] + tol)     # [B, G], a contiguous run
+    count = inside.sum(1)
+    if bool((count + 1 > length).any()):
+        raise ValueError(f"grid_walk_levels: a row needs {int(count.max()) + 1} sub-hops, length is {length}")
+    inner = torch.where(inside, pts[None], torch.full_like(inside, -1.0, dtype=torch.float64))
+    inner = inner.sort(dim=1, descending=True).values                            # the run's points first
+    rows = [a]
+    for j in range(length - 1):
+        rows.append(torch.where(j < count, inner[:, j], b) if j < inner.shape[1] else b)
+    rows.append(b)
+    return torch.stack(rows)
+
+
+def grid_walk_bound(num_grid: int, k_min: int, k_max: int, walk_k: int, hop: int = 1) -> int:
+    """The most sub-hops grid_walk_levels needs for any target select_targets can draw with η = 0:
+    max over source n and K of (#S_walk_k points strictly between τ_K(t_n) and t_n) + 1. A constant of the
+    config, so every rank makes the same number of target calls (ZeRO-3)."""
+    validate_tdd_params(num_grid, k_min, k_max)
+    check_range("walk_k", walk_k, 1, num_grid)
+    nxt = (torch.arange(1, num_grid + 1) - hop).clamp_min(0)                    # t_n of every source n
+    tau = tau_table(num_grid, k_min, k_max)[:, nxt]                              # [K range, N]
+    pts = schedule_indices(num_grid, walk_k)
+    between = (pts[None, None] < nxt[None, :, None]) & (pts[None, None] > tau[..., None])
+    return int(between.sum(-1).max()) + 1
+
+
 def source_density(num_grid: int, kind: str = "uniform") -> Tensor | None:
     """Named source-time densities over grid indices 1..N: 'uniform' (None), 'high-noise'
     (weight ∝ k) or 'low-noise' (weight ∝ N+1−k)."""

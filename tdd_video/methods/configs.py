@@ -65,6 +65,7 @@ class TDDConfig:
     teacher_hop: int = 1                # grid steps t → t_n the teacher solves (1 = TDD; >1: fewer bootstrap hops)
     target_ema: float = 0.0             # 0 = online student under no_grad; else fp32 EMA decay (1 = frozen at init)
     target_hops: int = 1                # the target jumps t_n → s in this many equal sub-hops (1 = TDD), §3.5
+    target_grid: int = 0                # > 0: the target walks the S_{target_grid} points between t_n and s, §3.5
     loss: str = "huber"                 # huber | l2
     huber_c: float = 1e-3
     loss_x0_cap: float = 1.0            # ≥ 1; weight min(√(α_s²+σ_s²)/c_ts, cap) on the x_s difference (1 = TDD)
@@ -89,6 +90,12 @@ class TDDConfig:
         check_range(f"{p}.teacher_hop", self.teacher_hop, 1, self.num_grid)
         check_range(f"{p}.target_ema", self.target_ema, 0.0, 1.0)
         check_range(f"{p}.target_hops", self.target_hops, 1, 16)
+        if self.target_grid:
+            check_range(f"{p}.target_grid", self.target_grid, self.k_max, self.num_grid)
+            if self.target_hops != 1 or self.eta_max != 0:
+                raise ConfigError(f"{p}.target_grid", f"got {self.target_grid}: the grid walk replaces target_hops "
+                                  f"(must be 1, got {self.target_hops}) and needs eta_max = 0 (got {self.eta_max}), "
+                                  "so that s lies on S_K and the walk has a fixed length")
         if self.loss not in ("huber", "l2"):
             raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
         check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)

@@ -5,7 +5,7 @@
     c' = ∅ with prob. p_uncond else c        (same c' for student, target, teacher cond branch)
     x_t = α_t x0 + σ_t ε
     x_{t_n} = teacher solver t → t_n on x0_ψ = x0_ψ(∅) + w·(x0_ψ(c') − x0_ψ(∅))   (ONE 2B forward)
-    x_target = f_θ⁻(x_{t_n}, t_n → s)  (no grad; = x_{t_n} where s = t_n; `target_hops` > 1: sub-hops, §3.5)
+    x_target = f_θ⁻(x_{t_n}, t_n → s)  (no grad; = x_{t_n} where s = t_n; `target_hops` > 1 / `target_grid`: sub-hops, §3.5)
     x_pred   = f_θ(x_t, t → s)
     loss     = pseudo-Huber / L2 in fp32 between x_pred and x_target, both divided by √(α_s²+σ_s²)
 
@@ -26,6 +26,8 @@ import torch
 from tdd_video.core import (
     add_noise,
     distill_loss,
+    grid_walk_bound,
+    grid_walk_levels,
     guidance_weights,
     heun_step,
     hinge_d_loss,
@@ -59,6 +61,8 @@ class TDD(DistillMethod):
         self.schedule = family.schedule
         self._weights = source_density(cfg.num_grid, cfg.source_density)
         self.adv = Discriminator(cfg.adv, family) if cfg.adv.weight > 0 else None    # adversarial TDD, §11
+        self._walk_len = (grid_walk_bound(cfg.num_grid, cfg.k_min, cfg.k_max, cfg.target_grid, cfg.teacher_hop)
+                          if cfg.target_grid else 0)          # fixed per config: same target calls on every rank
 
     # -- guidance ---------------------------------------------------------------------------
     def guidance_scale(self, x0: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -92,11 +96,15 @@ class TDD(DistillMethod):
 
     # -- the target ---------------------------------------------------------------------------
     def target_jump(self, nets: NetworkRoles, x_tn: Tensor, u_from: Tensor, u_to: Tensor, cond) -> Tensor:
-        """x_target = f_θ⁻(x_{t_n}, t_n → s), in `target_hops` sub-hops (core.subhop_levels, §3.5). Every
+        """x_target = f_θ⁻(x_{t_n}, t_n → s), in `target_hops` sub-hops (core.subhop_levels, §3.5), or along
+        the S_{target_grid} points between t_n and s (core.grid_walk_levels, padded to a fixed length). Every
         sub-hop runs the target on the WHOLE batch, also rows whose sub-hop has zero length (those keep x):
         a data-dependent skip would make ranks call the network a different number of times, which
         deadlocks ZeRO-3 (every forward gathers the partitioned weights collectively)."""
-        levels = subhop_levels(u_from, u_to, self.cfg.target_hops, self.schedule)
+        if self.cfg.target_grid:
+            levels = grid_walk_levels(u_from, u_to, self.cfg.num_grid, self.cfg.target_grid, self._walk_len)
+        else:
+            levels = subhop_levels(u_from, u_to, self.cfg.target_hops, self.schedule)
         x = x_tn.float()
         with nets.target(self.target_ema > 0) as target:
             for ua, ub in zip(levels[:-1], levels[1:]):
