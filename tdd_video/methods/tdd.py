@@ -5,7 +5,7 @@
     c' = ∅ with prob. p_uncond else c        (same c' for student, target, teacher cond branch)
     x_t = α_t x0 + σ_t ε
     x_{t_n} = teacher solver t → t_n on x0_ψ = x0_ψ(∅) + w·(x0_ψ(c') − x0_ψ(∅))   (ONE 2B forward)
-    x_target = f_θ⁻(x_{t_n}, t_n → s)  (no grad; = x_{t_n} where s = t_n; `target_hops` > 1 / `target_grid`: sub-hops, §3.5)
+    x_target = f_θ⁻(x_{t_n}, t_n → s)  (no grad; = x_{t_n} where s = t_n; target_hops / target_grid: sub-hops, §3.5)
     x_pred   = f_θ(x_t, t → s)
     loss     = pseudo-Huber / L2 in fp32 between x_pred and x_target, both divided by √(α_s²+σ_s²)
 
