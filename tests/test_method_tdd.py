@@ -280,3 +280,36 @@ def test_target_grid_is_validated():
         with pytest.raises(ConfigError) as e:
             TDDConfig(**bad).validate("method")
         assert e.value.key == "method.target_grid"
+
+
+@pytest.mark.parametrize("kind", ["edm", "vp"])
+def test_teacher_target_solves_the_whole_jump(kind):
+    """teacher_target: x_target is the teacher solver t → s (teacher_substeps calls), no target network call.
+    With student = teacher, w = 1 and one substep the student's jump IS the teacher's DDIM step t → s, so the loss
+    is 0 on every row; the bootstrapped target (t_n, then θ⁻'s jump) is not, on rows with s < t_n."""
+    fam = ToyFamily(kind)
+    x0, emb = _batch(kind, b=6)
+    cond = fam.encode_conditioning({"emb": emb})
+    kw = dict(k_min=4, k_max=4, eta_max=0.0, p_uncond=0.0, guidance_min_range=[1.0, 1.0],
+              guidance_max_range=[1.0, 1.0])
+    net = CountingNet(fam.unet)
+    out = TDD(TDDConfig(teacher_target=True, **kw), fam).training_step(
+        x0, cond, StaticRoles(net, net), torch.Generator().manual_seed(0))
+    assert out.loss.item() == pytest.approx(0.0, abs=1e-6) and net.calls == 2     # teacher + student
+    assert not out.stats["target_skipped"].any()
+    boot = TDD(TDDConfig(**kw), fam).training_step(x0, cond, StaticRoles(net, net), torch.Generator().manual_seed(0))
+    assert boot.loss.item() > 1e-6
+    teacher, student = CountingNet(fam.unet), CountingNet(copy.deepcopy(fam.unet))
+    kw["guidance_max_range"] = [2.0, 2.0]
+    TDD(TDDConfig(teacher_target=True, teacher_substeps=3, **kw), fam).training_step(
+        x0, cond, StaticRoles(student, teacher), torch.Generator().manual_seed(0))
+    assert teacher.calls == 3 and teacher.rows == 36 and student.calls == 1      # 3 guided [∅; c] forwards
+
+
+def test_teacher_target_is_validated():
+    TDDConfig(teacher_target=True, teacher_substeps=6).validate("method")
+    for bad in ({"teacher_hop": 2}, {"target_hops": 2}, {"target_grid": 16, "eta_max": 0.0}, {"target_ema": 0.95},
+                {"teacher_target": "yes"}):
+        with pytest.raises(ConfigError) as e:
+            TDDConfig(**{"teacher_target": True, **bad}).validate("method")
+        assert e.value.key == "method.teacher_target"

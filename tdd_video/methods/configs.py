@@ -66,6 +66,7 @@ class TDDConfig:
     target_ema: float = 0.0             # 0 = online student under no_grad; else fp32 EMA decay (1 = frozen at init)
     target_hops: int = 1                # the target jumps t_n → s in this many equal sub-hops (1 = TDD), §3.5
     target_grid: int = 0                # > 0: the target walks the S_{target_grid} points between t_n and s, §3.5
+    teacher_target: bool = False        # the teacher alone solves t → s in teacher_substeps (no bootstrap), §3.5
     loss: str = "huber"                 # huber | l2
     huber_c: float = 1e-3
     loss_x0_cap: float = 1.0            # ≥ 1; weight min(√(α_s²+σ_s²)/c_ts, cap) on the x_s difference (1 = TDD)
@@ -96,6 +97,14 @@ class TDDConfig:
                 raise ConfigError(f"{p}.target_grid", f"got {self.target_grid}: the grid walk replaces target_hops "
                                   f"(must be 1, got {self.target_hops}) and needs eta_max = 0 (got {self.eta_max}), "
                                   "so that s lies on S_K and the walk has a fixed length")
+        if not isinstance(self.teacher_target, bool):
+            raise ConfigError(f"{p}.teacher_target", f"got {self.teacher_target!r}, need true or false")
+        if self.teacher_target and (self.teacher_hop != 1 or self.target_hops != 1 or self.target_grid
+                                    or self.target_ema != 0):
+            raise ConfigError(f"{p}.teacher_target", "true makes the teacher solve the whole jump t → s, so there is "
+                              "no target network and no teacher hop: needs teacher_hop = 1, target_hops = 1, "
+                              f"target_grid = 0 and target_ema = 0 (got {self.teacher_hop}, {self.target_hops}, "
+                              f"{self.target_grid}, {self.target_ema})")
         if self.loss not in ("huber", "l2"):
             raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
         check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)

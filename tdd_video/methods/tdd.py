@@ -6,6 +6,7 @@
     x_t = α_t x0 + σ_t ε
     x_{t_n} = teacher solver t → t_n on x0_ψ = x0_ψ(∅) + w·(x0_ψ(c') − x0_ψ(∅))   (ONE 2B forward)
     x_target = f_θ⁻(x_{t_n}, t_n → s)  (no grad; = x_{t_n} where s = t_n; target_hops / target_grid: sub-hops, §3.5)
+               teacher_target: x_target = the teacher solver t → s in teacher_substeps, no θ⁻ call (§3.5)
     x_pred   = f_θ(x_t, t → s)
     loss     = pseudo-Huber / L2 in fp32 between x_pred and x_target, both divided by √(α_s²+σ_s²)
 
@@ -130,11 +131,15 @@ class TDD(DistillMethod):
         no_guidance = bool((w == 1).all())
 
         with torch.no_grad():
+            u_solve = ts.s if cfg.teacher_target else ts.t_next      # teacher_target: the teacher goes t → s
             with nets.teacher() as teacher:
-                x_tn = self.teacher_solve(teacher, x_t, ts.t, ts.t_next, cond_used, null_all,
+                x_tn = self.teacher_solve(teacher, x_t, ts.t, u_solve, cond_used, null_all,
                                           None if no_guidance else w)
-            need = ts.s < ts.t_next                 # s == t_n: the jump is the identity (target_jump)
-            x_target = self.target_jump(nets, x_tn, ts.t_next, ts.s, cond_used)
+            if cfg.teacher_target:
+                need, x_target = torch.ones_like(ts.s, dtype=torch.bool), x_tn
+            else:
+                need = ts.s < ts.t_next             # s == t_n: the jump is the identity (target_jump)
+                x_target = self.target_jump(nets, x_tn, ts.t_next, ts.s, cond_used)
 
         with nets.student() as student:
             x0_pred = self.family.denoise(x_t, ts.t, cond_used, unet=student)
