@@ -164,23 +164,27 @@ def test_cli_exit_codes_for_preemption_and_nonfinite(monkeypatch, capsys):
 
 def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     """The zoo's TDD and AnimateLCM students share capacity and the budget of their first two stages (3000 + 1500
-    steps each; TDD's third stage, the teacher as the target, has no AnimateLCM counterpart: docs/quality.md §6), and
+    steps each; TDD's later stages, the teacher as the target, have no AnimateLCM counterpart: docs/quality.md §6), and
     the shipped LoRA files carry the rank / alpha / step count of the recipe that says it built them."""
     from safetensors import safe_open
     tdd = load_config(ROOT / "configs/toy/tdd_svd_student.yaml")
     tdd8 = load_config(ROOT / "configs/toy/tdd_svd_student_8step.yaml")
     tdd4 = load_config(ROOT / "configs/toy/tdd_svd_student_4step.yaml")
     tdd3 = load_config(ROOT / "configs/toy/tdd_svd_student_4step_stage3.yaml")
+    tdd8s4 = load_config(ROOT / "configs/toy/tdd_svd_student_8step_stage4.yaml")
+    adv = load_config(ROOT / "configs/toy/tdd_svd_student_adv.yaml")
     alcm = load_config(ROOT / "configs/toy/animatelcm_svd_student.yaml")
     alcm2 = load_config(ROOT / "configs/toy/animatelcm_svd_student_stage2.yaml")
     assert (tdd.method_name, alcm.method_name, alcm2.method_name) == ("tdd", "animatelcm", "animatelcm")
     keys = ("max_steps", "grad_accum", "lr", "lr_schedule", "batch_size", "path", "kind", "lora_rank", "lora_alpha",
             "lora_preset", "target_ema")
-    for a, b in ((tdd, alcm), (tdd, tdd8), (tdd4, alcm2), (tdd3, tdd4)):
+    for a, b in ((tdd, alcm), (tdd, tdd8), (tdd4, alcm2), (tdd3, tdd4), (tdd8s4, tdd3), (adv, tdd3)):
         for sec in ("train", "data", "trainable", "method"):
             for key in keys:
                 if (a is tdd4 and key == "target_ema") or (a is tdd3 and key in ("target_ema", "max_steps")):
                     continue          # TDD's stages 2 and 3 have their own targets (below)
+                if a in (tdd8s4, adv) and key in ("max_steps", "lr"):
+                    continue          # stage 4 and the adversarial stage have their own lengths (and lr, below)
                 if hasattr(getattr(a, sec), key) and hasattr(getattr(b, sec), key):
                     assert getattr(getattr(a, sec), key) == getattr(getattr(b, sec), key), (sec, key)
     assert tdd.method.target_ema == alcm.method.target_ema == alcm2.method.target_ema == 0.95
@@ -189,13 +193,18 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     assert (tdd4.method.k_min, tdd4.method.k_max, tdd4.method.eta_max) == (4, 4, 0.0)
     assert (tdd3.method.k_min, tdd3.method.k_max, tdd3.method.eta_max) == (4, 4, 0.0)
     assert (tdd3.method.teacher_target, tdd3.method.teacher_substeps, tdd3.method.target_ema) == (True, 6, 0.0)
+    assert (tdd8s4.method.k_min, tdd8s4.method.k_max, tdd8s4.method.teacher_target) == (4, 8, True)
+    assert (adv.method.k_min, adv.method.k_max, adv.method.teacher_target, adv.method.adv.weight) == (1, 2, True, 0.5)
+    assert adv.train.lr == tdd3.train.lr / 2 and adv.export.ema == 0.995
     assert Path(tdd3.trainable.init_lora).parent == Path(tdd4.run.output_dir)          # stage 3 starts from stage 2
-    # stage 2 starts from stage 1: the shipped 8-step student / the AnimateLCM stage-1 run's export
-    assert Path(tdd4.trainable.init_lora) == Path("tdd_video/zoo/toy-svd/students/tdd-8step")
+    for later in (tdd8s4, adv):                                                         # stage 4 / adv from stage 3
+        assert Path(later.trainable.init_lora) == Path(tdd3.run.output_dir) / "export" / "lora"
+    # stage 2 starts from stage 1 (the K = 16 run) / the AnimateLCM stage-1 run's export
+    assert Path(tdd4.trainable.init_lora) == Path(tdd8.run.output_dir) / "export" / "lora"
     assert Path(alcm2.trainable.init_lora) == Path(alcm.run.output_dir) / "export" / "lora"
     assert tdd8.train.max_steps + tdd4.train.max_steps == alcm.train.max_steps + alcm2.train.max_steps
     students = ROOT / "tdd_video/zoo/toy-svd/students"
-    for cfg, folder in ((tdd3, "tdd-4step"), (tdd8, "tdd-8step"), (alcm2, "animatelcm-4step")):
+    for cfg, folder in ((tdd3, "tdd-4step"), (tdd8s4, "tdd-8step"), (adv, "adv-2step"), (alcm2, "animatelcm-4step")):
         path = students / folder / "pytorch_lora_weights.safetensors"
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["tdd_video"])

@@ -57,7 +57,7 @@ def test_shipped_students_are_found_and_carry_their_bench_rows():
 
 
 def test_the_8step_student_card_carries_its_own_bench_rows():
-    """tdd-8step (K = 16) ships with rows from its own bench file (tdd@1..16 next to the teacher), and the
+    """tdd-8step (stage 4, K ∈ 4..8) ships with rows from its own bench file (tdd@1..16 next to the teacher), and the
     default TDD slot of bench/compare stays the 4-step student (folders are taken in sorted order)."""
     from pathlib import Path
 
@@ -70,7 +70,7 @@ def test_the_8step_student_card_carries_its_own_bench_rows():
     rows = bench_rows(lines, "tdd")
     assert {r["contender"] for r in rows} >= {"teacher@8", "tdd@4", "tdd@8", "tdd@16"}
     card = (folder / "tdd-8step" / "README.md").read_text()
-    assert "configs/toy/tdd_svd_student_8step.yaml" in card and "--steps 8" in card
+    assert "configs/toy/tdd_svd_student_8step_stage4.yaml" in card and "--steps 8" in card
     assert all(line in card for line in table(rows).splitlines()[2:])
 
 
