@@ -87,6 +87,27 @@ def test_overrides_and_bad_override_syntax(tmp_path):
         load_config(tmp_path / "x.yaml")
 
 
+def test_a_recipe_can_start_from_a_base_recipe(tmp_path):
+    """`base: other.yaml` (relative to the recipe's folder) is read first and the recipe's keys are merged over it,
+    key by key inside a section; bases chain; a loop or a missing base is a ConfigError on key 'base'."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.yaml").write_text("data: {path: synthetic}\ntrain: {lr: 1.0e-4, max_steps: 7}\n"
+                                     "method: {k_min: 2, k_max: 4}\n")
+    (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\ntrain: {max_steps: 9}\n")
+    (tmp_path / "c.yaml").write_text("base: sub/b.yaml\nmethod: {k_max: 6}\n")
+    cfg = load_config(tmp_path / "c.yaml", ["train.lr=3e-4"])
+    assert (cfg.train.lr, cfg.train.max_steps, cfg.method.k_min, cfg.method.k_max) == (3e-4, 9, 2, 6)
+    (tmp_path / "loop.yaml").write_text("base: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back") as e:
+        load_config(tmp_path / "loop.yaml")
+    assert e.value.key == "base"
+    (tmp_path / "gone.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml") as e:
+        load_config(tmp_path / "gone.yaml")
+    assert e.value.key == "base"
+
+
 def test_cli_dry_run_prints_resolved_config(capsys):
     from tdd_video.cli import distill
     tiny = ROOT / "configs/toy/tdd_svd_tiny.yaml"
@@ -172,6 +193,7 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     tdd4 = load_config(ROOT / "configs/toy/tdd_svd_student_4step.yaml")
     tdd3 = load_config(ROOT / "configs/toy/tdd_svd_student_4step_stage3.yaml")
     tdd8s4 = load_config(ROOT / "configs/toy/tdd_svd_student_8step_stage4.yaml")
+    tdd2 = load_config(ROOT / "configs/toy/tdd_svd_student_2step.yaml")
     adv = load_config(ROOT / "configs/toy/tdd_svd_student_adv.yaml")
     alcm = load_config(ROOT / "configs/toy/animatelcm_svd_student.yaml")
     alcm2 = load_config(ROOT / "configs/toy/animatelcm_svd_student_stage2.yaml")
@@ -179,10 +201,10 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     keys = ("max_steps", "grad_accum", "lr", "lr_schedule", "batch_size", "path", "kind", "lora_rank", "lora_alpha",
             "lora_preset", "target_ema")
     # (recipe, the recipe it must match, keys it sets on its own: TDD's later stages have their own targets, stage 4
-    # and the adversarial stage their own lengths and lr; checked below)
+    # and the 1-2 step stage their own lengths and lr, the adversarial stage its own length; checked below)
     pairs = ((tdd, alcm, ()), (tdd, tdd8, ()), (tdd4, alcm2, ("target_ema",)),
              (tdd3, tdd4, ("target_ema", "max_steps")), (tdd8s4, tdd3, ("max_steps", "lr")),
-             (adv, tdd3, ("max_steps", "lr")))
+             (tdd2, tdd3, ("max_steps", "lr")), (adv, tdd2, ("max_steps",)))
     for a, b, own in pairs:
         for sec in ("train", "data", "trainable", "method"):
             for key in (k for k in keys if k not in own):
@@ -195,17 +217,19 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     assert (tdd3.method.k_min, tdd3.method.k_max, tdd3.method.eta_max) == (4, 4, 0.0)
     assert (tdd3.method.teacher_target, tdd3.method.teacher_substeps, tdd3.method.target_ema) == (True, 6, 0.0)
     assert (tdd8s4.method.k_min, tdd8s4.method.k_max, tdd8s4.method.teacher_target) == (4, 8, True)
+    assert (tdd2.method.k_min, tdd2.method.k_max, tdd2.method.teacher_substeps, tdd2.method.adv.weight) == (1, 2, 8, 0)
     assert (adv.method.k_min, adv.method.k_max, adv.method.teacher_target, adv.method.adv.weight) == (1, 2, True, 0.5)
-    assert adv.train.lr == tdd3.train.lr / 2 and adv.export.ema == 0.995
+    assert tdd2.train.lr == adv.train.lr == tdd3.train.lr / 2 and tdd2.export.ema == adv.export.ema == 0.995
     assert Path(tdd3.trainable.init_lora).parent == Path(tdd4.run.output_dir)          # stage 3 starts from stage 2
-    for later in (tdd8s4, adv):                                                         # stage 4 / adv from stage 3
+    for later in (tdd8s4, tdd2, adv):                                 # stage 4 and the 1-2 step stages from stage 3
         assert Path(later.trainable.init_lora) == Path(tdd3.run.output_dir) / "export" / "lora"
     # stage 2 starts from stage 1 (the K = 16 run) / the AnimateLCM stage-1 run's export
     assert Path(tdd4.trainable.init_lora) == Path(tdd8.run.output_dir) / "export" / "lora"
     assert Path(alcm2.trainable.init_lora) == Path(alcm.run.output_dir) / "export" / "lora"
     assert tdd8.train.max_steps + tdd4.train.max_steps == alcm.train.max_steps + alcm2.train.max_steps
     students = ROOT / "tdd_video/zoo/toy-svd/students"
-    for cfg, folder in ((tdd3, "tdd-4step"), (tdd8s4, "tdd-8step"), (adv, "adv-2step"), (alcm2, "animatelcm-4step")):
+    for cfg, folder in ((tdd3, "tdd-4step"), (tdd8s4, "tdd-8step"), (tdd2, "tdd-2step"), (adv, "adv-2step"),
+                        (alcm2, "animatelcm-4step")):
         path = students / folder / "pytorch_lora_weights.safetensors"
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["tdd_video"])

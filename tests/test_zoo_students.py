@@ -1,6 +1,8 @@
 """tools/zoo/svd_student.py: the model card of a shipped toy-svd student holds its bench rows, mean ± SE."""
 import json
 
+import pytest
+
 from tools.zoo.svd_student import bench_rows, main, table
 
 ROWS = [{"contender": "teacher@25", "unet_passes": 50.0, "latent_mse": 0.0, "latent_mse_se": 0.0, "psnr_db": "inf",
@@ -56,9 +58,13 @@ def test_shipped_students_are_found_and_carry_their_bench_rows():
         assert rows and all(line in card for line in table(rows).splitlines()[2:]), kind
 
 
-def test_the_8step_student_card_carries_its_own_bench_rows():
-    """tdd-8step (stage 4, K ∈ 4..8) ships with rows from its own bench file (tdd@1..16 next to the teacher), and the
-    default TDD slot of bench/compare stays the 4-step student (folders are taken in sorted order)."""
+@pytest.mark.parametrize("name, bench, recipe, steps, contenders", [
+    ("tdd-8step", "quality_toy_svd_tdd8step", "tdd_svd_student_8step_stage4", 8,
+     {"teacher@8", "tdd@4", "tdd@8", "tdd@16"}),
+    ("tdd-2step", "quality_toy_svd_tdd2step", "tdd_svd_student_2step", 1, {"teacher@8", "tdd@1", "tdd@2", "tdd@3"})])
+def test_the_specialist_students_carry_their_own_bench_rows(name, bench, recipe, steps, contenders):
+    """tdd-8step (stage 4, K ∈ 4..8) and tdd-2step (K ∈ 1..2) ship with rows from their own bench files next to the
+    teacher, and the default TDD slot of bench/compare stays the 4-step student (zoo.DEFAULT_STUDENT)."""
     from pathlib import Path
 
     from tdd_video.eval.compare import zoo_students
@@ -66,26 +72,26 @@ def test_the_8step_student_card_carries_its_own_bench_rows():
     root = Path(__file__).resolve().parents[1]
     folder = Path(resolve_model("toy-svd")) / "students"
     assert Path(zoo_students(str(resolve_model("toy-svd")))["tdd"]).parent.name == "tdd-4step"
-    lines = [json.loads(x) for x in (root / "docs/bench/quality_toy_svd_tdd8step.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (root / f"docs/bench/{bench}.jsonl").read_text().splitlines()]
     rows = bench_rows(lines, "tdd")
-    assert {r["contender"] for r in rows} >= {"teacher@8", "tdd@4", "tdd@8", "tdd@16"}
-    card = (folder / "tdd-8step" / "README.md").read_text()
-    assert "configs/toy/tdd_svd_student_8step_stage4.yaml" in card and "--steps 8" in card
+    assert {r["contender"] for r in rows} >= contenders
+    card = (folder / name / "README.md").read_text()
+    assert f"configs/toy/{recipe}.yaml" in card and f"--steps {steps}" in card
     assert all(line in card for line in table(rows).splitlines()[2:])
 
 
 def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, monkeypatch):
-    """No --model: --steps 8 (or more) applies tdd-8step, 2 to 7 steps tdd-4step, 1 step adv-2step; the note names
+    """No --model: --steps 8 (or more) applies tdd-8step, 4 to 7 steps tdd-4step, 1 to 3 steps tdd-2step; the note names
     the student and the frames equal an explicit --lora render of that student (picked by name, not by accident)."""
     from pathlib import Path
 
     from tdd_video import zoo
     from tdd_video.apps.img2vid import Img2VidSettings, render_img2vid
     monkeypatch.setenv("TDD_VIDEO_CACHE", str(tmp_path / "cache"))
-    assert [zoo.student_for_steps(n) for n in (1, 2, 4, 7, 8, 16, None)] == ["adv-2step"] + ["tdd-4step"] * 3 + [
+    assert [zoo.student_for_steps(n) for n in (1, 2, 3, 4, 7, 8, 16, None)] == ["tdd-2step"] * 3 + ["tdd-4step"] * 2 + [
         "tdd-8step"] * 2 + ["tdd-4step"]
     students = Path(zoo.resolve_model("toy-svd")) / "students"
-    for steps, name in [(8, "tdd-8step"), (2, "tdd-4step"), (1, "adv-2step")]:
+    for steps, name in [(8, "tdd-8step"), (4, "tdd-4step"), (1, "tdd-2step")]:
         kw = dict(steps=steps, frames=2, eta=0.0, progress=False)
         auto = render_img2vid(Img2VidSettings(model=None, out=str(tmp_path / f"a{steps}.gif"), **kw))
         assert any(f"({name})" in n for n in auto.notes), auto.notes

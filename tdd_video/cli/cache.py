@@ -67,8 +67,12 @@ def main_video(argv=None) -> int:
     args = p.parse_args(argv)
     d = {}
     if args.config:
-        import yaml
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        from tdd_video.engine.config import read_yaml
+        try:
+            loaded = read_yaml(args.config)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         d = dict(loaded.get("data", loaded))
     d.update(path=args.data, source=d.get("source", "auto"))
     for key in ("num_frames", "target_fps", "height", "width"):

@@ -9,7 +9,7 @@
       --unet AnimateLCM-SVD-xt-1.1.safetensors --sampler animatelcm --steps 4 --guidance-min 1 --guidance-max 1.2
 
 Without --model the bundled toy zoo is used: the trained toy teacher `toy-svd` (32x32, 8 frames) with the
-shipped TDD student LoRA made for the step count (adv-2step for 1 step, tdd-4step for 2 to 7, tdd-8step
+shipped TDD student LoRA made for the step count (tdd-2step for 1 to 3 steps, tdd-4step for 4 to 7, tdd-8step
 from 8 on). `--model toy-svd` alone is the teacher without the student; `--model tiny` is a tiny RANDOM-weight
 model (a code-path demo). Same arguments and --seed give identical frames.
 """

@@ -264,18 +264,32 @@ def parse_overrides(overrides: list[str], sections: tuple[str, ...] | None = SEC
     return out
 
 
-def read_yaml(path: str | Path) -> dict:
-    """The mapping of a YAML recipe file; ConfigError on key '--config' for a missing/invalid file."""
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The mapping of a YAML recipe file; ConfigError on key '--config' for a missing/invalid file.
+
+    A recipe may start from another one: a top-level ``base: other.yaml`` (a path relative to the recipe's own
+    folder) is read first, and this file's keys are merged over it (sections key by key, lists replaced), so a
+    later training stage writes only what it changes. Bases may chain; a cycle is an error on key 'base'."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError("--config", f"file not found: {p}")
+        key = "base" if _seen else "--config"
+        raise ConfigError(key, f"file not found: {p}" + (f" (the base of {_seen[-1]})" if _seen else ""))
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError("--config", f"{p} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError("--config", f"{p}: a recipe is a mapping of sections, got {type(raw).__name__}")
-    return raw
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError("base", f"{p}: base is the path of another recipe (relative to {p.parent}), got {base!r}")
+    base_path = (p.parent / base).resolve()
+    chain = _seen + (p.resolve(),)
+    if base_path in chain:
+        raise ConfigError("base", f"{p}: the chain of bases loops back to {base_path}")
+    return merge(read_yaml(base_path, chain), raw)
 
 
 def load_dataclass_recipe(cls, path: str | Path | None, overrides: list[str] | None = None):

@@ -85,12 +85,14 @@ def resolve_model_name(model: str) -> str:
 
 def zoo_students(model: str) -> dict[str, str]:
     """LoRA students shipped next to a zoo teacher (<teacher>/students/<name>/*.safetensors):
-    {"tdd": file, "adv": file, "animatelcm": file} for folders whose names start with those words."""
+    {"tdd": file, "adv": file, "animatelcm": file} for folders whose names start with those words. Among several
+    TDD students the zoo's default one (zoo.DEFAULT_STUDENT) fills the slot, else the first by name."""
     found: dict[str, str] = {}
     root = Path(model) / "students"
     if not root.is_dir():
         return found
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name != zoo.DEFAULT_STUDENT,
+                                                                                      p.name)):
         files = sorted(folder.rglob("*.safetensors"))
         for kind in ("animatelcm", "adv", "tdd"):
             if folder.name.lower().startswith(kind) and files and kind not in found:

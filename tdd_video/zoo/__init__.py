@@ -104,9 +104,10 @@ def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
 DEFAULT_STUDENT = "tdd-4step"
 # (fewest steps, student): with no --model, the zoo student distilled for the step count is applied. Each TDD
 # student is a specialist (docs/quality.md §1: trained with one K it is best at about K/2 steps), so the default
-# render gets closer to the teacher as --steps grows (README "Toy SVD"). One step applies the adversarial student,
-# the closest at 1 step on the bench (docs/quality.md §6).
-STEP_STUDENTS = ((8, "tdd-8step"), (2, DEFAULT_STUDENT), (1, "adv-2step"))
+# render gets closer to the teacher as --steps grows (README "Toy SVD"): 1 to 3 steps apply the student trained on
+# the hops of 1- and 2-step sampling, 4 to 7 the 4-step one, 8 and more the one trained on 4..8 steps
+# (docs/quality.md §6).
+STEP_STUDENTS = ((8, "tdd-8step"), (4, DEFAULT_STUDENT), (1, "tdd-2step"))
 
 
 def student_for_steps(steps: int | None) -> str:
