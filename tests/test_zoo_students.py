@@ -81,8 +81,10 @@ def test_the_specialist_students_carry_their_own_bench_rows(name, bench, recipe,
 
 
 def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, monkeypatch):
-    """No --model: --steps 8 (or more) applies tdd-8step, 4 to 7 steps tdd-4step, 1 to 3 steps tdd-2step; the note names
-    the student and the frames equal an explicit --lora render of that student (picked by name, not by accident)."""
+    """No --model: --steps 8 (or more) applies tdd-8step, 4 to 7 steps tdd-4step, 1 to 3 steps tdd-2step (at 1 and 2
+    steps at the strength zoo.STEP_STUDENTS gives); the note names the student and its strength, and the frames equal
+    an explicit --lora --lora-scale render of that student (picked by name, not by accident). An explicit
+    --lora-scale wins over the zoo's strength."""
     from pathlib import Path
 
     from tdd_video import zoo
@@ -90,14 +92,24 @@ def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, mo
     monkeypatch.setenv("TDD_VIDEO_CACHE", str(tmp_path / "cache"))
     assert [zoo.student_for_steps(n) for n in (1, 2, 3, 4, 7, 8, 16, None)] == ["tdd-2step"] * 3 + ["tdd-4step"] * 2 + [
         "tdd-8step"] * 2 + ["tdd-4step"]
+    assert [zoo.strength_for_steps(n) for n in (3, 4, 8, None)] == [1.0] * 4
+    assert zoo.strength_for_steps(1) == zoo.strength_for_steps(2) > 1
     students = Path(zoo.resolve_model("toy-svd")) / "students"
-    for steps, name in [(8, "tdd-8step"), (4, "tdd-4step"), (1, "tdd-2step")]:
+    previous = None
+    for steps, name, scale in [(8, "tdd-8step", None), (4, "tdd-4step", None), (1, "tdd-2step", None),
+                               (1, "tdd-2step", 1.0)]:
         kw = dict(steps=steps, frames=2, eta=0.0, progress=False)
-        auto = render_img2vid(Img2VidSettings(model=None, out=str(tmp_path / f"a{steps}.gif"), **kw))
-        assert any(f"({name})" in n for n in auto.notes), auto.notes
+        auto = render_img2vid(Img2VidSettings(model=None, lora_scale=scale, out=str(tmp_path / f"a{steps}.gif"), **kw))
+        strength = zoo.strength_for_steps(steps) if scale is None else scale
+        label = name if strength == 1 else f"{name} at LoRA strength {strength:g}"
+        assert any(f"({label})" in n for n in auto.notes), auto.notes
         lora = str(students / name / "pytorch_lora_weights.safetensors")
-        named = render_img2vid(Img2VidSettings(model="toy-svd", lora=lora, out=str(tmp_path / f"b{steps}.gif"), **kw))
+        named = render_img2vid(Img2VidSettings(model="toy-svd", lora=lora, lora_scale=strength,
+                                               out=str(tmp_path / f"b{steps}.gif"), **kw))
         assert (auto.frames == named.frames).all()
+        if scale is not None:                 # vs the row before: same student and steps, the zoo strength
+            assert not (auto.frames == previous).all()
+        previous = auto.frames
 
 
 def test_sdxl_student_builder_explains_itself_and_rejects_a_bad_override(capsys):

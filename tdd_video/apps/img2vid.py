@@ -76,12 +76,15 @@ def render_img2vid(s: Img2VidSettings, log=lambda msg: None) -> Img2VidResult:
     image, img_notes = load_image(s.image)
     model, is_tiny = img2vid_model(s.model)
     lora_file = s.default_lora()
+    lora_scale = s.resolved_lora_scale()
     student = Path(lora_file).parent.name if lora_file else "none"
+    if lora_file and lora_scale != 1.0:
+        student += f" at LoRA strength {lora_scale:g}"
     default_note = TINY_NOTE if is_tiny else ZOO_NOTE.format(student=student) if s.model in (None, "") else None
     if default_note:
         notes.append(default_note)
         log("note: " + default_note)
-    pipe = load_img2vid(model, lora=lora_file, unet=s.unet, lora_scale=s.lora_scale, fuse=s.fuse, steps=s.steps,
+    pipe = load_img2vid(model, lora=lora_file, unet=s.unet, lora_scale=lora_scale, fuse=s.fuse, steps=s.steps,
                         dtype=dtype, device=s.device, eta=s.eta, schedule=s.schedule, sampler=s.sampler)
     family = SVDFamily.from_pipeline(pipe, device=s.device)
     if s.vae_decoder:                                            # a lighter decoder for the same latents

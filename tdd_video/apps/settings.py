@@ -175,7 +175,7 @@ class RenderSettings:
 
     model: str | None = None
     lora: str | None = None
-    lora_scale: float = 1.0
+    lora_scale: float | None = None       # None: 1, or the zoo default render's strength for --steps
     fuse: bool = False
     steps: int = 4
     eta: float = DEFAULT_ETA                      # γ-sampling η: re-noise fraction per step (docs/math.md §5)
@@ -192,6 +192,10 @@ class RenderSettings:
     progress: bool = True
     vae_decoder: str | None = None        # a lighter decoder for the same latents (families/decoders.py)
 
+    def resolved_lora_scale(self) -> float:
+        """The LoRA strength to apply: --lora-scale, else 1."""
+        return 1.0 if self.lora_scale is None else float(self.lora_scale)
+
     def check_shared(self) -> None:
         """ConfigError naming the flag and its allowed range for a bad shared value (before any model loads)."""
         for key in ("eta", "guidance", "lora_scale", "teacher_refine"):
@@ -200,7 +204,8 @@ class RenderSettings:
         check_range("seed", self.seed, 0, 2 ** 64 - 1)
         check_range("eta", self.eta, 0.0, 1.0, hi_open=True)
         check_range("guidance", self.guidance, 0.0, None)
-        check_range("lora_scale", self.lora_scale, 0.0, None)
+        if self.lora_scale is not None:
+            check_range("lora_scale", self.lora_scale, 0.0, None)
         check_range("refine_steps", self.refine_steps, 0, None)
         if self.teacher_refine is not None:
             check_range("teacher_refine", self.teacher_refine, 0.0, 1.0)
@@ -317,6 +322,16 @@ class Img2VidSettings(RenderSettings):
     def default_lora(self) -> str | None:
         """The LoRA to apply: --lora, else the zoo student when no model was named — but never on top of --unet."""
         return self.lora if self.unet is not None else default_lora(self.model, self.lora, self.steps)
+
+    def resolved_lora_scale(self) -> float:
+        """--lora-scale, else the strength the zoo measured best for --steps when the default render applies the
+        zoo student made for that step count (zoo.STEP_STUDENTS), else 1."""
+        if self.lora_scale is not None:
+            return float(self.lora_scale)
+        lora = self.default_lora() if self.lora is None and self.unet is None else None
+        if lora is not None and Path(lora).parent.name == zoo.student_for_steps(self.steps):
+            return zoo.strength_for_steps(self.steps)
+        return 1.0
 
     @property
     def guidance_value(self):

@@ -130,7 +130,7 @@ def render_txt2img(s: Txt2ImgSettings, log=lambda msg: None, family=None) -> Txt
         raise ConfigError("teacher_refine", "Distillation++ needs a LoRA student: the teacher is the base model with "
                                             "the LoRA disabled")
     if family is None:
-        family = load_txt2img_family(model, lora, lora_scale=s.lora_scale, fuse=s.fuse, dtype=s.dtype,
+        family = load_txt2img_family(model, lora, lora_scale=s.resolved_lora_scale(), fuse=s.fuse, dtype=s.dtype,
                                      device=s.device)
     stage("load")
     f = family.vae_scale_factor

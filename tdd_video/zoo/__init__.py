@@ -102,19 +102,29 @@ def resolve_model(name_or_path, allow_hub: bool = False) -> Path | str:
 
 
 DEFAULT_STUDENT = "tdd-4step"
-# (fewest steps, student): with no --model, the zoo student distilled for the step count is applied. Each TDD
-# student is a specialist (docs/quality.md §1: trained with one K it is best at about K/2 steps), so the default
-# render gets closer to the teacher as --steps grows (README "Toy SVD"): 1 to 3 steps apply the student trained on
-# the hops of 1- and 2-step sampling, 4 to 7 the 4-step one, 8 and more the one trained on 4..8 steps
-# (docs/quality.md §6).
-STEP_STUDENTS = ((8, "tdd-8step"), (4, DEFAULT_STUDENT), (1, "tdd-2step"))
+# (fewest steps, student, LoRA strength): with no --model, the zoo student distilled for the step count is applied,
+# at the strength measured best for it. Each TDD student is a specialist (docs/quality.md §1: trained with one K it
+# is best at about K/2 steps), so the default render gets closer to the teacher as --steps grows (README "Toy SVD"):
+# 1 to 3 steps apply the student trained on the hops of 1- and 2-step sampling, 4 to 7 the 4-step one, 8 and more
+# the one trained on 4..8 steps (docs/quality.md §6). At 1 and 2 steps the 1-2 step student is too soft at its
+# trained strength and closer to the teacher, and as sharp, at 1.3 times it (docs/quality.md §2).
+STEP_STUDENTS = ((8, "tdd-8step", 1.0), (4, DEFAULT_STUDENT, 1.0), (3, "tdd-2step", 1.0), (1, "tdd-2step", 1.3))
+
+
+def _step_entry(steps: int | None) -> tuple[int, str, float]:
+    if steps is None:
+        return 0, DEFAULT_STUDENT, 1.0
+    return next((e for e in STEP_STUDENTS if int(steps) >= e[0]), (0, DEFAULT_STUDENT, 1.0))
 
 
 def student_for_steps(steps: int | None) -> str:
     """The zoo student made for `steps` sampling steps (DEFAULT_STUDENT when steps is None)."""
-    if steps is None:
-        return DEFAULT_STUDENT
-    return next((name for fewest, name in STEP_STUDENTS if int(steps) >= fewest), DEFAULT_STUDENT)
+    return _step_entry(steps)[1]
+
+
+def strength_for_steps(steps: int | None) -> float:
+    """The LoRA strength the default render applies that student with at `steps` steps (1 = as trained)."""
+    return _step_entry(steps)[2]
 
 
 def default_student_lora(teacher: str = DEFAULT_SVD, student: str = DEFAULT_STUDENT) -> Path | None:
