@@ -106,8 +106,9 @@ DEFAULT_STUDENT = "tdd-4step"
 # at the strength measured best for it. Each TDD student is a specialist (docs/quality.md §1: trained with one K it
 # is best at about K/2 steps), so the default render gets closer to the teacher as --steps grows (README "Toy SVD"):
 # 1 to 3 steps apply the student trained on the hops of 1- and 2-step sampling, 4 to 7 the 4-step one, 8 and more
-# the one trained on 4..8 steps (docs/quality.md §6). At 1 and 2 steps the 1-2 step student is too soft at its
-# trained strength and closer to the teacher, and as sharp, at 1.3 times it (docs/quality.md §2).
+# the one trained on 4..8 steps (docs/quality.md §6). The 1-2 step student is soft at its trained strength (0.64x the
+# teacher's sharpness at 1 step); at 1.3 times it, 0.90x at 1 and 2 steps, closer to the teacher at 1 step and about
+# one standard error farther at 2 (docs/quality.md §2). At 3 steps it keeps its trained strength.
 STEP_STUDENTS = ((8, "tdd-8step", 1.0), (4, DEFAULT_STUDENT, 1.0), (3, "tdd-2step", 1.0), (1, "tdd-2step", 1.3))
 
 
