@@ -326,12 +326,10 @@ class Img2VidSettings(RenderSettings):
     def resolved_lora_scale(self) -> float:
         """--lora-scale, else the strength the zoo measured best for --steps when the default render applies the
         zoo student made for that step count (zoo.STEP_STUDENTS), else 1."""
-        if self.lora_scale is not None:
-            return float(self.lora_scale)
-        lora = self.default_lora() if self.lora is None and self.unet is None else None
+        lora = self.default_lora() if self.lora_scale is None and self.lora is None and self.unet is None else None
         if lora is not None and Path(lora).parent.name == zoo.student_for_steps(self.steps):
             return zoo.strength_for_steps(self.steps)
-        return 1.0
+        return super().resolved_lora_scale()
 
     @property
     def guidance_value(self):

@@ -91,8 +91,8 @@ def zoo_students(model: str) -> dict[str, str]:
     root = Path(model) / "students"
     if not root.is_dir():
         return found
-    for folder in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name != zoo.DEFAULT_STUDENT,
-                                                                                      p.name)):
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name != zoo.DEFAULT_STUDENT, p.name))
+    for folder in folders:
         files = sorted(folder.rglob("*.safetensors"))
         for kind in ("animatelcm", "adv", "tdd"):
             if folder.name.lower().startswith(kind) and files and kind not in found:

@@ -113,9 +113,8 @@ STEP_STUDENTS = ((8, "tdd-8step", 1.0), (4, DEFAULT_STUDENT, 1.0), (3, "tdd-2ste
 
 
 def _step_entry(steps: int | None) -> tuple[int, str, float]:
-    if steps is None:
-        return 0, DEFAULT_STUDENT, 1.0
-    return next((e for e in STEP_STUDENTS if int(steps) >= e[0]), (0, DEFAULT_STUDENT, 1.0))
+    """The STEP_STUDENTS row for `steps` (the default student at its trained strength when steps is None)."""
+    return next((e for e in STEP_STUDENTS if steps is not None and int(steps) >= e[0]), (0, DEFAULT_STUDENT, 1.0))
 
 
 def student_for_steps(steps: int | None) -> str:
