@@ -135,6 +135,23 @@ def test_losses_by_hand():
         distill_loss("l1", p, t)
 
 
+def test_laplacian_by_hand():
+    from tdd_video.core import laplacian
+    x = torch.zeros(2, 3, 1, 5, 5)
+    x[1, 2, 0, 2, 2] = 1.0                                           # a unit impulse
+    lap = laplacian(x)
+    assert lap.shape == x.shape and lap.dtype == torch.float32
+    expect = torch.zeros(5, 5)
+    expect[2, 2], expect[1, 2], expect[3, 2], expect[2, 1], expect[2, 3] = -4, 1, 1, 1, 1
+    assert torch.equal(lap[1, 2, 0], expect) and lap[0].abs().max() == 0
+    assert laplacian(torch.full((4, 6, 6), 2.5)).abs().max() == 0     # constant, edges replicated
+    ramp = torch.arange(6.0).expand(6, 6)                             # linear in x: zero inside
+    assert laplacian(ramp)[1:-1, 1:-1].abs().max() == 0
+    assert laplacian(ramp)[:, 0].tolist() == [1.0] * 6                # left edge replicated: (0 + 1) − 2·0 = 1
+    with pytest.raises(ValueError, match="H, W"):
+        laplacian(torch.zeros(4))
+
+
 def test_guidance_weights_video_ramp_and_image_scalar():
     from tdd_video.core import guidance_weights
     lo, hi = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 2.0])

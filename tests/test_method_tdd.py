@@ -107,7 +107,8 @@ def test_null_conditioning_fraction():
                                      ({"p_uncond": 1.5}, "method.p_uncond"),
                                      ({"teacher_solver": "rk4"}, "method.teacher_solver"),
                                      ({"guidance_max_range": [3, 2]}, "method.guidance_max_range"),
-                                     ({"loss_x0_cap": 0.5}, "method.loss_x0_cap")])
+                                     ({"loss_x0_cap": 0.5}, "method.loss_x0_cap"),
+                                     ({"hf_weight": -0.1}, "method.hf_weight")])
 def test_config_errors(bad, key):
     with pytest.raises(ConfigError) as e:
         TDDConfig(**bad).validate("method")
@@ -134,6 +135,26 @@ def test_loss_x0_cap_reweights_per_sample(kind):
     w = x0_loss_weight(*sched.alpha_sigma(st["t"]), *sched.alpha_sigma(st["s"]), 50.0)
     assert (w >= 1).all() and (w > 1).any()
     torch.testing.assert_close(big.stats["loss"], base.stats["loss"] * w ** 2, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["edm", "vp"])
+def test_hf_weight_adds_the_loss_of_the_laplacians(kind):
+    """hf_weight 0 is the plain loss bit for bit; above 0 each sample's loss grows by hf_weight × a fixed
+    non-negative term (the loss of the two sides' Laplacians), so the increase is linear in the weight."""
+    fam = ToyFamily(kind)
+    x0, emb = _batch(kind)
+    cond = fam.encode_conditioning({"emb": emb})
+
+    def run(hf):
+        m = TDD(TDDConfig(loss="l2") if hf is None else TDDConfig(loss="l2", hf_weight=hf), fam)
+        return m.training_step(x0, cond, StaticRoles(fam.unet, fam.unet), torch.Generator().manual_seed(4)).stats
+
+    plain, zero, one, three = run(None), run(0.0), run(1.0), run(3.0)
+    assert torch.equal(plain["loss"], zero["loss"])
+    assert torch.equal(zero["s"], three["s"])                        # same draws
+    extra = one["loss"] - zero["loss"]
+    assert (extra > 0).all()
+    torch.testing.assert_close(three["loss"] - zero["loss"], 3 * extra, rtol=1e-4, atol=1e-7)
 
 
 # ---------------------------------------------------------------- real tiny families + LoRA roles

@@ -27,6 +27,7 @@ _WHERE = {
     "jump": "ddim",
     "karras_grid_u": "grid",
     "l2_loss": "losses",
+    "laplacian": "losses",
     "make_schedule": "schedules",
     "nonuniform_schedule_indices": "grid",
     "null_mask": "guidance",

@@ -43,6 +43,17 @@ def distill_loss(kind: str, pred: Tensor, target: Tensor, c: float = 1e-3, weigh
     raise ConfigError("loss", f"got {kind!r}, allowed values are 'huber', 'l2'")
 
 
+def laplacian(x: Tensor) -> Tensor:
+    """3×3 Laplacian [[0,1,0],[1,−4,1],[0,1,0]] over the last two (spatial) dims of [..., H, W], edges replicated,
+    so a constant image maps to 0 (docs/math.md §3.7, option `method.hf_weight`). float32, same shape."""
+    shape = x.shape
+    if len(shape) < 2:
+        raise ValueError(f"laplacian needs [..., H, W], got shape {tuple(shape)}")
+    y = torch.nn.functional.pad(x.float().reshape(-1, 1, *shape[-2:]), (1, 1, 1, 1), mode="replicate")
+    lap = (y[..., :-2, 1:-1] + y[..., 2:, 1:-1] + y[..., 1:-1, :-2] + y[..., 1:-1, 2:] - 4 * y[..., 1:-1, 1:-1])
+    return lap.reshape(shape)
+
+
 def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Discriminator hinge loss mean(relu(1 − D(real))) + mean(relu(1 + D(fake))) (docs/math.md §11), fp32."""
     return torch.relu(1.0 - real_logits.float()).mean() + torch.relu(1.0 + fake_logits.float()).mean()

@@ -70,6 +70,7 @@ class TDDConfig:
     loss: str = "huber"                 # huber | l2
     huber_c: float = 1e-3
     loss_x0_cap: float = 1.0            # ≥ 1; weight min(√(α_s²+σ_s²)/c_ts, cap) on the x_s difference (1 = TDD)
+    hf_weight: float = 0.0              # ≥ 0; + this × the same loss on the spatial Laplacians of both sides (0 = TDD)
     source_density: str = "uniform"     # uniform | high-noise | low-noise
     adv: AdversarialConfig = field(default_factory=AdversarialConfig)   # adversarial TDD (off by default)
 
@@ -109,6 +110,7 @@ class TDDConfig:
             raise ConfigError(f"{p}.loss", f"got {self.loss!r}, allowed values are 'huber', 'l2'")
         check_range(f"{p}.huber_c", self.huber_c, 0.0, None, lo_open=True)
         check_range(f"{p}.loss_x0_cap", self.loss_x0_cap, 1.0, None)
+        check_range(f"{p}.hf_weight", self.hf_weight, 0.0, None)
         if self.source_density not in ("uniform", "high-noise", "low-noise"):
             raise ConfigError(f"{p}.source_density", f"got {self.source_density!r}, allowed values are "
                                                      "'uniform', 'high-noise', 'low-noise'")

@@ -34,6 +34,7 @@ from tdd_video.core import (
     hinge_d_loss,
     hinge_g_loss,
     jump,
+    laplacian,
     null_mask,
     sample_guidance_range,
     select_targets,
@@ -150,8 +151,11 @@ class TDD(DistillMethod):
         if cfg.loss_x0_cap > 1:                                   # toward x0-space comparison (§3.7)
             scale = scale * x0_loss_weight(*sched.alpha_sigma(ts.t), a_s, s_s, cfg.loss_x0_cap).to(scale)
         scale = _bcast(scale, x_pred)
-        per_sample = distill_loss(cfg.loss, x_pred.float() * scale, x_target.float() * scale, c=cfg.huber_c,
-                                  reduce=False)
+        x_pred_n, x_target_n = x_pred.float() * scale, x_target.float() * scale
+        per_sample = distill_loss(cfg.loss, x_pred_n, x_target_n, c=cfg.huber_c, reduce=False)
+        if cfg.hf_weight > 0:                                     # fine detail weighted up (§3.7)
+            per_sample = per_sample + cfg.hf_weight * distill_loss(cfg.loss, laplacian(x_pred_n), laplacian(x_target_n),
+                                                                   c=cfg.huber_c, reduce=False)
         _, sigma_t = sched.alpha_sigma(ts.t)
         stats = {"k": ts.k, "tau": ts.tau, "eta": ts.eta, "t": ts.t, "s": ts.s, "sigma": sigma_t,
                  "loss": per_sample.detach().cpu(), "null": is_null, "w_min": w_min, "w_max": w_max,
