@@ -55,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--tdd-guidance", type=float, default=1.0, help="CFG on TDD students (default 1)")
     p.add_argument("--animatelcm-guidance", type=_pair, default=(1.0, 1.0), help="frame-wise GMIN,GMAX")
     p.add_argument("--batch", type=int, default=16, help="videos per forward (default 16)")
+    p.add_argument("--fd-versus", metavar="CONTENDER", default=None,
+                   help="also print every row's FD minus this contender's (e.g. animatelcm@4), with a paired "
+                        "standard error: a jackknife that leaves one held-out image out of both sets and the "
+                        "reference at once, so their shared noise cancels")
     p.add_argument("--out", default="runs/quality", help="folder for quality.json and quality_vs_passes.png")
     p.add_argument("--cache", default="runs/quality_cache",
                    help="folder keeping the teacher's samples between runs ('' = no cache; default runs/quality_cache)")
@@ -133,7 +137,7 @@ def main(argv=None) -> int:
                         seeds=list(args.seeds), batch=args.batch, tdd_eta=args.tdd_eta,
                         tdd_lora_scale=args.tdd_lora_scale, adv_lora_scale=args.adv_lora_scale, tdd_grid=args.tdd_grid,
                         tdd_guidance=args.tdd_guidance, animatelcm_guidance=args.animatelcm_guidance,
-                        progress=not args.quiet, cache_dir=args.cache or None, **weights)
+                        progress=not args.quiet, cache_dir=args.cache or None, fd_versus=args.fd_versus, **weights)
     t0 = time.time()
     try:
         family = load_family("svd", model)

@@ -77,3 +77,50 @@ def test_tdd_grid_is_used_by_the_matching_contender_only():
     assert got["None"] is None
     assert torch.allclose(torch.tensor(got["[250, 125]"]), torch.tensor(s2))
     assert got["[250, 63]"][0] == got["[250, 125]"][0] and got["[250, 63]"][1] < got["[250, 125]"][1]
+
+
+def test_fd_difference_is_paired_over_held_out_images():
+    """Identical sets differ by exactly 0; a contender that is a small perturbation of another gets a paired SE far
+    below the two FDs' own jackknife SEs combined (their shared noise cancels); the SE is the delete-one-image
+    jackknife over all three sets."""
+    import math
+
+    import pytest
+
+    from tdd_video.eval.fvd import frechet_distance, gaussian_stats
+    from tdd_video.eval.quality import fd_difference_with_se, fd_with_se
+    g = torch.Generator().manual_seed(0)
+    ref, a = torch.randn(64, 6, generator=g), torch.randn(64, 6, generator=g) + 0.3
+    b = a + 0.05 * torch.randn(64, 6, generator=g)
+    groups = torch.arange(64) % 32                                   # 32 images x 2 seeds
+    assert fd_difference_with_se(a, a, ref, groups, groups) == (0.0, 0.0)
+    d, se = fd_difference_with_se(a, b, ref, groups, groups)
+    fd = lambda x, r: frechet_distance(*gaussian_stats(x), *gaussian_stats(r))      # noqa: E731
+    assert d == pytest.approx(fd(a, ref) - fd(b, ref), abs=1e-9)
+    assert 0 < se < 0.1 * math.hypot(fd_with_se(a, ref)[1], fd_with_se(b, ref)[1])
+    grp3 = torch.arange(9) % 3                                        # by hand: 3 groups
+    a3, b3, r3 = a[:9], b[:9] * 1.5, ref[:9]
+    loo = torch.tensor([fd(a3[grp3 != k], r3[grp3 != k]) - fd(b3[grp3 != k], r3[grp3 != k]) for k in range(3)],
+                       dtype=torch.float64)
+    want = math.sqrt(2 / 3 * float(((loo - loo.mean()) ** 2).sum()))
+    assert fd_difference_with_se(a3, b3, r3, grp3, grp3)[1] == pytest.approx(want, rel=1e-9)
+    with pytest.raises(ValueError, match="paired"):
+        fd_difference_with_se(a, b[:10], ref, groups, groups)
+
+
+def test_fd_versus_rows_and_refusal():
+    import pytest
+
+    from tdd_video.errors import ConfigError
+    from tdd_video.eval.quality import run_quality
+    family = load_family("svd", str(zoo.resolve_model(zoo.DEFAULT_SVD)))
+    cfg = QualityConfig(contenders=["teacher@2", "tdd@1"], tdd_lora=str(zoo.default_student_lora()),
+                        fd_versus="animatelcm@4", progress=False, cache_dir=None, num_images=3, seeds=[0], batch=3)
+    with pytest.raises(ConfigError, match="--fd-versus"):
+        run_quality(cfg, family)
+    cfg.fd_versus = "teacher@2"
+    rows = {r["contender"]: r for r in run_quality(cfg, family)}
+    assert "fd_diff" not in rows["teacher@25"] and "fd_diff" not in rows["teacher@2"]
+    tdd = rows["tdd@1"]
+    assert tdd["fd_minus"] == "teacher@2" and tdd["fd_diff_se"] > 0
+    assert tdd["fd_diff"] == pytest.approx(tdd["fd"] - rows["teacher@2"]["fd"], abs=1e-9)

@@ -12,7 +12,8 @@ same conditioning and the same initial noise for every contender — it measures
   and a student that leaves the same-noise trajectory on purpose (γ-sampling, adversarial) is judged
   on its distribution, not on a trajectory it was never meant to follow.
 Every figure is a mean over pairs with its standard error (std/√n); the FD's standard error is a
-jackknife over the samples of both sets.
+jackknife over the samples of both sets. With `fd_versus`, every row also gets its FD minus that
+contender's, with a paired jackknife SE over the held-out images (fd_difference_with_se).
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class QualityConfig:
     noise_aug: float = 0.02
     progress: bool = True
     cache_dir: str | None = None          # teacher samples (they depend only on the base model) are kept here
+    fd_versus: str | None = None           # also give every row its FD minus this contender's, paired SE
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -91,6 +93,32 @@ def fd_with_se(feats: Tensor, ref: Tensor) -> tuple[float, float]:
         v = torch.tensor(vals, dtype=torch.float64)
         var += float((n - 1) / n * ((v - v.mean()) ** 2).sum())
     return fd, math.sqrt(var)
+
+
+def fd_difference_with_se(feats_a: Tensor, feats_b: Tensor, ref: Tensor, groups: Tensor,
+                          ref_groups: Tensor) -> tuple[float, float]:
+    """FD(a, ref) − FD(b, ref) and its standard error by a delete-one-group jackknife (docs/math.md §12).
+    a and b are paired (row i of both comes from the same image and noise), so a group — one held-out image —
+    is left out of a, b and the reference at once: the noise they share (the images, the reference set)
+    cancels in the difference instead of adding up as it would in √(SE_a² + SE_b²).
+    SE² = (G−1)/G·Σ_g (D_(g) − mean)² over the G groups."""
+    if feats_a.shape != feats_b.shape or groups.shape[0] != feats_a.shape[0] or ref_groups.shape[0] != ref.shape[0]:
+        raise ValueError("fd_difference_with_se: a and b must be paired rows with one group id each; "
+                         f"got {tuple(feats_a.shape)}, {tuple(feats_b.shape)}, {groups.shape[0]} and "
+                         f"{ref.shape[0]} reference rows with {ref_groups.shape[0]} ids")
+
+    def diff(keep, keep_ref) -> float:
+        r = gaussian_stats(ref[keep_ref])
+        return (frechet_distance(*gaussian_stats(feats_a[keep]), *r)
+                - frechet_distance(*gaussian_stats(feats_b[keep]), *r))
+
+    d = diff(torch.ones_like(groups, dtype=torch.bool), torch.ones_like(ref_groups, dtype=torch.bool))
+    ids = torch.unique(torch.cat([groups, ref_groups]))
+    if ids.numel() < 3:
+        return d, float("nan")
+    v = torch.tensor([diff(groups != g, ref_groups != g) for g in ids], dtype=torch.float64)
+    g = v.numel()
+    return d, math.sqrt(float((g - 1) / g * ((v - v.mean()) ** 2).sum()))
 
 
 class _Batches:
@@ -170,6 +198,8 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
         raise ConfigError("--seeds", "give at least one seed")
     for key in ("tdd_lora_scale", "adv_lora_scale"):        # as img2vid's --lora-scale: 0 (= the base) and up
         check_range("--" + key.replace("_", "-"), getattr(cfg, key), 0.0, None)
+    if cfg.fd_versus and cfg.fd_versus not in specs:
+        raise ConfigError("--fd-versus", f"got {cfg.fd_versus!r}, which is not one of the contenders {specs}")
     if cfg.tdd_grid and not any(c.method == "tdd" and c.steps == len(cfg.tdd_grid) for c in contenders):
         raise ConfigError("--tdd-grid", f"{len(cfg.tdd_grid)} levels given, but no tdd@{len(cfg.tdd_grid)} contender "
                                         "to sample with them")
@@ -188,7 +218,7 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
         _, ref_set, _ = _cached(cfg, family, "reference_set", lambda: _sample_all(
             bench, contenders[0], ref_batches, seeds_of_batch=REFERENCE_SEED_OFFSET))
         ref_feats = features(ref_set.float())
-        out, teacher = [], None
+        out, teacher, feats = [], None, {}
         for c in contenders:
             log(f"sampling {c.label} on {len(batches.pairs)} pairs")
             if c.method == "teacher":
@@ -203,7 +233,8 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
             psnr = [M.psnr(v[p], t_vid[p]) for p in range(len(v))]
             sharp = [M.ratio(M.sharpness(v[p]), M.sharpness(t_vid[p])) for p in range(len(v))]
             motion = [M.ratio(M.temporal_change(v[p]), M.temporal_change(t_vid[p])) for p in range(len(v))]
-            fd, fd_se = fd_with_se(features(v), ref_feats)
+            feats[c.label] = features(v)
+            fd, fd_se = fd_with_se(feats[c.label], ref_feats)
             row = {"contender": c.label, "method": c.method, "steps": c.steps, "unet_passes": passes,
                    "pairs": len(lat), "images": len(images), "seeds": list(cfg.seeds)}
             for key, vals in (("latent_mse", mse), ("psnr_db", [p for p in psnr if math.isfinite(p)]),
@@ -215,5 +246,13 @@ def run_quality(cfg: QualityConfig, family, log=lambda msg: None) -> list[dict]:
             out.append(row)
     finally:
         bench.counter.close()
+    if cfg.fd_versus:
+        groups = torch.tensor([i for i, _ in batches.pairs])
+        ref_groups = torch.tensor([i for i, _ in ref_batches.pairs])
+        for row in out:
+            if row["contender"] not in (REFERENCE, cfg.fd_versus):
+                row["fd_minus"] = cfg.fd_versus
+                row["fd_diff"], row["fd_diff_se"] = fd_difference_with_se(
+                    feats[row["contender"]], feats[cfg.fd_versus], ref_feats, groups, ref_groups)
     out[0]["image_names"] = names
     return out
