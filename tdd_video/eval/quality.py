@@ -90,9 +90,15 @@ def fd_with_se(feats: Tensor, ref: Tensor) -> tuple[float, float]:
             rest = torch.cat([which[:i], which[i + 1:]])
             a, b = (rest, ref) if which is feats else (feats, rest)
             vals.append(frechet_distance(*gaussian_stats(a), *gaussian_stats(b)))
-        v = torch.tensor(vals, dtype=torch.float64)
-        var += float((n - 1) / n * ((v - v.mean()) ** 2).sum())
+        var += _jackknife_var(vals)
     return fd, math.sqrt(var)
+
+
+def _jackknife_var(leave_one_out: list[float]) -> float:
+    """(n−1)/n·Σ_i (θ_(i) − mean)²: the jackknife variance from the n leave-one-out estimates θ_(i)."""
+    v = torch.tensor(leave_one_out, dtype=torch.float64)
+    n = v.numel()
+    return float((n - 1) / n * ((v - v.mean()) ** 2).sum())
 
 
 def fd_difference_with_se(feats_a: Tensor, feats_b: Tensor, ref: Tensor, groups: Tensor,
@@ -116,9 +122,7 @@ def fd_difference_with_se(feats_a: Tensor, feats_b: Tensor, ref: Tensor, groups:
     ids = torch.unique(torch.cat([groups, ref_groups]))
     if ids.numel() < 3:
         return d, float("nan")
-    v = torch.tensor([diff(groups != g, ref_groups != g) for g in ids], dtype=torch.float64)
-    g = v.numel()
-    return d, math.sqrt(float((g - 1) / g * ((v - v.mean()) ** 2).sum()))
+    return d, math.sqrt(_jackknife_var([diff(groups != g, ref_groups != g) for g in ids]))
 
 
 class _Batches:
