@@ -194,6 +194,7 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     tdd3 = load_config(ROOT / "configs/toy/tdd_svd_student_4step_stage3.yaml")
     tdd8s4 = load_config(ROOT / "configs/toy/tdd_svd_student_8step_stage4.yaml")
     tdd2 = load_config(ROOT / "configs/toy/tdd_svd_student_2step.yaml")
+    tdd2s2 = load_config(ROOT / "configs/toy/tdd_svd_student_2step_stage2.yaml")
     adv = load_config(ROOT / "configs/toy/tdd_svd_student_adv.yaml")
     alcm = load_config(ROOT / "configs/toy/animatelcm_svd_student.yaml")
     alcm2 = load_config(ROOT / "configs/toy/animatelcm_svd_student_stage2.yaml")
@@ -204,7 +205,7 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     # and the 1-2 step stage their own lengths and lr, the adversarial stage its own length; checked below)
     pairs = ((tdd, alcm, ()), (tdd, tdd8, ()), (tdd4, alcm2, ("target_ema",)),
              (tdd3, tdd4, ("target_ema", "max_steps")), (tdd8s4, tdd3, ("max_steps", "lr")),
-             (tdd2, tdd3, ("max_steps", "lr")), (adv, tdd2, ("max_steps",)))
+             (tdd2, tdd3, ("max_steps", "lr")), (tdd2s2, tdd2, ()), (adv, tdd2, ("max_steps",)))
     for a, b, own in pairs:
         for sec in ("train", "data", "trainable", "method"):
             for key in (k for k in keys if k not in own):
@@ -221,6 +222,9 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     assert (adv.method.k_min, adv.method.k_max, adv.method.teacher_target, adv.method.adv.weight) == (1, 2, True, 0.5)
     assert tdd2.train.lr == adv.train.lr == tdd3.train.lr / 2 and tdd2.export.ema == adv.export.ema == 0.995
     assert Path(tdd3.trainable.init_lora).parent == Path(tdd4.run.output_dir)          # stage 3 starts from stage 2
+    # the shipped 1-3 step student: the 1-2 step stage continued from its own export, everything else equal
+    assert Path(tdd2s2.trainable.init_lora) == Path(tdd2.run.output_dir) / "export" / "lora"
+    assert tdd2s2.run.output_dir != tdd2.run.output_dir and tdd2s2.method == tdd2.method
     for later in (tdd8s4, tdd2, adv):                                 # stage 4 and the 1-2 step stages from stage 3
         assert Path(later.trainable.init_lora) == Path(tdd3.run.output_dir) / "export" / "lora"
     # stage 2 starts from stage 1 (the K = 16 run) / the AnimateLCM stage-1 run's export
@@ -228,7 +232,7 @@ def test_student_recipes_share_one_budget_and_match_the_shipped_students():
     assert Path(alcm2.trainable.init_lora) == Path(alcm.run.output_dir) / "export" / "lora"
     assert tdd8.train.max_steps + tdd4.train.max_steps == alcm.train.max_steps + alcm2.train.max_steps
     students = ROOT / "tdd_video/zoo/toy-svd/students"
-    for cfg, folder in ((tdd3, "tdd-4step"), (tdd8s4, "tdd-8step"), (tdd2, "tdd-2step"), (adv, "adv-2step"),
+    for cfg, folder in ((tdd3, "tdd-4step"), (tdd8s4, "tdd-8step"), (tdd2s2, "tdd-2step"), (adv, "adv-2step"),
                         (alcm2, "animatelcm-4step")):
         path = students / folder / "pytorch_lora_weights.safetensors"
         with safe_open(str(path), "pt") as f:

@@ -61,7 +61,8 @@ def test_shipped_students_are_found_and_carry_their_bench_rows():
 @pytest.mark.parametrize("name, bench, recipe, steps, contenders", [
     ("tdd-8step", "quality_toy_svd_tdd8step", "tdd_svd_student_8step_stage4", 8,
      {"teacher@8", "tdd@4", "tdd@8", "tdd@16"}),
-    ("tdd-2step", "quality_toy_svd_tdd2step", "tdd_svd_student_2step", 1, {"teacher@8", "tdd@1", "tdd@2", "tdd@3"})])
+    ("tdd-2step", "quality_toy_svd_tdd2step", "tdd_svd_student_2step_stage2", 1,
+     {"teacher@8", "tdd@1", "tdd@2", "tdd@3"})])
 def test_the_specialist_students_carry_their_own_bench_rows(name, bench, recipe, steps, contenders):
     """tdd-8step (stage 4, K ∈ 4..8) and tdd-2step (K ∈ 1..2) ship with rows from their own bench files next to the
     teacher, and the default TDD slot of bench/compare stays the 4-step student (zoo.DEFAULT_STUDENT)."""
@@ -81,9 +82,9 @@ def test_the_specialist_students_carry_their_own_bench_rows(name, bench, recipe,
 
 
 def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, monkeypatch):
-    """No --model: --steps 8 (or more) applies tdd-8step, 4 to 7 steps tdd-4step, 1 to 3 steps tdd-2step (at 1 and 2
-    steps at the strength zoo.STEP_STUDENTS gives); the note names the student and its strength, and the frames equal
-    an explicit --lora --lora-scale render of that student (picked by name, not by accident). An explicit
+    """No --model: --steps 8 (or more) applies tdd-8step, 4 to 7 steps tdd-4step, 1 to 3 steps tdd-2step (at the
+    strength zoo.STEP_STUDENTS gives for each step count); the note names the student and its strength, and the frames
+    equal an explicit --lora --lora-scale render of that student (picked by name, not by accident). An explicit
     --lora-scale wins over the zoo's strength."""
     from pathlib import Path
 
@@ -92,12 +93,12 @@ def test_default_render_applies_the_student_made_for_the_step_count(tmp_path, mo
     monkeypatch.setenv("TDD_VIDEO_CACHE", str(tmp_path / "cache"))
     assert [zoo.student_for_steps(n) for n in (1, 2, 3, 4, 7, 8, 16, None)] == ["tdd-2step"] * 3 + ["tdd-4step"] * 2 + [
         "tdd-8step"] * 2 + ["tdd-4step"]
-    assert [zoo.strength_for_steps(n) for n in (3, 4, 8, None)] == [1.0] * 4
-    assert zoo.strength_for_steps(1) == zoo.strength_for_steps(2) > 1
+    assert [zoo.strength_for_steps(n) for n in (4, 8, None)] == [1.0] * 3
+    assert zoo.strength_for_steps(1) > zoo.strength_for_steps(2) > 1 > zoo.strength_for_steps(3)
     students = Path(zoo.resolve_model("toy-svd")) / "students"
     previous = None
-    for steps, name, scale in [(8, "tdd-8step", None), (4, "tdd-4step", None), (1, "tdd-2step", None),
-                               (1, "tdd-2step", 1.0)]:
+    for steps, name, scale in [(8, "tdd-8step", None), (4, "tdd-4step", None), (3, "tdd-2step", None),
+                               (2, "tdd-2step", None), (1, "tdd-2step", None), (1, "tdd-2step", 1.0)]:
         kw = dict(steps=steps, frames=2, eta=0.0, progress=False)
         auto = render_img2vid(Img2VidSettings(model=None, lora_scale=scale, out=str(tmp_path / f"a{steps}.gif"), **kw))
         strength = zoo.strength_for_steps(steps) if scale is None else scale

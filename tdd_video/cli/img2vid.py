@@ -9,9 +9,10 @@
       --unet AnimateLCM-SVD-xt-1.1.safetensors --sampler animatelcm --steps 4 --guidance-min 1 --guidance-max 1.2
 
 Without --model the bundled toy zoo is used: the trained toy teacher `toy-svd` (32x32, 8 frames) with the
-shipped TDD student LoRA made for the step count (tdd-2step for 1 to 3 steps, at 1.3 times its strength for 1 and 2,
-tdd-4step for 4 to 7, tdd-8step from 8 on). `--model toy-svd` alone is the teacher without the student;
-`--model tiny` is a tiny RANDOM-weight model (a code-path demo). Same arguments and --seed give identical frames.
+shipped TDD student LoRA made for the step count (tdd-2step for 1 to 3 steps, at 1.3 / 1.2 / 0.8 times its strength
+for 1 / 2 / 3 steps, tdd-4step for 4 to 7, tdd-8step from 8 on). `--model toy-svd` alone is the teacher without the
+student; `--model tiny` is a tiny RANDOM-weight model (a code-path demo). Same arguments and --seed give identical
+frames.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
            "teacher's Karras Euler, as the stock pipeline: e.g. --sampler euler --steps 25 --guidance-min 1 "
            "--guidance-max 3); --eta, --schedule, --clip-x0 and --teacher-refine apply to the TDD sampler")
     a("--lora-scale", type=float, default=None,
-      help="LoRA strength (default 1; without --model, the strength measured best for --steps: 1.3 for the "
-           "1-2 step student at 1 or 2 steps, docs/quality.md §2)")
+      help="LoRA strength (default 1; without --model, the strength measured best for --steps: 1.3 / 1.2 / 0.8 "
+           "for the 1-3 step student at 1 / 2 / 3 steps, docs/quality.md §2)")
     a("--fuse", action="store_true", help="fuse the LoRA into the UNet (faster; disables --teacher-refine)")
     add_shared_flags(p, "--steps")
     a("--eta", type=float, default=None,

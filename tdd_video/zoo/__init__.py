@@ -106,10 +106,12 @@ DEFAULT_STUDENT = "tdd-4step"
 # at the strength measured best for it. Each TDD student is a specialist (docs/quality.md §1: trained with one K it
 # is best at about K/2 steps), so the default render gets closer to the teacher as --steps grows (README "Toy SVD"):
 # 1 to 3 steps apply the student trained on the hops of 1- and 2-step sampling, 4 to 7 the 4-step one, 8 and more
-# the one trained on 4..8 steps (docs/quality.md §6). The 1-2 step student is soft at its trained strength (0.64x the
-# teacher's sharpness at 1 step); at 1.3 times it, 0.90x at 1 and 2 steps, closer to the teacher at 1 step and about
-# one standard error farther at 2 (docs/quality.md §2). At 3 steps it keeps its trained strength.
-STEP_STUDENTS = ((8, "tdd-8step", 1.0), (4, DEFAULT_STUDENT, 1.0), (3, "tdd-2step", 1.0), (1, "tdd-2step", 1.3))
+# the one trained on 4..8 steps (docs/quality.md §6). The 1-3 step student is soft at its trained strength at 1 and 2
+# steps (0.66x / 0.72x the teacher's sharpness) and over-sharp at 3 (1.14x); the strength per step count is the
+# lowest-distance one that keeps sharpness at 0.85x or more (docs/quality.md §2): 1.3 at 1 step (0.91x), 1.2 at 2
+# (0.86x), 0.8 at 3 (0.89x).
+STEP_STUDENTS = ((8, "tdd-8step", 1.0), (4, DEFAULT_STUDENT, 1.0), (3, "tdd-2step", 0.8), (2, "tdd-2step", 1.2),
+                 (1, "tdd-2step", 1.3))
 
 
 def _step_entry(steps: int | None) -> tuple[int, str, float]:

@@ -1,7 +1,8 @@
 """Ship a distilled toy-svd student into the zoo with a model card holding its bench rows.
 
-    python -m tools.zoo.svd_student --name tdd-4step --lora runs/tdd_svd_student/export/lora \\
-        --quality docs/bench/quality.jsonl --config configs/toy/tdd_svd_student.yaml --wall-min 64
+    python -m tools.zoo.svd_student --name tdd-4step --lora runs/tdd_svd_student_4step_stage3/export/lora \\
+        --quality docs/bench/quality_toy_svd.jsonl --quality-command "python bench/quality.py ..." \\
+        --command "python train/distill_svd.py --config configs/toy/tdd_svd_student_4step_stage3.yaml ..."
 
 1. copies the LoRA (``pytorch_lora_weights.safetensors``; a file or an export folder) to
    ``tdd_video/zoo/<teacher>/students/<name>/`` — a name starting with ``tdd``, ``adv`` or ``animatelcm``
