@@ -7,7 +7,9 @@
 
 Contenders are METHOD@STEPS: teacher (Euler on the Karras grid, frame-wise CFG 1 → 3), base (the
 untrained base with the TDD sampler), tdd / adv (TDD students: LoRA file or full UNet, TDD sampler with
---tdd-eta / --tdd-guidance), animatelcm (AnimateLCM student, its multistep sampler). Every contender
+--tdd-eta / --tdd-guidance), animatelcm (AnimateLCM student, its multistep sampler), default (what
+`infer/img2vid.py --steps N` renders without --model: the student shipped with the model for that step count, at the
+strength measured for it; tdd_video.zoo.STEP_STUDENTS). Every contender
 starts from the same noise per (image, seed) pair. Held-out images: real photos no model here trained
 on (tdd_video/eval/heldout.py). Printed: one JSON line per contender (latent MSE and PSNR to teacher@25
 with the same noise; sharpness and motion relative to it; FD of fixed random video features against
@@ -39,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default="toy-svd", help="zoo name or diffusers SVD folder (default toy-svd)")
     p.add_argument("--contenders", nargs="+", default=None,
                    help="METHOD@STEPS list (default: teacher@4/8/25, base@4, tdd@1/2/4/8 and animatelcm@4/8, "
-                        "adv@1/2/4 when their weights are given or shipped with the zoo teacher)")
+                        "adv@1/2/4 when their weights are given or shipped with the zoo teacher); default@N = the "
+                        "CLI's default render at N steps (the zoo student and strength made for N)")
     for who in ("tdd", "animatelcm", "adv"):
         p.add_argument(f"--{who}-lora", default=None, help=f"{who} student LoRA (.safetensors or export folder)")
         p.add_argument(f"--{who}-unet", default=None, help=f"{who} student as a full UNet (file or folder)")
@@ -137,7 +140,8 @@ def main(argv=None) -> int:
                         seeds=list(args.seeds), batch=args.batch, tdd_eta=args.tdd_eta,
                         tdd_lora_scale=args.tdd_lora_scale, adv_lora_scale=args.adv_lora_scale, tdd_grid=args.tdd_grid,
                         tdd_guidance=args.tdd_guidance, animatelcm_guidance=args.animatelcm_guidance,
-                        progress=not args.quiet, cache_dir=args.cache or None, fd_versus=args.fd_versus, **weights)
+                        progress=not args.quiet, cache_dir=args.cache or None, fd_versus=args.fd_versus,
+                        model_dir=model, **weights)
     t0 = time.time()
     try:
         family = load_family("svd", model)

@@ -1,4 +1,5 @@
-"""Quality bench option --tdd-lora-scale (tdd_video.eval.contenders): the tdd LoRA at a chosen strength."""
+"""Quality bench options (tdd_video.eval.contenders, eval.quality): the tdd LoRA at a chosen strength, the default
+render as a contender, custom TDD levels, paired FD differences."""
 import torch
 
 from tdd_video import zoo
@@ -30,6 +31,32 @@ def test_lora_scale_zero_is_the_base_and_half_lies_between():
     assert torch.equal(outs[0.0], base)
     d_half, d_full = (outs[0.5] - base).abs().mean(), (outs[1.0] - base).abs().mean()
     assert 0 < d_half < d_full
+
+
+def test_default_contender_is_the_cli_default_student_at_its_strength(tmp_path):
+    """default@N = tdd@N with the zoo student made for N steps at zoo.strength_for_steps(N) (what img2vid renders
+    without --model); 1 and 4 steps are different students; no model folder, or one without that student, is
+    refused naming --contenders."""
+    import pytest
+
+    from tdd_video.errors import ConfigError
+    family = load_family("svd", str(zoo.resolve_model(zoo.DEFAULT_SVD)))
+    model_dir = str(zoo.resolve_model(zoo.DEFAULT_SVD))
+    for steps in (1, 3, 4):
+        path, scale = zoo.step_student_lora(steps, model_dir)
+        assert path.parent.name == zoo.student_for_steps(steps) and scale == zoo.strength_for_steps(steps)
+        cfg = QualityConfig(contenders=[f"tdd@{steps}", f"default@{steps}"], tdd_lora=str(path),
+                            tdd_lora_scale=scale, model_dir=model_dir, progress=False)
+        c = Contenders(family, cfg, [parse_contender(s) for s in cfg.contenders])
+        assert torch.equal(_unet_out(family, c, f"default@{steps}"), _unet_out(family, c, f"tdd@{steps}"))
+    cfg = QualityConfig(contenders=["default@1", "default@4"], model_dir=model_dir, progress=False)
+    c = Contenders(family, cfg, [parse_contender(s) for s in cfg.contenders])
+    assert not torch.equal(_unet_out(family, c, "default@1"), _unet_out(family, c, "default@4"))
+    assert zoo.step_student_lora(1, tmp_path) is None
+    for folder in (None, str(tmp_path)):
+        cfg = QualityConfig(contenders=["default@2"], model_dir=folder, progress=False)
+        with pytest.raises(ConfigError, match="--contenders"):
+            Contenders(family, cfg, [parse_contender("default@2")])
 
 
 def test_negative_lora_scale_is_refused_before_any_render():

@@ -6,7 +6,9 @@ Contenders are written `METHOD@STEPS[+refine]`:
 * `tdd@4`        — the TDD student (`tdd_lora` or full `tdd_unet`), TDD sampler (η, guidance g);
 * `tdd@4+refine` — the same with Distillation++ teacher refinement (docs/math.md §7);
 * `animatelcm@4` — AnimateLCM (`animatelcm_unet`: the released full-UNet file, loaded strictly; or
-                   `animatelcm_lora`: our own distilled adapter), AnimateLCM sampler (docs/math.md §8).
+                   `animatelcm_lora`: our own distilled adapter), AnimateLCM sampler (docs/math.md §8);
+* `default@1`    — what `infer/img2vid.py --steps 1` renders without --model: the student shipped next to the
+                   model for that step count, at its strength (tdd_video.zoo.STEP_STUDENTS), TDD sampler.
 Every contender starts from THE SAME initial noise ε and conditioning per (image, seed); stochastic
 samplers re-noise from a generator seeded per (image, seed). UNet passes are counted by a forward
 pre-hook on every UNet involved (batch rows / video batch). The reference for MSE / PSNR / SSIM
@@ -45,6 +47,7 @@ class CompareConfig:
 
     contenders: list[str] | None = None       # None: DEFAULT_CONTENDERS, students without weights dropped
     model: str | None = None                  # diffusers folder / hub id; None = default (zoo teacher or tiny)
+    model_dir: str | None = None              # set by run: the resolved model (default@N: <model_dir>/students/)
     tdd_lora: str | None = None
     tdd_unet: str | None = None
     animatelcm_unet: str | None = None
@@ -205,6 +208,7 @@ def run_compare(cfg: CompareConfig, family=None) -> CompareResult:
             cfg.animatelcm_lora = students["animatelcm"]
             notes.append(f"animatelcm student from the zoo: {students['animatelcm']}")
         family = load_family("svd", model)
+        cfg.model_dir = model
         notes.append(f"model: {model}")
     if cfg.contenders is None:                      # defaults: keep only contenders that have weights
         have = {"teacher": True, "tdd": bool(cfg.tdd_lora or cfg.tdd_unet),

@@ -7,8 +7,11 @@ resolving each to a network + sampler on one shared base family, and counting UN
             `+refine` = Distillation++ with the base as teacher;
 * adv     — a second TDD student slot (the adversarially trained one), TDD sampler;
 * animatelcm — a full UNet loaded strictly (tdd_video.unet_checkpoint; the released
-            AnimateLCM-SVD-xt-1.1.safetensors) or a LoRA; AnimateLCM sampler.
-Student weights come from the config's ``<method>_lora`` / ``<method>_unet`` attributes.
+            AnimateLCM-SVD-xt-1.1.safetensors) or a LoRA; AnimateLCM sampler;
+* default — what `infer/img2vid.py --steps N` renders without --model: the student shipped next to the
+            model for that step count at the strength measured for it (tdd_video.zoo.STEP_STUDENTS), TDD sampler.
+Student weights come from the config's ``<method>_lora`` / ``<method>_unet`` attributes; `default` students from
+``<cfg.model_dir>/students/``.
 """
 from __future__ import annotations
 
@@ -20,16 +23,16 @@ from pathlib import Path
 
 import torch
 
-from tdd_video import lora
+from tdd_video import lora, zoo
 from tdd_video.errors import ConfigError
 from tdd_video.families.base import using_unet
 from tdd_video.sampling import RefineSettings, make_sampler, sample
 from tdd_video.unet_checkpoint import load_unet_checkpoint
 
 Tensor = torch.Tensor
-METHODS = ("teacher", "base", "tdd", "adv", "animatelcm")
+METHODS = ("teacher", "base", "tdd", "adv", "animatelcm", "default")
 STUDENTS = ("tdd", "adv", "animatelcm")          # methods with their own weights
-TDD_SAMPLER = ("base", "tdd", "adv")
+TDD_SAMPLER = ("base", "tdd", "adv", "default")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Contender:
 
 def parse_contender(spec: str) -> Contender:
     """'tdd@4+refine' -> Contender('tdd@4+refine', 'tdd', 4, True); clear ConfigError otherwise."""
-    m = re.fullmatch(r"\s*(teacher|base|tdd|adv|animatelcm)@(\d+)(\+refine)?\s*", spec)
+    m = re.fullmatch(r"\s*(teacher|base|tdd|adv|animatelcm|default)@(\d+)(\+refine)?\s*", spec)
     if not m:
         raise ConfigError("contender", f"got {spec!r}; write METHOD@STEPS[+refine] with METHOD in "
                                        f"{', '.join(METHODS)} (e.g. teacher@25, tdd@4+refine, animatelcm@8)")
@@ -102,12 +105,24 @@ class Contenders:
                 self.units[method] = self._full_unet(unet_file)
             else:
                 self.adapters[method] = self._load_adapter(method, lora_file)
+        for c in (c for c in contenders if c.method == "default"):
+            model_dir = getattr(cfg, "model_dir", None)
+            if not model_dir:
+                raise ConfigError("--contenders", f"{c.label}: the default render's students are looked up next to "
+                                                  "the model, and no model folder was given")
+            found = zoo.step_student_lora(c.steps, model_dir)
+            if found is None:
+                raise ConfigError("--contenders", f"{c.label}: the default render's student for {c.steps} steps "
+                                                  f"({zoo.student_for_steps(c.steps)}) is not shipped next to this "
+                                                  "model (MODEL/students/NAME/pytorch_lora_weights.safetensors)")
+            self.adapters[c.label] = self._load_adapter("default", str(found[0]), found[1])
         self.counter = PassCounter()
         for m in {id(u): u for u in [self.base, *self.units.values()]}.values():
             self.counter.attach(m)
 
-    def _load_adapter(self, method: str, path: str) -> str:
-        """Inject a LoRA file as adapter '<method>_<file hash>' (reused if this base already has it)."""
+    def _load_adapter(self, method: str, path: str, scale: float | None = None) -> str:
+        """Inject a LoRA file as adapter '<method>_<file hash>[_x<strength>]' (reused if this base already has it);
+        strength `scale`, else the config's `<method>_lora_scale` (1 when it has none)."""
         p = Path(path)
         if p.is_dir():
             files = sorted(p.rglob("*.safetensors"))
@@ -116,7 +131,8 @@ class Contenders:
             p = files[0]
         if not p.is_file():
             raise ConfigError(f"--{method}-lora", f"file not found: {str(p)!r}")
-        scale = float(getattr(self.cfg, f"{method}_lora_scale", 1.0))     # LoRA strength (quality bench option)
+        if scale is None:                                       # LoRA strength (quality bench option)
+            scale = float(getattr(self.cfg, f"{method}_lora_scale", 1.0))
         name = f"{method}_{hashlib.sha1(p.read_bytes()).hexdigest()[:10]}"
         name += "" if scale == 1 else "_x" + f"{scale:g}".replace(".", "p")      # load_lora refuses scale < 0
         if name not in lora.adapter_names(self.base):
@@ -138,9 +154,10 @@ class Contenders:
     def using(self, c: Contender):
         """family.unet set to the contender's network (adapter switched on, or the bare base)."""
         unet = self.units.get(c.method, self.base)
+        adapter = self.adapters.get(c.label if c.method == "default" else c.method)
         with using_unet(self.family, unet):
-            if unet is self.base and c.method in STUDENTS:
-                with lora.use_adapter(unet, self.adapters[c.method]):
+            if unet is self.base and adapter is not None:
+                with lora.use_adapter(unet, adapter):
                     yield unet
             elif lora.adapter_names(unet):
                 with lora.adapters_disabled(unet):

@@ -64,6 +64,7 @@ class QualityConfig:
     progress: bool = True
     cache_dir: str | None = None          # teacher samples (they depend only on the base model) are kept here
     fd_versus: str | None = None           # also give every row its FD minus this contender's, paired SE
+    model_dir: str | None = None           # the model's folder: default@N contenders use <model_dir>/students/
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:

@@ -135,6 +135,16 @@ def default_student_lora(teacher: str = DEFAULT_SVD, student: str = DEFAULT_STUD
     return path if path.is_file() else None
 
 
+def step_student_lora(steps: int, teacher_dir: str | Path | None = None) -> tuple[Path, float] | None:
+    """What the default render applies at `steps` sampling steps: (the LoRA file of the student made for that step
+    count, its strength) from ``<teacher_dir>/students/<name>/`` (default: the zoo's default SVD teacher), or None
+    when that student is not shipped there. `steps` None or < 1 is the default student at strength 1."""
+    _, name, strength = _step_entry(steps)
+    root = Path(teacher_dir) if teacher_dir is not None else ZOO_DIR / DEFAULT_SVD
+    path = root / "students" / name / "pytorch_lora_weights.safetensors"
+    return (path, strength) if path.is_file() else None
+
+
 def model_card(name: str) -> str:
     """Text of a zoo entry's MODEL_CARD.md."""
     path = resolve_model(name)
