@@ -6,7 +6,7 @@
       --animatelcm-unet AnimateLCM-SVD-xt-1.1.safetensors --images photos/ --seeds 0 1 2 --out runs/compare
   python infer/compare.py ... --i3d i3d_torchscript.pt       # adds FVD (local TorchScript I3D file)
 
-Contenders are METHOD@STEPS[+refine] with METHOD teacher | base | tdd | adv | animatelcm | default (default@N:
+Contenders are METHOD@STEPS[+refine] with METHOD teacher | base | tdd | animatelcm | default (default@N:
 what `infer/img2vid.py --steps N` renders without --model, the student shipped with the model for N steps at its
 strength, e.g. `python infer/compare.py teacher@25 default@1 default@4`). All contenders start
 from the same noise and conditioning per (image, seed). Outputs in --out: grid.mp4 (rows = image ×
