@@ -131,18 +131,22 @@ def strength_for_steps(steps: int | None) -> float:
 
 def default_student_lora(teacher: str = DEFAULT_SVD, student: str = DEFAULT_STUDENT) -> Path | None:
     """The shipped TDD student LoRA of a zoo teacher (``<teacher>/students/<student>/*.safetensors``), or None."""
-    path = ZOO_DIR / teacher / "students" / student / "pytorch_lora_weights.safetensors"
+    return _shipped_lora(ZOO_DIR / teacher, student)
+
+
+def _shipped_lora(teacher_dir: Path, student: str) -> Path | None:
+    """``<teacher_dir>/students/<student>/pytorch_lora_weights.safetensors`` if that file exists, else None."""
+    path = teacher_dir / "students" / student / "pytorch_lora_weights.safetensors"
     return path if path.is_file() else None
 
 
-def step_student_lora(steps: int, teacher_dir: str | Path | None = None) -> tuple[Path, float] | None:
+def step_student_lora(steps: int | None, teacher_dir: str | Path | None = None) -> tuple[Path, float] | None:
     """What the default render applies at `steps` sampling steps: (the LoRA file of the student made for that step
     count, its strength) from ``<teacher_dir>/students/<name>/`` (default: the zoo's default SVD teacher), or None
     when that student is not shipped there. `steps` None or < 1 is the default student at strength 1."""
     _, name, strength = _step_entry(steps)
-    root = Path(teacher_dir) if teacher_dir is not None else ZOO_DIR / DEFAULT_SVD
-    path = root / "students" / name / "pytorch_lora_weights.safetensors"
-    return (path, strength) if path.is_file() else None
+    path = _shipped_lora(Path(teacher_dir) if teacher_dir is not None else ZOO_DIR / DEFAULT_SVD, name)
+    return None if path is None else (path, strength)
 
 
 def model_card(name: str) -> str:
